@@ -1,0 +1,607 @@
+"""Compiled kernels for collapsed Gibbs sampling of LDA (private; see :mod:`.sampler`).
+
+The sampler is SparseLDA (Yao, Mimno & McCallum, "Efficient Methods for Topic Model Inference
+on Streaming Document Collections", KDD 2009). The collapsed Gibbs conditional of one token
+``i`` of word ``w`` in document ``d``, with the token's own counts removed, is
+
+    p(z_i = k | rest) ∝ (n_dk + α_k) (n_wk + β) / (n_k + Vβ)
+
+and SparseLDA splits it into three buckets whose sum is the same unnormalised mass:
+
+    s_k = α_k β / (n_k + Vβ)              dense but tiny; its sum s changes O(1) per token
+    r_k = n_dk β / (n_k + Vβ)             non-zero only for the document's topics
+    q_k = n_wk (n_dk + α_k) / (n_k + Vβ)  non-zero only for the word's topics
+
+Only ``q`` is summed afresh per token, over the word's non-zero topics; ``s`` and ``r`` are
+kept up to date incrementally, as is the coefficient ``(n_dk + α_k) / (n_k + Vβ)`` used by
+``q``. With β small most of the mass sits in ``q``, and after burn-in a word has few topics,
+so a token costs a handful of operations instead of the O(K) textbook loop.
+
+Layout: a partition's documents are flat arrays, ``doc_offsets`` (int64, D+1), ``words`` and
+``topics`` (int32, N). ``word_topic`` is (V, K) int32 row-major, so one word's counts share a
+few cache lines; ``doc_topic`` (D, K) int32; ``topic_totals`` (K,) int32 or int64.
+
+Randomness is a xorshift64* generator (Vigna, "An experimental exploration of Marsaglia's
+xorshift generators, scrambled", 2016) held in a local uint64, seeded by the caller through
+splitmix64, so a kernel call is a pure function of its inputs and its seed.
+
+Every function here takes arrays and scalars only; validation lives in :mod:`.sampler`.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+# fastmath lets LLVM reassociate the O(K) reductions; nothing here relies on NaN/inf semantics
+# because α, β > 0 keep every weight finite and positive.
+_FASTMATH = True
+
+_U1 = np.uint64(1)
+_S11 = np.uint64(11)
+_S12 = np.uint64(12)
+_S25 = np.uint64(25)
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S27B = np.uint64(27)
+_S31 = np.uint64(31)
+_XS_MUL = np.uint64(0x2545F4914F6CDD1D)
+_SM_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_SM_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_SM_M2 = np.uint64(0x94D049BB133111EB)
+_INV_2_53 = 1.0 / 9007199254740992.0
+
+
+@njit(cache=True, nogil=True)
+def splitmix64(x):
+    """One splitmix64 step: a bijective, well-mixed uint64 -> uint64 map."""
+    z = x + _SM_GAMMA
+    z = (z ^ (z >> _S30)) * _SM_M1
+    z = (z ^ (z >> _S27B)) * _SM_M2
+    return z ^ (z >> _S31)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _next(state):
+    # xorshift64*: the multiply scrambles the weak low bits; we keep the top 53.
+    state ^= state >> _S12
+    state ^= state << _S25
+    state ^= state >> _S27
+    return state
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _uniform(state):
+    return float((state * _XS_MUL) >> _S11) * _INV_2_53
+
+
+@njit(cache=True, nogil=True)
+def _seed_state(seed):
+    # xorshift must not start at 0, and nearby seeds must not give nearby streams.
+    state = splitmix64(seed)
+    if state == 0:
+        state = _SM_GAMMA
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# counts
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def word_topic_counts(words, topics, num_words, num_topics):
+    out = np.zeros((num_words, num_topics), np.int32)
+    for i in range(words.shape[0]):
+        out[words[i], topics[i]] += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def doc_topic_counts(doc_offsets, topics, num_topics):
+    num_docs = doc_offsets.shape[0] - 1
+    out = np.zeros((num_docs, num_topics), np.int32)
+    for d in range(num_docs):
+        for i in range(doc_offsets[d], doc_offsets[d + 1]):
+            out[d, topics[i]] += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def random_topics(n, num_topics, seed):
+    state = _seed_state(seed)
+    out = np.empty(n, np.int32)
+    for i in range(n):
+        state = _next(state)
+        t = np.int32(_uniform(state) * num_topics)
+        if t >= num_topics:  # u * K can round up to K when u is within an ulp of 1
+            t = num_topics - 1
+        out[i] = t
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the SparseLDA sweep
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic,
+          topic_totals, alpha, beta, seed):
+    """Resample every token of documents [doc_start, doc_stop) once, in place.
+
+    Returns the number of tokens whose topic changed.
+    """
+    num_words, K = word_topic.shape
+    vbeta = num_words * beta
+
+    # 1/(n_k + Vβ) and coef_k = (n_dk + α_k)/(n_k + Vβ), maintained under every count change.
+    # Counts are clamped at 0 wherever they enter a weight: a stale or corrupted copy must
+    # give a valid (if approximate) distribution, never a negative one.
+    inv = np.empty(K, np.float64)
+    coef = np.empty(K, np.float64)
+    for k in range(K):
+        nk = topic_totals[k]
+        if nk < 0:
+            nk = 0
+        inv[k] = 1.0 / (nk + vbeta)
+        coef[k] = alpha[k] * inv[k]
+
+    # Per-word lists of topics with n_wk > 0, for the words of this range only. A list can grow
+    # by at most one entry per local token of the word (each token is resampled once), so its
+    # capacity is min(K, nnz + local count) and no reallocation happens inside the loop.
+    tok_lo = doc_offsets[doc_start]
+    tok_hi = doc_offsets[doc_stop]
+    local = np.zeros(num_words, np.int32)
+    for i in range(tok_lo, tok_hi):
+        local[words[i]] += 1
+    wstart = np.zeros(num_words + 1, np.int64)
+    wlen = np.zeros(num_words, np.int32)
+    for w in range(num_words):
+        cap = 0
+        if local[w] > 0:
+            nnz = 0
+            for k in range(K):
+                if word_topic[w, k] > 0:
+                    nnz += 1
+            cap = nnz + local[w]
+            if cap > K:
+                cap = K
+        wstart[w + 1] = wstart[w] + cap
+    wlist = np.empty(wstart[num_words], np.int32)
+    for w in range(num_words):
+        if local[w] > 0:
+            base = wstart[w]
+            n = 0
+            for k in range(K):
+                if word_topic[w, k] > 0:
+                    wlist[base + n] = k
+                    n += 1
+            wlen[w] = n
+
+    # The document's non-zero topics, with positions for O(1) removal.
+    dnz = np.empty(K, np.int32)
+    dpos = np.full(K, -1, np.int32)
+    qcum = np.empty(K, np.float64)
+
+    state = _seed_state(seed)
+    changed = 0
+
+    for d in range(doc_start, doc_stop):
+        lo = doc_offsets[d]
+        hi = doc_offsets[d + 1]
+        if lo == hi:
+            continue
+        # s and r are re-summed per document so floating-point drift never accumulates
+        # beyond one document's updates.
+        nd = 0
+        s = 0.0
+        r = 0.0
+        for k in range(K):
+            s += alpha[k] * inv[k]
+            c = doc_topic[d, k]
+            if c > 0:
+                dnz[nd] = k
+                dpos[k] = nd
+                nd += 1
+                r += c * inv[k]
+                coef[k] = (c + alpha[k]) * inv[k]
+        s *= beta
+        r *= beta
+
+        for i in range(lo, hi):
+            w = words[i]
+            t = topics[i]
+
+            # ---- remove token i from the counts
+            ndt = doc_topic[d, t] - 1
+            doc_topic[d, t] = ndt
+            nwt = word_topic[w, t] - 1
+            word_topic[w, t] = nwt
+            nt = topic_totals[t] - 1
+            topic_totals[t] = nt
+            old_inv = inv[t]
+            new_inv = 1.0 / (max(nt, 0) + vbeta)
+            inv[t] = new_inv
+            s += beta * alpha[t] * (new_inv - old_inv)
+            ndt_c = max(ndt, 0)
+            r += beta * (ndt_c * new_inv - max(ndt + 1, 0) * old_inv)
+            coef[t] = (ndt_c + alpha[t]) * new_inv
+            if ndt == 0:
+                p = dpos[t]
+                nd -= 1
+                last = dnz[nd]
+                dnz[p] = last
+                dpos[last] = p
+                dpos[t] = -1
+                if nd == 0:
+                    r = 0.0  # exact: no document topics left
+            base = wstart[w]
+            L = wlen[w]
+            if nwt == 0:
+                for j in range(L):
+                    if wlist[base + j] == t:
+                        L -= 1
+                        wlist[base + j] = wlist[base + L]
+                        wlen[w] = L
+                        break
+
+            # ---- q bucket: over the word's non-zero topics
+            q = 0.0
+            for j in range(L):
+                k = wlist[base + j]
+                q += coef[k] * word_topic[w, k]
+                qcum[j] = q
+
+            state = _next(state)
+            u = _uniform(state) * (s + r + q)
+            if u < q:
+                j = 0
+                while j < L - 1 and qcum[j] <= u:
+                    j += 1
+                new = wlist[base + j]
+            else:
+                u -= q
+                if u < r and nd > 0:
+                    acc = 0.0
+                    new = dnz[nd - 1]
+                    for j in range(nd):
+                        k = dnz[j]
+                        acc += beta * doc_topic[d, k] * inv[k]
+                        if acc > u:
+                            new = k
+                            break
+                else:
+                    u -= r
+                    acc = 0.0
+                    new = K - 1
+                    for k in range(K):
+                        acc += beta * alpha[k] * inv[k]
+                        if acc > u:
+                            new = k
+                            break
+
+            # ---- add token i back with its new topic
+            ndk = doc_topic[d, new] + 1
+            doc_topic[d, new] = ndk
+            nwk = word_topic[w, new] + 1
+            word_topic[w, new] = nwk
+            nk = topic_totals[new] + 1
+            topic_totals[new] = nk
+            old_inv = inv[new]
+            new_inv = 1.0 / (max(nk, 0) + vbeta)
+            inv[new] = new_inv
+            s += beta * alpha[new] * (new_inv - old_inv)
+            ndk_c = max(ndk, 0)
+            r += beta * (ndk_c * new_inv - max(ndk - 1, 0) * old_inv)
+            coef[new] = (ndk_c + alpha[new]) * new_inv
+            if ndk == 1:
+                dnz[nd] = new
+                dpos[new] = nd
+                nd += 1
+            if nwk == 1:
+                wlist[base + L] = new
+                wlen[w] = L + 1
+            if new != t:
+                changed += 1
+            topics[i] = new
+
+        # leave coef and dpos clean for the next document
+        for j in range(nd):
+            k = dnz[j]
+            coef[k] = alpha[k] * inv[k]
+            dpos[k] = -1
+
+    return changed
+
+
+# --------------------------------------------------------------------------------------------
+# sparse count deltas
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def sparse_delta(words, old_topics, new_topics, order, num_topics):
+    """Coalesced COO delta of word_topic between two assignments of the same tokens.
+
+    ``order`` lists token indices grouped by word in ascending word order (a stable argsort of
+    ``words``, computed once per partition since words never change), so the output comes out
+    sorted by flat index ``w * K + k`` without a per-call sort.
+    """
+    n = words.shape[0]
+    moved = 0
+    for i in range(n):
+        if old_topics[i] != new_topics[i]:
+            moved += 1
+    index = np.empty(2 * moved, np.int64)
+    value = np.empty(2 * moved, np.int32)
+    if moved == 0:
+        return index, value
+    acc = np.zeros(num_topics, np.int32)
+    seen = np.zeros(num_topics, np.bool_)
+    touched = np.empty(num_topics, np.int32)
+    out = 0
+    i = 0
+    while i < n:
+        w = words[order[i]]
+        nt = 0
+        while i < n and words[order[i]] == w:
+            tok = order[i]
+            a = old_topics[tok]
+            b = new_topics[tok]
+            if a != b:
+                acc[a] -= 1
+                acc[b] += 1
+                if not seen[a]:
+                    seen[a] = True
+                    touched[nt] = a
+                    nt += 1
+                if not seen[b]:
+                    seen[b] = True
+                    touched[nt] = b
+                    nt += 1
+            i += 1
+        if nt > 0:
+            # insertion sort: a word's touched topics are few
+            for x in range(1, nt):
+                v = touched[x]
+                y = x - 1
+                while y >= 0 and touched[y] > v:
+                    touched[y + 1] = touched[y]
+                    y -= 1
+                touched[y + 1] = v
+            for x in range(nt):
+                k = touched[x]
+                if acc[k] != 0:
+                    index[out] = np.int64(w) * num_topics + k
+                    value[out] = acc[k]
+                    out += 1
+                acc[k] = 0
+                seen[k] = False
+    return index[:out], value[:out]
+
+
+@njit(cache=True, nogil=True)
+def apply_sparse_delta(word_topic, topic_totals, index, value):
+    K = word_topic.shape[1]
+    flat = word_topic.reshape(-1)
+    for j in range(index.shape[0]):
+        flat[index[j]] += value[j]
+        topic_totals[index[j] % K] += value[j]
+
+
+# --------------------------------------------------------------------------------------------
+# fold-in and held-out scoring (topic-word distribution fixed)
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _fold_in_doc(words, lo, hi, phi_wk, alpha_phi, alpha, iterations, burn_in,
+                 z, ndk, dnz, dpos, cum, theta_row, state):
+    """Gibbs-sample one document's topics against fixed phi; accumulate theta samples.
+
+    p(z=k) ∝ (n_dk + α_k) φ_kw splits into a document part Σ_{n_dk>0} n_dk φ_kw and a prior
+    part α_k φ_kw whose total per word (``alpha_phi``) is precomputed.
+    """
+    K = phi_wk.shape[1]
+    n = hi - lo
+    nd = 0
+    for j in range(n):
+        state = _next(state)
+        t = np.int32(_uniform(state) * K)
+        if t >= K:
+            t = K - 1
+        z[j] = t
+        ndk[t] += 1
+        if ndk[t] == 1:
+            dnz[nd] = t
+            dpos[t] = nd
+            nd += 1
+    samples = 0
+    for it in range(iterations):
+        for j in range(n):
+            w = words[lo + j]
+            t = z[j]
+            ndk[t] -= 1
+            if ndk[t] == 0:
+                p = dpos[t]
+                nd -= 1
+                last = dnz[nd]
+                dnz[p] = last
+                dpos[last] = p
+                dpos[t] = -1
+            r = 0.0
+            for m in range(nd):
+                k = dnz[m]
+                r += ndk[k] * phi_wk[w, k]
+                cum[m] = r
+            state = _next(state)
+            u = _uniform(state) * (r + alpha_phi[w])
+            if u < r:
+                m = 0
+                while m < nd - 1 and cum[m] <= u:
+                    m += 1
+                new = dnz[m]
+            else:
+                u -= r
+                acc = 0.0
+                new = K - 1
+                for k in range(K):
+                    acc += alpha[k] * phi_wk[w, k]
+                    if acc > u:
+                        new = k
+                        break
+            ndk[new] += 1
+            if ndk[new] == 1:
+                dnz[nd] = new
+                dpos[new] = nd
+                nd += 1
+            z[j] = new
+        if it >= burn_in:
+            for m in range(nd):
+                k = dnz[m]
+                theta_row[k] += ndk[k]
+            samples += 1
+    # clean the scratch arrays for the next document
+    for m in range(nd):
+        k = dnz[m]
+        ndk[k] = 0
+        dpos[k] = -1
+    return samples, state
+
+
+@njit(cache=True, nogil=True)
+def _theta_finish(theta_row, samples, n, alpha, alpha_sum):
+    # mean over samples of (n_dk + α_k) / (n_d + Σα)
+    K = theta_row.shape[0]
+    denom = n + alpha_sum
+    if samples > 0:
+        for k in range(K):
+            theta_row[k] = (theta_row[k] / samples + alpha[k]) / denom
+    else:
+        for k in range(K):
+            theta_row[k] = alpha[k] / alpha_sum
+
+
+@njit(cache=True, nogil=True)
+def _alpha_phi(phi_wk, alpha):
+    V, K = phi_wk.shape
+    out = np.zeros(V, np.float64)
+    for w in range(V):
+        a = 0.0
+        for k in range(K):
+            a += alpha[k] * phi_wk[w, k]
+        out[w] = a
+    return out
+
+
+@njit(cache=True, nogil=True)
+def fold_in(doc_offsets, words, phi_wk, alpha, iterations, burn_in, seed):
+    """theta (D, K) for documents sampled against fixed phi_wk = p(w | k), shape (V, K)."""
+    K = phi_wk.shape[1]
+    D = doc_offsets.shape[0] - 1
+    theta = np.zeros((D, K), np.float64)
+    alpha_phi = _alpha_phi(phi_wk, alpha)
+    alpha_sum = alpha.sum()
+    maxlen = 0
+    for d in range(D):
+        maxlen = max(maxlen, doc_offsets[d + 1] - doc_offsets[d])
+    z = np.empty(maxlen, np.int32)
+    ndk = np.zeros(K, np.int32)
+    dnz = np.empty(K, np.int32)
+    dpos = np.full(K, -1, np.int32)
+    cum = np.empty(K, np.float64)
+    state = _seed_state(seed)
+    for d in range(D):
+        lo = doc_offsets[d]
+        hi = doc_offsets[d + 1]
+        samples = 0
+        if hi > lo:
+            samples, state = _fold_in_doc(words, lo, hi, phi_wk, alpha_phi, alpha, iterations,
+                                          burn_in, z, ndk, dnz, dpos, cum, theta[d], state)
+        _theta_finish(theta[d], samples, hi - lo, alpha, alpha_sum)
+    return theta
+
+
+@njit(cache=True, nogil=True)
+def completion_log_likelihood(doc_offsets, words, phi_wk, alpha, iterations, burn_in, seed):
+    """Document completion (Wallach et al. 2009): theta from each document's first half,
+    then Σ log Σ_k θ_dk φ_kw over its second half. Returns (total, scored tokens)."""
+    K = phi_wk.shape[1]
+    D = doc_offsets.shape[0] - 1
+    alpha_phi = _alpha_phi(phi_wk, alpha)
+    alpha_sum = alpha.sum()
+    maxlen = 0
+    for d in range(D):
+        maxlen = max(maxlen, doc_offsets[d + 1] - doc_offsets[d])
+    z = np.empty(maxlen, np.int32)
+    ndk = np.zeros(K, np.int32)
+    dnz = np.empty(K, np.int32)
+    dpos = np.full(K, -1, np.int32)
+    cum = np.empty(K, np.float64)
+    theta = np.empty(K, np.float64)
+    state = _seed_state(seed)
+    total = 0.0
+    scored = 0
+    for d in range(D):
+        lo = doc_offsets[d]
+        hi = doc_offsets[d + 1]
+        mid = lo + (hi - lo) // 2
+        if hi - mid == 0:
+            continue
+        theta[:] = 0.0
+        samples = 0
+        if mid > lo:
+            samples, state = _fold_in_doc(words, lo, mid, phi_wk, alpha_phi, alpha, iterations,
+                                          burn_in, z, ndk, dnz, dpos, cum, theta, state)
+        _theta_finish(theta, samples, mid - lo, alpha, alpha_sum)
+        for i in range(mid, hi):
+            w = words[i]
+            p = 0.0
+            for k in range(K):
+                p += theta[k] * phi_wk[w, k]
+            total += math.log(p)
+            scored += 1
+    return total, scored
+
+
+# --------------------------------------------------------------------------------------------
+# collapsed joint log-likelihood
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def log_likelihood_words(word_topic, topic_totals, beta):
+    """log p(w | z) = K[lgΓ(Vβ) - V lgΓ(β)] + Σ_k [Σ_w lgΓ(n_wk + β) - lgΓ(n_k + Vβ)].
+
+    Zero counts contribute lgΓ(β) each, which cancels against the constant, so only the
+    non-zero entries are visited.
+    """
+    V, K = word_topic.shape
+    lg_beta = math.lgamma(beta)
+    total = K * math.lgamma(V * beta)
+    for w in range(V):
+        for k in range(K):
+            c = word_topic[w, k]
+            if c > 0:
+                total += math.lgamma(c + beta) - lg_beta
+    for k in range(K):
+        total -= math.lgamma(max(topic_totals[k], 0) + V * beta)
+    return total
+
+
+@njit(cache=True, nogil=True)
+def log_likelihood_topics(doc_topic, alpha):
+    """log p(z) = Σ_d [lgΓ(Σα) - lgΓ(n_d + Σα) + Σ_k (lgΓ(n_dk + α_k) - lgΓ(α_k))]."""
+    D, K = doc_topic.shape
+    alpha_sum = 0.0
+    lg_alpha = np.empty(K, np.float64)
+    for k in range(K):
+        alpha_sum += alpha[k]
+        lg_alpha[k] = math.lgamma(alpha[k])
+    lg_alpha_sum = math.lgamma(alpha_sum)
+    total = 0.0
+    for d in range(D):
+        nd = 0
+        for k in range(K):
+            c = doc_topic[d, k]
+            if c > 0:
+                nd += c
+                total += math.lgamma(c + alpha[k]) - lg_alpha[k]
+        total += lg_alpha_sum - math.lgamma(nd + alpha_sum)
+    return total

@@ -1,0 +1,405 @@
+"""Collapsed Gibbs sampling for LDA: the Python layer over the compiled kernels.
+
+Collapsed Gibbs sampling (Griffiths & Steyvers, "Finding scientific topics", PNAS 2004)
+integrates out the topic-word distributions φ (prior β) and the document-topic proportions θ
+(prior α) and resamples each token's topic z from
+
+    p(z_i = k | z_-i, w) ∝ (n_dk + α_k) (n_wk + β) / (n_k + Vβ),
+
+where n_dk, n_wk and n_k count the other tokens assigned to topic k in the token's document,
+for the token's word, and overall. One *sweep* resamples every token once. The kernel is
+SparseLDA (Yao, Mimno & McCallum, KDD 2009), which costs O(#topics of the word + #topics of
+the document) per token rather than O(K); see :mod:`deepdist.lda._kernels`.
+
+AD-LDA (Newman et al., NIPS 2007) runs sweeps on shards of the documents in parallel, each
+against its own copy of the word-topic counts n_wk, and merges the count changes. The pieces a
+partition needs are here:
+
+- a partition holds ``doc_offsets`` (int64, D+1), ``words`` and ``topics`` (int32, N);
+- :func:`sweep` updates ``topics``, ``doc_topic`` (D, K), ``word_topic`` (V, K) and
+  ``topic_totals`` (K,) in place; randomness comes from :func:`derive_seed` (seed, partition,
+  iteration), so a partition's sweep is reproducible and a retried task redoes the same work;
+- :func:`sparse_delta` turns the assignments before and after some sweeps into the sparse
+  int32 change of ``word_topic`` to push, and :func:`apply_sparse_delta` merges one;
+- :func:`log_likelihood` scores the training state, :func:`fold_in` infers θ for new
+  documents against fixed topics, and :func:`completion_log_likelihood` scores held-out
+  documents by document completion.
+
+Example (single process)::
+
+    import numpy as np
+    from deepdist.lda import sampler
+    from deepdist.lda.synthetic import synthetic_lda_corpus
+
+    docs, true_phi = synthetic_lda_corpus(500, 200, 5, 50, alpha=0.1, beta=0.01, seed=0)
+    offsets, words = sampler.pack_documents(docs)
+    K, V = 5, 200
+    topics = sampler.random_topics(len(words), K, seed=sampler.derive_seed(0, 0, 0))
+    word_topic = sampler.counts_from_assignments(words, topics, V, K)
+    doc_topic = sampler.doc_topic_from_assignments(offsets, topics, K)
+    totals = word_topic.sum(axis=0, dtype=np.int64)
+    for it in range(1, 51):
+        sampler.sweep(offsets, words, topics, doc_topic, word_topic, totals, 0.1, 0.01,
+                      seed=sampler.derive_seed(0, 0, it))
+    phi = sampler.topic_word_distribution(word_topic, totals, 0.01)
+"""
+
+import numpy as np
+
+from . import _kernels
+
+__all__ = [
+    "derive_seed",
+    "pack_documents",
+    "random_topics",
+    "counts_from_assignments",
+    "doc_topic_from_assignments",
+    "sweep",
+    "word_order",
+    "sparse_delta",
+    "apply_sparse_delta",
+    "topic_word_distribution",
+    "fold_in",
+    "completion_log_likelihood",
+    "log_likelihood",
+    "log_prior_assignments",
+]
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def derive_seed(seed, partition=0, iteration=0):
+    """A 64-bit seed for one (seed, partition, iteration), by chained splitmix64 mixing.
+
+    Each argument goes through a full mixing round, so neighbouring partitions or iterations
+    get unrelated streams. Returns a Python int in [0, 2**64).
+    """
+    for name, value in (("seed", seed), ("partition", partition), ("iteration", iteration)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    x = _splitmix64(int(seed) & _MASK64)
+    x = _splitmix64(x ^ (int(partition) & _MASK64))
+    return _splitmix64(x ^ (int(iteration) & _MASK64))
+
+
+def _as_seed(seed):
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return np.uint64(int(seed) & _MASK64)
+
+
+def _require(name, a, dtypes, ndim, writable=False):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype not in dtypes:
+        allowed = " or ".join(str(np.dtype(t)) for t in dtypes)
+        raise TypeError(f"{name} must have dtype {allowed}, got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{name} must be writable: it is updated in place")
+
+
+def _alpha_vector(alpha, num_topics):
+    a = np.asarray(alpha, dtype=np.float64)
+    if a.ndim == 0:
+        a = np.full(num_topics, float(a))
+    elif a.shape != (num_topics,):
+        raise ValueError(f"alpha must be a scalar or have shape ({num_topics},), got shape "
+                         f"{a.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(a > 0)):
+        raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
+    return np.ascontiguousarray(a)
+
+
+def _beta_scalar(beta):
+    b = float(beta)
+    if not (np.isfinite(b) and b > 0):
+        raise ValueError(f"beta must be finite and > 0, got {beta!r}")
+    return b
+
+
+def _check_corpus(doc_offsets, words, num_words):
+    _require("doc_offsets", doc_offsets, (np.int64,), 1)
+    _require("words", words, (np.int32,), 1)
+    if doc_offsets.shape[0] < 1 or doc_offsets[0] != 0 or doc_offsets[-1] != words.shape[0]:
+        raise ValueError(f"doc_offsets must start at 0 and end at len(words)="
+                         f"{words.shape[0]}")
+    if doc_offsets.shape[0] > 1 and np.any(np.diff(doc_offsets) < 0):
+        raise ValueError("doc_offsets must be non-decreasing")
+    if words.size and (words.min() < 0 or words.max() >= num_words):
+        raise ValueError(f"word ids must lie in [0, {num_words}), got range "
+                         f"[{words.min()}, {words.max()}]")
+
+
+def pack_documents(docs):
+    """Flatten an iterable of word-id sequences into ``(doc_offsets int64, words int32)``."""
+    arrays = [np.asarray(d, dtype=np.int32).ravel() for d in docs]
+    lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    words = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)
+    return offsets, np.ascontiguousarray(words, dtype=np.int32)
+
+
+def random_topics(num_tokens, num_topics, seed):
+    """Uniform initial topic assignments (int32) from a 64-bit seed (see :func:`derive_seed`)."""
+    if int(num_topics) < 1:
+        raise ValueError(f"num_topics must be >= 1, got {num_topics!r}")
+    if int(num_tokens) < 0:
+        raise ValueError(f"num_tokens must be >= 0, got {num_tokens!r}")
+    return _kernels.random_topics(int(num_tokens), int(num_topics), _as_seed(seed))
+
+
+def counts_from_assignments(words, topics, num_words, num_topics):
+    """n_wk: the (num_words, num_topics) int32 word-topic counts implied by the assignments."""
+    _require("words", words, (np.int32,), 1)
+    _require("topics", topics, (np.int32,), 1)
+    if words.shape != topics.shape:
+        raise ValueError(f"words and topics must have equal length, got {words.shape[0]} and "
+                         f"{topics.shape[0]}")
+    if words.size:
+        if words.min() < 0 or words.max() >= num_words:
+            raise ValueError(f"word ids must lie in [0, {num_words})")
+        if topics.min() < 0 or topics.max() >= num_topics:
+            raise ValueError(f"topics must lie in [0, {num_topics})")
+    return _kernels.word_topic_counts(words, topics, int(num_words), int(num_topics))
+
+
+def doc_topic_from_assignments(doc_offsets, topics, num_topics):
+    """n_dk: the (D, num_topics) int32 document-topic counts implied by the assignments."""
+    _require("doc_offsets", doc_offsets, (np.int64,), 1)
+    _require("topics", topics, (np.int32,), 1)
+    if doc_offsets.shape[0] < 1 or doc_offsets[0] != 0 or doc_offsets[-1] != topics.shape[0]:
+        raise ValueError(f"doc_offsets must start at 0 and end at len(topics)="
+                         f"{topics.shape[0]}")
+    if topics.size and (topics.min() < 0 or topics.max() >= num_topics):
+        raise ValueError(f"topics must lie in [0, {num_topics})")
+    return _kernels.doc_topic_counts(doc_offsets, topics, int(num_topics))
+
+
+def sweep(doc_offsets, words, topics, doc_topic, word_topic, topic_totals, alpha, beta, seed,
+          *, docs=None, validate=True):
+    """Resample every token's topic once (one collapsed Gibbs sweep), updating counts in place.
+
+    Parameters
+    ----------
+    doc_offsets : int64 array (D+1,)
+        Document d's tokens are ``words[doc_offsets[d]:doc_offsets[d+1]]``.
+    words, topics : int32 arrays (N,)
+        Word ids and their topic assignments z; ``topics`` is overwritten.
+    doc_topic : int32 array (D, K)
+        n_dk, consistent with ``topics`` (see :func:`doc_topic_from_assignments`).
+    word_topic : int32 array (V, K)
+        n_wk, this partition's copy of the shared counts; V sets the Vβ of the conditional.
+    topic_totals : int32 or int64 array (K,)
+        n_k, the column sums of ``word_topic``.
+    alpha : float or float array (K,)
+        Document-topic prior α (symmetric scalar or per-topic).
+    beta : float
+        Topic-word prior β.
+    seed : int
+        64-bit seed of this sweep, normally ``derive_seed(seed, partition, iteration)``.
+    docs : (start, stop), optional
+        Only resample documents ``start <= d < stop`` (a mini-batch); default all.
+    validate : bool
+        Check ids and assignments are in range (O(N)). Shapes and dtypes are always checked;
+        skip the O(N) part in a loop once the arrays are known to be good.
+
+    Returns
+    -------
+    int
+        How many tokens changed topic.
+
+    Negative counts (which a consistent copy never has) are clamped to zero in the weights,
+    so a damaged copy still yields topics in range.
+    """
+    _require("doc_offsets", doc_offsets, (np.int64,), 1)
+    _require("words", words, (np.int32,), 1)
+    _require("topics", topics, (np.int32,), 1, writable=True)
+    _require("doc_topic", doc_topic, (np.int32,), 2, writable=True)
+    _require("word_topic", word_topic, (np.int32,), 2, writable=True)
+    _require("topic_totals", topic_totals, (np.int32, np.int64), 1, writable=True)
+    num_words, num_topics = word_topic.shape
+    num_docs = doc_offsets.shape[0] - 1
+    if words.shape != topics.shape:
+        raise ValueError(f"words and topics must have equal length, got {words.shape[0]} and "
+                         f"{topics.shape[0]}")
+    if doc_topic.shape != (num_docs, num_topics):
+        raise ValueError(f"doc_topic must have shape ({num_docs}, {num_topics}), got "
+                         f"{doc_topic.shape}")
+    if topic_totals.shape != (num_topics,):
+        raise ValueError(f"topic_totals must have shape ({num_topics},), got "
+                         f"{topic_totals.shape}")
+    if num_docs < 0 or doc_offsets[-1] != words.shape[0]:
+        raise ValueError("doc_offsets must end at len(words)")
+    alpha = _alpha_vector(alpha, num_topics)
+    beta = _beta_scalar(beta)
+    start, stop = (0, num_docs) if docs is None else (int(docs[0]), int(docs[1]))
+    if not 0 <= start <= stop <= num_docs:
+        raise ValueError(f"docs must satisfy 0 <= start <= stop <= {num_docs}, got {docs!r}")
+    if validate:
+        _check_corpus(doc_offsets, words, num_words)
+        if topics.size and (topics.min() < 0 or topics.max() >= num_topics):
+            raise ValueError(f"topics must lie in [0, {num_topics})")
+    return int(_kernels.sweep(start, stop, doc_offsets, words, topics, doc_topic, word_topic,
+                              topic_totals, alpha, beta, _as_seed(seed)))
+
+
+def word_order(words):
+    """Token indices grouped by ascending word id (stable): the ``order`` of
+    :func:`sparse_delta`. Words never change, so compute it once per partition."""
+    _require("words", words, (np.int32,), 1)
+    return np.argsort(words, kind="stable").astype(np.int64)
+
+
+def sparse_delta(words, old_topics, new_topics, num_topics, order=None):
+    """The change of n_wk between two assignments of the same tokens, as sparse COO.
+
+    Returns ``(index, value)``: int64 flat indices into a C-ordered (V, num_topics) table
+    (``row, col = divmod(index, num_topics)``), strictly increasing, and int32 non-zero
+    values, such that ``counts(new) - counts(old)`` equals the scattered values. The change
+    of n_k is implied (``np.bincount(index % K, value)``).
+    """
+    _require("words", words, (np.int32,), 1)
+    _require("old_topics", old_topics, (np.int32,), 1)
+    _require("new_topics", new_topics, (np.int32,), 1)
+    if not words.shape == old_topics.shape == new_topics.shape:
+        raise ValueError("words, old_topics and new_topics must have equal length")
+    if order is None:
+        order = word_order(words)
+    else:
+        _require("order", order, (np.int64,), 1)
+        if order.shape != words.shape:
+            raise ValueError("order must have the length of words")
+    return _kernels.sparse_delta(words, old_topics, new_topics, order, int(num_topics))
+
+
+def apply_sparse_delta(word_topic, topic_totals, index, value):
+    """Add a coalesced sparse delta (from :func:`sparse_delta`) to n_wk and n_k in place."""
+    _require("word_topic", word_topic, (np.int32,), 2, writable=True)
+    _require("topic_totals", topic_totals, (np.int32, np.int64), 1, writable=True)
+    _require("index", index, (np.int64,), 1)
+    _require("value", value, (np.int32,), 1)
+    if index.shape != value.shape:
+        raise ValueError("index and value must have equal length")
+    if index.size and (index.min() < 0 or index.max() >= word_topic.size):
+        raise ValueError(f"index must lie in [0, {word_topic.size})")
+    _kernels.apply_sparse_delta(word_topic, topic_totals, index, value)
+
+
+def topic_word_distribution(word_topic, topic_totals, beta):
+    """φ as a (K, V) float64 array: φ_kw = (n_wk + β) / (n_k + Vβ), the posterior mean."""
+    beta = _beta_scalar(beta)
+    num_words = word_topic.shape[0]
+    nwk = np.maximum(np.asarray(word_topic, dtype=np.float64), 0.0)
+    nk = np.maximum(np.asarray(topic_totals, dtype=np.float64), 0.0)
+    return ((nwk + beta) / (nk + num_words * beta)).T.copy()
+
+
+def _phi_wk(topic_word, num_topics=None):
+    phi = np.asarray(topic_word, dtype=np.float64)
+    if phi.ndim != 2:
+        raise ValueError(f"topic_word must be a (K, V) array, got shape {phi.shape}")
+    if not (np.all(np.isfinite(phi)) and np.all(phi >= 0)):
+        raise ValueError("topic_word must be finite and non-negative")
+    # the kernels read one word's K probabilities per token: store them contiguously
+    return np.ascontiguousarray(phi.T)
+
+
+def _check_sampling_schedule(iterations, burn_in):
+    if int(iterations) < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations!r}")
+    if not 0 <= int(burn_in) < int(iterations):
+        raise ValueError(f"burn_in must lie in [0, iterations={iterations}), got {burn_in!r}")
+
+
+def fold_in(doc_offsets, words, topic_word, alpha, *, iterations=50, burn_in=10, seed=0):
+    """Infer θ for documents by Gibbs sampling their topics against fixed topics.
+
+    Each document's topics are resampled ``iterations`` times from
+    p(z = k) ∝ (n_dk + α_k) φ_kw; after ``burn_in`` sweeps every sample contributes
+    (n_dk + α_k) / (n_d + Σα) to the average returned.
+
+    Parameters
+    ----------
+    topic_word : (K, V) array
+        φ, rows p(w | k) (e.g. :func:`topic_word_distribution`, or another model's topics).
+    alpha : float or (K,) array
+        The document-topic prior α.
+
+    Returns
+    -------
+    theta : (D, K) float64, rows sum to 1 (an empty document gets α / Σα).
+    """
+    phi_wk = _phi_wk(topic_word)
+    num_words, num_topics = phi_wk.shape
+    alpha = _alpha_vector(alpha, num_topics)
+    _check_sampling_schedule(iterations, burn_in)
+    _check_corpus(doc_offsets, words, num_words)
+    return _kernels.fold_in(doc_offsets, words, phi_wk, alpha, int(iterations), int(burn_in),
+                            _as_seed(seed))
+
+
+def completion_log_likelihood(doc_offsets, words, topic_word, alpha, *, iterations=50,
+                              burn_in=10, seed=0):
+    """Held-out log-likelihood by document completion (Wallach et al., ICML 2009).
+
+    For each document, θ is folded in (see :func:`fold_in`) on its first ⌊n/2⌋ tokens, and its
+    remaining tokens are scored by log Σ_k θ_dk φ_kw.
+
+    Returns
+    -------
+    (total, num_tokens) : (float, int)
+        The summed log-likelihood and the number of scored tokens; the per-token
+        log-likelihood is ``total / num_tokens`` and perplexity ``exp(-total / num_tokens)``.
+        Totals from several partitions add up.
+    """
+    phi_wk = _phi_wk(topic_word)
+    num_words, num_topics = phi_wk.shape
+    alpha = _alpha_vector(alpha, num_topics)
+    _check_sampling_schedule(iterations, burn_in)
+    _check_corpus(doc_offsets, words, num_words)
+    total, count = _kernels.completion_log_likelihood(doc_offsets, words, phi_wk, alpha,
+                                                      int(iterations), int(burn_in),
+                                                      _as_seed(seed))
+    return float(total), int(count)
+
+
+def log_likelihood(word_topic, topic_totals, beta, *, doc_topic=None, alpha=None):
+    """Collapsed log-likelihood of the training state.
+
+    Always log p(w | z) = K[lnΓ(Vβ) - V lnΓ(β)] + Σ_k [Σ_w lnΓ(n_wk + β) - lnΓ(n_k + Vβ)]
+    (only non-zero n_wk are visited). With ``doc_topic`` and ``alpha`` also adds
+    log p(z) (see :func:`log_prior_assignments`), giving the joint log p(w, z).
+    """
+    _require("word_topic", word_topic, (np.int32,), 2)
+    _require("topic_totals", topic_totals, (np.int32, np.int64), 1)
+    if topic_totals.shape != (word_topic.shape[1],):
+        raise ValueError(f"topic_totals must have shape ({word_topic.shape[1]},), got "
+                         f"{topic_totals.shape}")
+    total = _kernels.log_likelihood_words(word_topic, topic_totals, _beta_scalar(beta))
+    if doc_topic is not None:
+        if alpha is None:
+            raise ValueError("alpha is required with doc_topic")
+        total += log_prior_assignments(doc_topic, alpha)
+    return float(total)
+
+
+def log_prior_assignments(doc_topic, alpha):
+    """log p(z) = Σ_d [lnΓ(Σα) - lnΓ(n_d + Σα) + Σ_k (lnΓ(n_dk + α_k) - lnΓ(α_k))].
+
+    A sum over documents, so each partition computes its own and the driver adds them.
+    """
+    _require("doc_topic", doc_topic, (np.int32,), 2)
+    alpha = _alpha_vector(alpha, doc_topic.shape[1])
+    return float(_kernels.log_likelihood_topics(doc_topic, alpha))

@@ -1,0 +1,166 @@
+"""The executor side of the wire: pull the model, push updates.
+
+A :class:`ModelClient` carries configuration only (URL, secret, timeouts), so
+it pickles cleanly into Spark closures; the HTTP session with keep-alive is
+created lazily, once per executor process.  HTTP and connection errors are
+translated into deepdist errors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from urllib.parse import urlsplit
+
+import numpy as np
+import requests
+
+from . import wire
+from .errors import (AuthenticationError, DescentFailedError, InvalidUpdateError, ServerError,
+                     ServerUnreachableError, SupersededAttemptError)
+
+log = logging.getLogger(__name__)
+
+_sessions: dict = {}
+_sessions_lock = threading.Lock()
+
+
+def _session_for(key) -> requests.Session:
+    # One Session per process and thread keeps connections alive across tasks
+    # without sharing a session between threads.
+    key = (key, os.getpid(), threading.get_ident())
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            session = _sessions[key] = requests.Session()
+        return session
+
+
+class ModelClient:
+    """Talks to a DeepDist model server.
+
+    Example::
+
+        >>> client = ModelClient(dd.url, dd.secret)          # doctest: +SKIP
+        >>> version, params = client.pull()                  # doctest: +SKIP
+        >>> client.push({"w": grad}, wire.UpdateMeta(version=version))  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, secret: str, connect_timeout: float = 10.0, read_timeout: float = 600.0,
+                 retries: int = 5, backoff: float = 0.5, backpressure_wait: float = 1800.0):
+        self.url = url.rstrip("/")
+        self.secret = secret
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.backpressure_wait = backpressure_wait
+
+    def __repr__(self) -> str:
+        return f"ModelClient({self.url!r})"
+
+    @property
+    def _session(self) -> requests.Session:
+        return _session_for((self.url, self.secret))
+
+    def _request(self, method: str, path: str, data=None, params=None, stream=False):
+        headers = {"Authorization": f"Bearer {self.secret}"}
+        if data is not None:
+            headers["Content-Type"] = wire.CONTENT_TYPE
+        url = self.url + path
+        backpressure_deadline = time.monotonic() + self.backpressure_wait
+        attempt = 0
+        while True:
+            try:
+                response = self._session.request(
+                    method, url, data=data, params=params, headers=headers, stream=stream,
+                    timeout=(self.connect_timeout, self.read_timeout))
+            except (requests.ConnectionError, requests.Timeout) as err:
+                attempt += 1
+                if attempt > self.retries:
+                    raise ServerUnreachableError(self._unreachable_message(err)) from None
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+                continue
+            if response.status_code == 503 and "Retry-After" in response.headers:
+                # back-pressure: the server's queue is full; wait, nothing was dropped
+                response.close()
+                if time.monotonic() > backpressure_deadline:
+                    raise ServerError(f"{url}: the update queue stayed full for {self.backpressure_wait}s")
+                time.sleep(float(response.headers.get("Retry-After", 1)))
+                continue
+            if response.status_code >= 400:
+                self._raise_for(response)
+            return response
+
+    def _unreachable_message(self, err) -> str:
+        host = urlsplit(self.url).hostname
+        port = urlsplit(self.url).port
+        return (f"cannot reach the DeepDist model server at {self.url} after {self.retries} retries "
+                f"({type(err).__name__}). The server runs on the Spark driver: check that the driver is "
+                f"still running, that executors can resolve and reach the driver host {host!r} "
+                f"(spark.driver.host / spark.driver.bindAddress), and that no firewall blocks port {port}.")
+
+    def _raise_for(self, response) -> None:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text[:500]
+        status = response.status_code
+        text = f"{self.url}: {status} {message}"
+        if status in (401, 403):
+            raise AuthenticationError(f"{text} (is the secret that of this DeepDist context?)")
+        if status == 409:
+            raise SupersededAttemptError(text)
+        if status in (400, 413):
+            raise InvalidUpdateError(text)
+        if status == 503 and "descent failed" in message:
+            raise DescentFailedError(text)
+        raise ServerError(text)
+
+    def _frame(self, response) -> wire.Frame:
+        body = response.raw.read(decode_content=False)
+        expected = response.headers.get("Content-Length")
+        if expected is not None and len(body) != int(expected):
+            raise ServerError(f"{self.url}: the model arrived truncated ({len(body)} of {expected} bytes)")
+        return wire.decode(body)
+
+    # -- public API ------------------------------------------------------------
+    def health(self) -> dict:
+        return self._request("GET", "/health").json()
+
+    def status(self) -> dict:
+        return self._request("GET", "/status").json()
+
+    def pull(self, names=None) -> tuple[int, dict]:
+        """The latest model: ``(version, {name: read-only array})``."""
+        params = {"names": ",".join(names)} if names else None
+        frame = self._frame(self._request("GET", "/model", params=params, stream=True))
+        return int(frame.meta["version"]), frame.arrays
+
+    def pull_into(self, target: dict, names=None) -> int:
+        """Copy the latest model into ``target``'s arrays; return its version."""
+        version, arrays = self.pull(names)
+        for name, array in arrays.items():
+            np.copyto(target[name], array)
+        return version
+
+    def pull_rows(self, rows: dict) -> tuple[int, dict]:
+        """Selected rows ``{name: indices}``: ``(version, {name: SparseRows})``."""
+        request = {name: np.asarray(idx, dtype=np.int64) for name, idx in rows.items()}
+        frame = self._frame(self._request("POST", "/model", data=wire.encode(request), stream=True))
+        return int(frame.meta["version"]), frame.arrays
+
+    def pull_rows_into(self, target: dict, rows: dict) -> int:
+        """Copy selected rows of the latest model into ``target``; return its version."""
+        version, arrays = self.pull_rows(rows)
+        for name, part in arrays.items():
+            target[name][part.indices] = part.values
+        return version
+
+    def push(self, update: dict, meta: wire.UpdateMeta) -> int:
+        """Send an update; return its size in bytes.  Blocks under back-pressure."""
+        body = wire.encode(update, meta.to_json())
+        self._request("POST", "/update", data=body).close()
+        return len(body)

@@ -1,0 +1,328 @@
+"""``DeepDist``: the model server on the driver and the Downpour training loop.
+
+    with DeepDist(model) as dd:            # starts the model server
+        dd.train(rdd, gradient, descent, epochs=3, batch_size=256)
+    trained = dd.model
+
+Each epoch is one Spark job, ``rdd.mapPartitions(PartitionTrainer).collect()``:
+tasks pull the model over HTTP, compute updates with ``gradient`` and push
+them; one applier thread on the driver calls ``descent`` on them in arrival
+order (Downpour SGD, Dean et al. 2012, as in the original DeepDist).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+import uuid
+
+from .checkpoint import Checkpointer
+from .client import ModelClient
+from .config import ServerConfig
+from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError,
+                     find_tagged_error)
+from .params import DictAdapter, adapter_for
+from .progress import ProgressLine
+from .server import ServerThread, create_app
+from .store import ParameterStore
+from .worker import PartitionTrainer
+
+log = logging.getLogger(__name__)
+
+_LOOPBACK = "127.0.0.1"
+
+
+class TrainingFailedError(DeepDistError, RuntimeError):
+    """A Spark task failed while training; the message holds the task's Python error."""
+
+
+def spark_context(spark=None):
+    """The SparkContext of ``spark`` (a SparkSession or SparkContext), or the active one."""
+    from pyspark import SparkContext
+
+    if spark is None:
+        sc = SparkContext._active_spark_context
+        if sc is None:
+            from pyspark.sql import SparkSession
+            sc = SparkSession.builder.getOrCreate().sparkContext
+        return sc
+    return getattr(spark, "sparkContext", spark)
+
+
+def driver_addresses(sc, host: str | None = None) -> tuple[str, str]:
+    """``(bind, advertise)``: where to listen, and the address executors should call.
+
+    In local mode both are loopback.  On a cluster we bind where Spark binds the
+    driver (``spark.driver.bindAddress``, else ``spark.driver.host``) and
+    advertise ``spark.driver.host``, the address executors already use.
+    """
+    if host is not None:
+        return host, host
+    if sc.master.startswith("local"):
+        return _LOOPBACK, _LOOPBACK
+    conf = sc.getConf()
+    advertise = conf.get("spark.driver.host", None)
+    if not advertise:
+        raise ConfigurationError("spark.driver.host is not set; set it to an address executors can reach")
+    return conf.get("spark.driver.bindAddress", None) or advertise, advertise
+
+
+def _spark_failure_message(text: str) -> str:
+    """The Python part of a Spark task failure, without the JVM stack."""
+    match = re.search(r"(Traceback \(most recent call last\):.*?)(?:\n\s+at |\n\n|$)", text, re.S)
+    if match:
+        return match.group(1).strip()
+    first = next((line for line in text.splitlines() if line.strip()), text)
+    return first[:2000]
+
+
+class DeepDist:
+    """A parameter server on the Spark driver for asynchronous (Downpour) training.
+
+    Parameters:
+        model: a dict of named numpy arrays, or any object whose parameter
+            arrays ``params`` names.  Everything else about an object model is
+            static: it reaches executors once, by Spark broadcast.
+        params: attribute paths of the parameter arrays of an object model
+            (``["wv.vectors", "syn1neg"]``) or a :class:`~deepdist.ParamAdapter`.
+        spark: a SparkSession or SparkContext; the active one by default.
+        host, port: where the server listens; by default where Spark says the
+            driver lives (loopback in local mode) on a free port.
+        staleness: ``"apply"``, ``"scale"`` (step / staleness) or ``"drop"``
+            (updates staler than ``max_staleness``).
+        queue_size: updates waiting for ``descent`` before clients are slowed down.
+        max_body_bytes: largest request accepted; by default twice the model plus 16 MiB.
+        checkpoint: a :class:`~deepdist.Checkpointer`, or a directory for one
+            that writes at every epoch end.
+        resume: load the latest checkpoint on entry and skip completed epochs.
+        progress: show a progress line on the driver while training.
+
+    Attributes:
+        url: the server's base URL (set on entry).
+        secret: this context's secret; every request carries
+            ``Authorization: Bearer <secret>``.
+        model: the (trained) model.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from deepdist import DeepDist
+        >>> from deepdist.optim import SGD
+        >>> rdd = spark.sparkContext.parallelize(rows, 4)          # doctest: +SKIP
+        >>> def gradient(model, batch):                             # doctest: +SKIP
+        ...     X, y = np.array([r[0] for r in batch]), np.array([r[1] for r in batch])
+        ...     return {"w": X.T @ (X @ model["w"] - y) / len(batch)}
+        >>> with DeepDist({"w": np.zeros(3)}) as dd:                # doctest: +SKIP
+        ...     dd.train(rdd, gradient, SGD(lr=0.1), epochs=5, batch_size=64)
+    """
+
+    def __init__(self, model, *, params=None, spark=None, host: str | None = None, port: int = 0,
+                 staleness: str = "apply", max_staleness: int | None = None, queue_size: int = 32,
+                 max_body_bytes: int | None = None, checkpoint=None, resume: bool = False,
+                 progress: bool = True, client_options: dict | None = None):
+        self._model = model
+        self.params = params
+        self.spark = spark
+        self.config = ServerConfig(host=host, port=port, max_body_bytes=max_body_bytes,
+                                   queue_size=queue_size, staleness=staleness,
+                                   max_staleness=max_staleness)
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.progress = progress
+        self.client_options = dict(client_options or {})
+        self.url: str | None = None
+        self.secret: str | None = None
+        self.store: ParameterStore | None = None
+        self._server = None
+        self._skeleton = None
+        self._epochs_done = 0
+        self._checked_reachable = False
+
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def client(self) -> ModelClient:
+        """A client for this context's server (what executors use)."""
+        self._require_open()
+        return ModelClient(self.url, self.secret, **self.client_options)
+
+    # -- context ---------------------------------------------------------------------
+    def __enter__(self) -> "DeepDist":
+        self.config.validate()
+        self.sc = spark_context(self.spark)
+        adapter = adapter_for(self._model, self.params)
+        checkpointer = self.checkpoint
+        if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
+            checkpointer = Checkpointer(checkpointer)
+        self.checkpointer = checkpointer
+        self.store = ParameterStore(self._model, adapter, self.config, checkpointer)
+        if self.resume:
+            self._resume()
+        max_body = self.config.max_body_bytes or 2 * self.store.spec.nbytes + (16 << 20)
+        bind, advertise = driver_addresses(self.sc, self.config.host)
+        self.secret = secrets.token_urlsafe(32)
+        self._context_id = uuid.uuid4().hex
+        app = create_app(self.store, self.secret, max_body)
+        try:
+            self._server = ServerThread(app, bind, self.config.port)
+        except OSError as err:
+            raise ConfigurationError(f"cannot start the model server on {bind}:{self.config.port}: {err}") from None
+        self.url = f"http://{advertise}:{self._server.port}"
+        self.store.start()
+        self._server.start()
+        self._wait_until_up()
+        log.info("DeepDist model server at %s (%d parameters, %.1f MB)", self.url,
+                 len(self.store.spec), self.store.spec.nbytes / 1e6)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        if exc_type is None and self.store.error is not None:
+            raise self.store.error
+        return False
+
+    def close(self) -> None:
+        """Apply pending updates, then stop the server and the applier thread."""
+        if self._server is None:
+            return
+        try:
+            self.store.drain(timeout=600)
+        finally:
+            self.store.stop()
+            self._server.stop()
+            self._server = None
+            if self._skeleton is not None:
+                self._skeleton.unpersist()
+                self._skeleton = None
+
+    def _wait_until_up(self, timeout: float = 10.0) -> None:
+        probe = ModelClient(self.url, self.secret, connect_timeout=1.0, read_timeout=5.0, retries=0)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                probe.health()
+                return
+            except ServerUnreachableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _require_open(self) -> None:
+        if self._server is None:
+            raise ConfigurationError("the DeepDist server is not running; use `with DeepDist(model) as dd:`")
+
+    def _resume(self) -> None:
+        if self.checkpointer is None:
+            raise ConfigurationError("resume=True needs checkpoint=... (a Checkpointer or a directory)")
+        frame = self.checkpointer.latest()
+        if frame is None:
+            log.info("no checkpoint in %s; starting fresh", self.checkpointer.directory)
+            return
+        params = self.store.params
+        for name, spec in self.store.spec.items():
+            array = frame.arrays.get(name)
+            if array is None or array.shape != spec.shape:
+                raise ModelShapeError(f"checkpoint in {self.checkpointer.directory} does not fit the model: "
+                                      f"parameter {name!r} is {getattr(array, 'shape', 'missing')}, "
+                                      f"the model has {spec.shape}")
+            params[name][...] = array
+        self.store.version = int(frame.meta.get("version", 0))
+        self._epochs_done = self.checkpointer.epochs_completed = int(frame.meta.get("epochs_completed", 0))
+        log.info("resumed from checkpoint version %s (%s epochs complete)", self.store.version, self._epochs_done)
+
+    # -- training ---------------------------------------------------------------------
+    def _broadcast_skeleton(self):
+        if self._skeleton is None and not isinstance(self.store.adapter, DictAdapter):
+            with self.store.adapter.stripped(self._model) as skeleton:
+                self._skeleton = self.sc.broadcast(skeleton)
+        return self._skeleton
+
+    def check_reachable(self) -> None:
+        """Run one tiny Spark task that calls the server, to fail early and clearly."""
+        client = ModelClient(self.url, self.secret, connect_timeout=5.0, read_timeout=30.0, retries=2)
+
+        def probe(_):
+            try:
+                client.health()
+            except DeepDistError as err:
+                raise type(err)(err.tagged()) from None
+            return [True]
+
+        self._collect(self.sc.parallelize([0], 1).mapPartitions(probe))
+        self._checked_reachable = True
+
+    def _collect(self, rdd):
+        try:
+            return rdd.collect()
+        except Exception as err:  # py4j / pyspark errors: translate once, here
+            if self.store.error is not None:
+                raise self.store.error from None
+            text = str(err)
+            tagged = find_tagged_error(text)
+            if tagged is not None:
+                raise tagged from None
+            raise TrainingFailedError(f"a Spark task failed:\n{_spark_failure_message(text)}") from None
+
+    def train(self, rdd, gradient, descent, *, epochs: int = 1, batch_size: int | None = None,
+              fetch_every: int = 1, push_every: int = 1, additive: bool = False, rows=None,
+              check_reachable: bool = True) -> list:
+        """Train on ``rdd`` for ``epochs`` passes; return each epoch's task reports.
+
+        Parameters:
+            gradient: ``gradient(model, batch) -> update``, run on executors.
+                ``batch`` is a list of elements (the whole partition when
+                ``batch_size`` is None); the update is ``{name: ndarray | SparseRows}``.
+            descent: ``descent(model, update)``, run on the driver by one thread
+                in arrival order; it updates the model in place.
+            fetch_every: pull the model every this many mini-batches.
+            push_every: push every this many mini-batches, summing in between.
+            additive: updates add up (counts, gradient sums): the model then ends
+                every epoch exactly as if each partition had run once, whatever
+                Spark retried.
+            rows: optional ``rows(batch) -> {name: row indices}``; tasks then pull
+                only the rows their next ``fetch_every`` batches need.
+        """
+        self._require_open()
+        for name, value in (("epochs", epochs), ("fetch_every", fetch_every), ("push_every", push_every)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigurationError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+        if not callable(gradient):
+            raise ConfigurationError(f"gradient must be callable, got {type(gradient).__name__}")
+        self.store.set_descent(descent, additive=additive)
+        if check_reachable and not self._checked_reachable:
+            self.check_reachable()
+        skeleton = self._broadcast_skeleton()
+        client = ModelClient(self.url, self.secret, **self.client_options)
+        reports = []
+        first, self._epochs_done = self._epochs_done, 0
+        for epoch in range(first, epochs):
+            self.store.epoch = epoch
+            trainer = PartitionTrainer(
+                client=client, context_id=self._context_id, spec=self.store.spec, adapter=self.store.adapter,
+                skeleton=skeleton, gradient=gradient, epoch=epoch, batch_size=batch_size,
+                fetch_every=fetch_every, push_every=push_every, rows=rows)
+            started = time.perf_counter()
+            with ProgressLine(self.sc, self.store, f"epoch {epoch + 1}/{epochs}", enabled=self.progress):
+                results = self._collect(rdd.mapPartitions(trainer))
+                winners = {r["partition"]: (r["attempt"], r["pushed"]) for r in results}
+                self.store.end_epoch(epoch, winners)
+            if self.store.error is not None:
+                raise self.store.error
+            if self.checkpointer is not None:
+                self.checkpointer.write(self.store, epochs_completed=epoch + 1)
+            log.info("epoch %d/%d done in %.2fs: %d partitions, %d updates, model version %d",
+                     epoch + 1, epochs, time.perf_counter() - started, len(results),
+                     sum(r["pushed"] for r in results), self.store.version)
+            reports.append(results)
+        return reports
+
+    def status(self) -> dict:
+        """The server's counters (as ``GET /status`` returns them)."""
+        self._require_open()
+        return self.store.status()

@@ -1,0 +1,102 @@
+"""Exactly-once accounting of additive updates across Spark task attempts.
+
+Spark retries failed tasks and may run speculative copies, so a partition's
+updates can arrive twice or half-done.  For additive models (counts, gradient
+sums) the ledger remembers what each (epoch, partition, attempt) contributed:
+
+* when a newer attempt of a partition starts pushing, older attempts'
+  contributions are rolled back and their further pushes refused;
+* at the end of the epoch, the attempt whose result Spark kept (the "winner")
+  is the only one left applied; if it had been rolled back, it is re-applied.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .errors import DeepDistError
+from .sparse import negate, sum_updates
+
+
+class _Attempt:
+    __slots__ = ("total", "applied", "updates")
+
+    def __init__(self):
+        self.total = None      # sum of every update of this attempt that was applied
+        self.applied = False   # is `total` currently part of the model?
+        self.updates = 0
+
+
+class AttemptLedger:
+    """What each task attempt of an epoch contributed to an additive model."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._newest: dict[tuple, int] = {}           # (epoch, partition) -> newest attempt admitted
+        self._attempts: dict[tuple, dict[int, _Attempt]] = {}
+
+    def admit(self, epoch: int, partition: int, attempt: int) -> bool:
+        """Called when an update is queued; False if a newer attempt took over."""
+        key = (epoch, partition)
+        with self._lock:
+            newest = self._newest.get(key, -1)
+            if attempt < newest:
+                return False
+            self._newest[key] = attempt
+            return True
+
+    def record(self, epoch: int, partition: int, attempt: int, update: dict):
+        """Book an update about to be applied.
+
+        Returns ``(apply_it, corrections)``: the corrections roll back older
+        attempts of the same partition still in the model and go first; when a
+        newer attempt has already contributed, the update is only booked (it is
+        re-applied if its attempt turns out to be the one Spark kept).
+        """
+        attempts = self._attempts.setdefault((epoch, partition), {})
+        entry = attempts.setdefault(attempt, _Attempt())
+        entry.total = sum_updates(entry.total, update)
+        entry.updates += 1
+        if any(number > attempt for number in attempts):
+            return False, []
+        corrections = []
+        for number, old in attempts.items():
+            if number < attempt and old.applied:
+                corrections.append(negate(old.total))
+                old.applied = False
+        entry.applied = True
+        return True, corrections
+
+    def reconcile(self, epoch: int, winners: dict) -> list:
+        """Corrections that leave exactly the winning attempts applied.
+
+        ``winners`` maps partition -> (attempt, number of updates it pushed).
+        """
+        corrections = []
+        for (ep, partition), attempts in list(self._attempts.items()):
+            if ep != epoch:
+                continue
+            if partition not in winners:
+                raise DeepDistError(
+                    f"partition {partition} pushed updates in epoch {epoch} but no task result "
+                    "names it; cannot make the model exact")
+            win_attempt, pushed = winners[partition]
+            for number, entry in attempts.items():
+                if number != win_attempt and entry.applied and entry.total is not None:
+                    corrections.append(negate(entry.total))
+                    entry.applied = False
+            win = attempts.get(win_attempt)
+            applied = win.updates if win else 0
+            if applied != pushed:
+                raise DeepDistError(
+                    f"partition {partition} attempt {win_attempt} pushed {pushed} updates but "
+                    f"{applied} were applied; cannot make the model exact")
+            if win is not None and not win.applied and win.total is not None:
+                corrections.append(win.total)
+                win.applied = True
+        for key in [k for k in self._attempts if k[0] == epoch]:
+            del self._attempts[key]
+        with self._lock:
+            for key in [k for k in self._newest if k[0] == epoch]:
+                del self._newest[key]
+        return corrections

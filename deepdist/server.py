@@ -1,0 +1,165 @@
+"""The HTTP face of the parameter store: a Flask app and its server thread.
+
+Routes (every one needs ``Authorization: Bearer <secret>``):
+
+* ``GET /model``: the latest snapshot as a wire frame; ``?names=a,b`` limits
+  it to some parameters.  ``POST /model`` with a frame of row indices
+  (``{name: int array}``) answers those rows only, as sparse rows.
+* ``POST /update``: a wire frame holding an update and its header
+  (base version, epoch, partition, attempt, sequence number, metrics).
+  202 when queued; 400 when invalid; 409 when a newer task attempt owns the
+  partition; 503 when the queue stayed full (retry later) or descent failed.
+* ``GET /status``: counters as JSON.
+* ``GET /health``: ``{"ok": true}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import make_server
+
+from . import wire
+from .errors import (ConfigurationError, DescentFailedError, InvalidUpdateError,
+                     SupersededAttemptError, WireFormatError)
+from .store import ParameterStore, QueueFullError
+
+log = logging.getLogger(__name__)
+# werkzeug logs every request at INFO; that is noise at thousands of updates a second
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def _error(status: int, message: str, **headers):
+    response = jsonify({"error": message})
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask:
+    """Build the Flask app serving ``store``, guarded by ``secret``.
+
+    Example::
+
+        >>> import numpy as np
+        >>> store = ParameterStore({"w": np.zeros(3)})
+        >>> app = create_app(store, secret="s3cret", max_body_bytes=1 << 20)
+        >>> app.test_client().get("/health").status_code    # no secret
+        401
+    """
+    app = Flask("deepdist")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    expected = f"Bearer {secret}".encode()
+
+    @app.before_request
+    def _authenticate():
+        header = request.headers.get("Authorization")
+        if not header:
+            return _error(401, "missing Authorization header; send 'Bearer <secret>' (DeepDist.secret)",
+                          **{"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(header.encode("utf-8", "replace"), expected):
+            return _error(403, "wrong secret")
+        return None
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err):
+        return _error(err.code or 500, err.description or err.name)
+
+    @app.get("/health")
+    def health():
+        return jsonify({"ok": True, "version": store.version})
+
+    @app.get("/status")
+    def status():
+        return jsonify(store.status())
+
+    @app.get("/model")
+    def get_model():
+        names = request.args.get("names")
+        wanted = names.split(",") if names else None
+        unknown = [n for n in wanted or () if n not in store.spec]
+        if unknown:
+            return _error(400, f"unknown parameter(s) {unknown}; the model has {sorted(store.spec)}")
+        version, body = store.snapshot(wanted)
+        return _frame_response(body, version)
+
+    @app.post("/model")
+    def get_rows():
+        try:
+            wanted = wire.validate_row_request(wire.decode(_body()), store.spec)
+        except (WireFormatError, InvalidUpdateError) as err:
+            return _error(400, str(err))
+        version, body = store.rows(wanted)
+        return _frame_response(body, version)
+
+    @app.post("/update")
+    def post_update():
+        body = _body()
+        try:
+            frame = wire.decode(body)
+            meta = wire.parse_update_meta(frame.meta)
+            update = wire.validate_update(frame, store.spec)
+        except (WireFormatError, InvalidUpdateError) as err:
+            store._count_rejected("invalid")
+            log.warning("refused an update: %s", err)
+            return _error(400, str(err))
+        try:
+            store.submit(update, meta, nbytes=len(body))
+        except SupersededAttemptError as err:
+            return _error(409, str(err))
+        except QueueFullError as err:
+            return _error(503, f"{err}; retry later", **{"Retry-After": "1"})
+        except DescentFailedError as err:
+            return _error(503, str(err))
+        except ConfigurationError as err:
+            return _error(409, str(err))
+        return jsonify({"queued": True, "version": store.version}), 202
+
+    def _frame_response(body: bytes, version: int):
+        store.count_bytes_out(len(body))
+        response = Response(body, mimetype=wire.CONTENT_TYPE)
+        response.headers["X-DeepDist-Version"] = str(version)
+        return response
+
+    return app
+
+
+def _body() -> bytes:
+    # werkzeug enforces MAX_CONTENT_LENGTH (413) before we read
+    return request.get_data(cache=False)
+
+
+class ServerThread:
+    """Serves a WSGI app with werkzeug's threaded server in a background thread.
+
+    Example::
+
+        >>> thread = ServerThread(app, "127.0.0.1", 0)
+        >>> thread.start(); thread.port > 0
+        True
+        >>> thread.stop()
+    """
+
+    def __init__(self, app, host: str, port: int = 0):
+        self._server = make_server(host, port, app, threaded=True)
+        self._server.daemon_threads = True
+        self.host = host
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="deepdist-server",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

@@ -1,0 +1,123 @@
+"""Sparse-row updates: the rows of a matrix that an update touches.
+
+Word2vec partitions touch a fraction of the vocabulary and a Gibbs sweep
+changes a fraction of the word-topic counts, so updates name the rows they
+change instead of shipping whole matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """Rows ``indices`` of a parameter of full shape ``shape``, with values ``values``.
+
+    ``values[i]`` belongs to row ``indices[i]``; indices may repeat (repeats add up).
+
+    Example::
+
+        >>> import numpy as np
+        >>> from deepdist import SparseRows
+        >>> u = SparseRows(np.array([3, 7]), np.ones((2, 4), np.float32), shape=(10, 4))
+        >>> u.to_dense()[7]
+        array([1., 1., 1., 1.], dtype=float32)
+    """
+
+    indices: np.ndarray
+    values: np.ndarray
+    shape: tuple
+
+    def __post_init__(self):
+        indices = np.asarray(self.indices)
+        values = np.asarray(self.values)
+        if indices.ndim != 1:
+            raise ValueError(f"SparseRows indices must be 1-D, got shape {indices.shape}")
+        if values.shape[:1] != indices.shape or tuple(values.shape[1:]) != tuple(self.shape[1:]):
+            raise ValueError(
+                f"SparseRows values of shape {values.shape} do not fit {len(indices)} rows "
+                f"of a parameter shaped {tuple(self.shape)}"
+            )
+        object.__setattr__(self, "indices", indices)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return self.indices.nbytes + self.values.nbytes
+
+    def coalesce(self) -> "SparseRows":
+        """Sum repeated rows, so every index appears once, in increasing order."""
+        unique, inverse = np.unique(self.indices, return_inverse=True)
+        if len(unique) == len(self.indices):
+            order = np.argsort(self.indices, kind="stable")
+            return SparseRows(self.indices[order], self.values[order], self.shape)
+        summed = np.zeros((len(unique),) + self.values.shape[1:], self.values.dtype)
+        np.add.at(summed, inverse, self.values)
+        return SparseRows(unique, summed, self.shape)
+
+    def to_dense(self) -> np.ndarray:
+        dense = np.zeros(self.shape, self.values.dtype)
+        np.add.at(dense, self.indices, self.values)
+        return dense
+
+    def scaled(self, factor: float) -> "SparseRows":
+        return SparseRows(self.indices, self.values * factor, self.shape)
+
+    def __neg__(self) -> "SparseRows":
+        return SparseRows(self.indices, -self.values, self.shape)
+
+    def add_to(self, target: np.ndarray, scale: float = 1.0) -> None:
+        """``target[indices] += scale * values``, adding repeated rows correctly."""
+        values = self.values if scale == 1.0 else self.values * scale
+        np.add.at(target, self.indices, values.astype(target.dtype, copy=False))
+
+
+def add_updates(left, right):
+    """Sum two updates of one parameter (dense arrays or :class:`SparseRows`)."""
+    if left is None:
+        return right
+    if right is None:
+        return left
+    if isinstance(left, SparseRows) and isinstance(right, SparseRows):
+        return SparseRows(
+            np.concatenate([left.indices, right.indices]),
+            np.concatenate([left.values, right.values]),
+            left.shape,
+        ).coalesce()
+    if isinstance(left, SparseRows):
+        left, right = right, left
+    dense = np.array(left, copy=True)
+    if isinstance(right, SparseRows):
+        right.add_to(dense)
+    else:
+        dense += right
+    return dense
+
+
+def sum_updates(left: dict | None, right: dict) -> dict:
+    """Sum two updates (dicts of named parts), name by name."""
+    if left is None:
+        return dict(right)
+    merged = dict(left)
+    for name, part in right.items():
+        merged[name] = add_updates(merged.get(name), part)
+    return merged
+
+
+def negate(update: dict) -> dict:
+    return {name: -part for name, part in update.items()}
+
+
+def scale(update: dict, factor: float) -> dict:
+    return {
+        name: part.scaled(factor) if isinstance(part, SparseRows) else part * factor
+        for name, part in update.items()
+    }

@@ -1,0 +1,320 @@
+"""The transport-free heart of the model server.
+
+A :class:`ParameterStore` owns the model, its version, a bounded queue of
+validated updates and the one applier thread that calls ``descent`` on them in
+arrival order, under the model lock.  The HTTP layer (:mod:`deepdist.server`)
+is a thin shell around it, so everything here is testable without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from . import wire
+from .config import ServerConfig
+from .errors import ConfigurationError, DescentFailedError, SupersededAttemptError
+from .ledger import AttemptLedger
+from .params import ModelSpec, ParamAdapter
+from .sparse import SparseRows, scale
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+def staleness_bucket(staleness: int) -> str:
+    """Histogram bucket of a staleness: exact up to 3, then powers of two."""
+    if staleness < 4:
+        return str(staleness)
+    low = 1 << (int(staleness).bit_length() - 1)
+    return f"{low}-{2 * low - 1}"
+
+
+class QueueFullError(Exception):
+    """No room in the update queue within the back-pressure timeout."""
+
+
+class _Metric:
+    __slots__ = ("last", "total", "count")
+
+    def __init__(self):
+        self.last, self.total, self.count = 0.0, 0.0, 0
+
+    def add(self, value: float) -> None:
+        self.last = value
+        self.total += value
+        self.count += 1
+
+    def to_json(self) -> dict:
+        return {"last": self.last, "mean": self.total / self.count if self.count else None,
+                "count": self.count}
+
+
+class ParameterStore:
+    """Versioned parameters, the update queue and the applier thread.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from deepdist.store import ParameterStore
+        >>> store = ParameterStore({"w": np.zeros(3)})
+        >>> store.set_descent(lambda model, update: model["w"].__iadd__(update["w"]))
+        >>> store.start()
+        >>> store.submit({"w": np.ones(3)}, wire.UpdateMeta(version=0))
+        >>> store.drain(); store.stop()
+        >>> store.model["w"]
+        array([1., 1., 1.])
+    """
+
+    def __init__(self, model, adapter: ParamAdapter | None = None, config: ServerConfig | None = None,
+                 checkpointer=None):
+        from .params import adapter_for
+
+        self.model = model
+        self.adapter = adapter or adapter_for(model)
+        self.config = config or ServerConfig()
+        self.config.validate()
+        self.spec = ModelSpec.of(self.adapter.get(model))
+        self.checkpointer = checkpointer
+        self.lock = threading.RLock()
+        self.version = 0
+        self.epoch = 0
+        self._descent = None
+        self._additive = False
+        self._ledger = AttemptLedger()
+        self._queue: queue.Queue = queue.Queue(maxsize=self.config.queue_size)
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self._snapshot = (None, None)          # (version, encoded parts)
+        self._snapshot_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.received = 0
+        self._seen: set = set()
+        self.applied = 0
+        self.rejected: Counter = Counter()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.staleness = Counter()
+        self.metrics: dict[str, _Metric] = defaultdict(_Metric)
+        self.started_at = time.time()
+
+    # -- configuration -------------------------------------------------------
+    def set_descent(self, descent, additive: bool = False) -> None:
+        """Use ``descent(model, update)`` for the updates that follow."""
+        if not callable(descent):
+            raise ConfigurationError(f"descent must be callable, got {type(descent).__name__}")
+        if additive and self.config.staleness != "apply":
+            raise ConfigurationError(
+                f"additive=True needs staleness='apply' (got {self.config.staleness!r}): "
+                "scaled or dropped updates cannot be counted exactly")
+        if self.config.staleness == "scale" and any(p.is_integer for p in self.spec.values()):
+            raise ConfigurationError("staleness='scale' cannot scale integer parameters")
+        self._descent = descent
+        self._additive = additive
+
+    @property
+    def params(self) -> dict:
+        return self.adapter.get(self.model)
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._apply_loop, name="deepdist-applier", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Apply what is queued, then stop the applier thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._thread = None
+
+    # -- updates ------------------------------------------------------------------
+    def submit(self, update: dict, meta: wire.UpdateMeta, nbytes: int = 0, timeout: float | None = None) -> None:
+        """Queue a validated update; blocks while the queue is full (back-pressure).
+
+        Raises :class:`QueueFullError` after ``timeout`` seconds without room,
+        :class:`SupersededAttemptError` if a newer attempt owns the partition and
+        :class:`DescentFailedError` once ``descent`` has raised.
+        """
+        if self.error is not None:
+            raise DescentFailedError(f"descent failed on the driver: {self.error!r}")
+        if self._descent is None:
+            raise ConfigurationError("no descent function is set: updates are accepted only during train()")
+        key = (meta.epoch, meta.partition, meta.attempt, meta.seq)
+        if meta.partition >= 0:
+            with self._stats_lock:
+                if key in self._seen:
+                    # a client retried a POST whose first copy did arrive
+                    self.rejected["duplicate"] += 1
+                    return
+                self._seen.add(key)
+        if self._additive and not self._ledger.admit(meta.epoch, meta.partition, meta.attempt):
+            self._count_rejected("superseded")
+            raise SupersededAttemptError(
+                f"partition {meta.partition} attempt {meta.attempt} was superseded by a newer attempt")
+        with self._idle:
+            self._pending += 1
+        try:
+            self._queue.put((update, meta), timeout=timeout if timeout is not None
+                            else self.config.backpressure_timeout)
+        except queue.Full:
+            self._finish_one()
+            with self._stats_lock:
+                self._seen.discard(key)
+            raise QueueFullError(f"update queue full ({self.config.queue_size} waiting)") from None
+        with self._stats_lock:
+            self.received += 1
+            self.bytes_in += nbytes
+            for name, value in meta.metrics.items():
+                self.metrics[name].add(float(value))
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until every queued update has been applied (or refused)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{self._pending} updates still pending after {timeout}s")
+                self._idle.wait(remaining if remaining is not None else 1.0)
+
+    def _finish_one(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.notify_all()
+
+    def _count_rejected(self, reason: str) -> None:
+        with self._stats_lock:
+            self.rejected[reason] += 1
+
+    def _apply_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                self._apply(*item)
+            finally:
+                self._finish_one()
+
+    def _apply(self, update: dict, meta: wire.UpdateMeta) -> None:
+        if self.error is not None:
+            self._count_rejected("descent_failed")
+            return
+        with self.lock:
+            staleness = max(0, self.version - meta.version)
+            policy = self.config.staleness
+            if policy == "drop" and staleness > self.config.max_staleness:
+                self._count_rejected("too_stale")
+                log.debug("dropped update from partition %s: staleness %s", meta.partition, staleness)
+                return
+            if policy == "scale" and staleness > 1:
+                update = scale(update, 1.0 / staleness)
+            steps = [update]
+            if self._additive:
+                apply_it, corrections = self._ledger.record(meta.epoch, meta.partition, meta.attempt, update)
+                if not apply_it:
+                    self._count_rejected("superseded")
+                    return
+                steps = corrections + [update]
+            try:
+                for step in steps:
+                    self._descend(step)
+            except BaseException as exc:  # re-raised on the driver by train()
+                self.error = exc
+                log.error("descent raised %r; training will stop", exc)
+                return
+            with self._stats_lock:
+                self.applied += 1
+                self.staleness[staleness_bucket(staleness)] += 1
+            version = self.version
+        if self.checkpointer is not None:
+            self.checkpointer.after_update(self, version)
+
+    def _descend(self, update: dict) -> None:
+        result = self._descent(self.model, update)
+        if result is not None and result is not self.model:
+            self.adapter.set(self.model, result if isinstance(result, dict) else self.adapter.get(result))
+        self.spec.check(self.params)
+        self.version += 1
+
+    def apply_corrections(self, corrections: list) -> None:
+        """Apply ledger corrections directly (between epochs, the queue drained)."""
+        with self.lock:
+            for step in corrections:
+                self._descend(step)
+
+    def end_epoch(self, epoch: int, winners: dict) -> None:
+        """Drain, then leave exactly the winning attempts applied (additive mode)."""
+        self.drain()
+        with self._stats_lock:
+            self._seen = {key for key in self._seen if key[0] != epoch}
+        if self.error is None and self._additive:
+            self.apply_corrections(self._ledger.reconcile(epoch, winners))
+
+    # -- reads -----------------------------------------------------------------------
+    def snapshot(self, names=None) -> tuple[int, bytes]:
+        """The latest model as one encoded frame, encoded once per version.
+
+        Joining the frame under the model lock is the one copy a snapshot
+        needs; every reader of that version shares the bytes.  ``names``
+        selects some parameters (encoded afresh, not cached).
+        """
+        if names is not None:
+            with self.lock:
+                params = self.params
+                return self.version, wire.encode({n: params[n] for n in names}, self._frame_meta())
+        version, body = self._snapshot
+        if version == self.version:
+            return version, body
+        with self._snapshot_lock:
+            version, body = self._snapshot
+            if version != self.version:
+                with self.lock:
+                    version = self.version
+                    body = wire.encode(self.params, self._frame_meta())
+                self._snapshot = (version, body)
+            return version, body
+
+    def rows(self, wanted: dict) -> tuple[int, bytes]:
+        """Selected rows ``{name: indices}`` of the latest model, encoded."""
+        with self.lock:
+            params = self.params
+            picked = {name: SparseRows(rows, params[name][rows], params[name].shape)
+                      for name, rows in wanted.items()}
+            return self.version, wire.encode(picked, self._frame_meta())
+
+    def _frame_meta(self) -> dict:
+        return {"version": self.version, "epoch": self.epoch}
+
+    def count_bytes_out(self, nbytes: int) -> None:
+        with self._stats_lock:
+            self.bytes_out += nbytes
+
+    def status(self) -> dict:
+        with self._stats_lock:
+            return {
+                "version": self.version,
+                "epoch": self.epoch,
+                "updates_received": self.received,
+                "updates_applied": self.applied,
+                "updates_rejected": sum(self.rejected.values()),
+                "rejected_by_reason": dict(self.rejected),
+                "queue_depth": self._queue.qsize(),
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "staleness_histogram": dict(self.staleness),
+                "metrics": {name: m.to_json() for name, m in self.metrics.items()},
+                "descent_error": repr(self.error) if self.error is not None else None,
+                "uptime_seconds": round(time.time() - self.started_at, 3),
+            }

@@ -1,0 +1,268 @@
+"""The binary container that carries named arrays over HTTP.
+
+Layout of a frame (all integers little-endian)::
+
+    offset 0   4 bytes   magic  b"DDW1"
+    offset 4   4 bytes   uint32 H, the header length
+    offset 8   H bytes   UTF-8 JSON header: {"meta": {...}, "entries": [...]}
+               padding   zero bytes up to a multiple of 8
+    data       the entries' bytes, in header order, each padded to a multiple of 8
+
+Each entry is one named array:
+
+* ``{"name", "kind": "dense", "dtype", "shape"}``: a C-order array of ``shape``.
+* ``{"name", "kind": "rows", "dtype", "shape", "rows", "index_dtype"}``: ``rows``
+  row indices (``index_dtype``) followed by ``rows`` rows of a parameter whose
+  full shape is ``shape``; the values block has shape ``(rows,) + shape[1:]``.
+
+``dtype`` is one of ``float32 float64 int32 int64``; the frame must end exactly
+after the last entry.  ``meta`` carries the model version, the sender's epoch,
+partition, attempt and sequence number, and worker metrics.
+
+Decoding only parses JSON and takes ``np.frombuffer`` views: it never executes
+code, so a hostile body can at worst be refused.  :func:`validate_update` then
+checks a decoded update against the model before anything touches it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidUpdateError, WireFormatError
+from .params import ALLOWED_DTYPES, ModelSpec
+from .sparse import SparseRows
+
+MAGIC = b"DDW1"
+CONTENT_TYPE = "application/x-deepdist-frame"
+_PREFIX = struct.Struct("<4sI")
+_ALIGN = 8
+MAX_HEADER_BYTES = 1 << 20
+MAX_ENTRIES = 4096
+MAX_NDIM = 8
+_INDEX_DTYPES = ("int32", "int64")
+
+
+@dataclass
+class Frame:
+    """A decoded frame: ``meta`` plus ``{name: ndarray | SparseRows}``."""
+
+    meta: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)
+
+
+def _pad(n: int) -> int:
+    return -n % _ALIGN
+
+
+def _le(dtype) -> np.dtype:
+    return np.dtype(dtype).newbyteorder("<")
+
+
+def encode_parts(arrays: dict, meta: dict | None = None) -> list:
+    """Encode ``arrays`` as a list of buffers whose concatenation is one frame.
+
+    The parts are views of the arrays: joining them is the only copy.
+    """
+    entries, blocks = [], []
+    for name, part in arrays.items():
+        if isinstance(part, SparseRows):
+            values = np.ascontiguousarray(part.values, dtype=_le(part.values.dtype))
+            indices = np.ascontiguousarray(part.indices)
+            if indices.dtype.name not in _INDEX_DTYPES:
+                indices = indices.astype("<i8")
+            indices = indices.astype(_le(indices.dtype), copy=False)
+            entries.append({
+                "name": name, "kind": "rows", "dtype": values.dtype.name,
+                "shape": list(part.shape), "rows": int(len(indices)),
+                "index_dtype": indices.dtype.name,
+            })
+            blocks.extend([indices, values])
+        else:
+            array = np.ascontiguousarray(part)
+            array = array.astype(_le(array.dtype), copy=False)
+            entries.append({"name": name, "kind": "dense", "dtype": array.dtype.name,
+                            "shape": list(array.shape)})
+            blocks.append(array)
+    header = json.dumps({"meta": meta or {}, "entries": entries}, separators=(",", ":"),
+                        allow_nan=False).encode()
+    parts = [_PREFIX.pack(MAGIC, len(header)), header, b"\0" * _pad(len(header))]
+    for block in blocks:
+        raw = memoryview(block).cast("B") if block.size else b""
+        parts.append(raw)
+        if _pad(block.nbytes):
+            parts.append(b"\0" * _pad(block.nbytes))
+    return parts
+
+
+def encode(arrays: dict, meta: dict | None = None) -> bytes:
+    """Encode ``arrays`` (``{name: ndarray | SparseRows}``) and ``meta`` as one frame."""
+    return b"".join(encode_parts(arrays, meta))
+
+
+def decode(body) -> Frame:
+    """Parse a frame; raise :class:`WireFormatError` saying what is wrong with it.
+
+    Arrays are read-only views into ``body``.
+    """
+    view = memoryview(body).cast("B")
+    if len(view) < _PREFIX.size:
+        raise WireFormatError(f"frame truncated: {len(view)} bytes is shorter than the 8-byte prefix")
+    magic, header_len = _PREFIX.unpack_from(view)
+    if magic != MAGIC:
+        raise WireFormatError(f"not a deepdist frame: bad magic {bytes(magic)!r}")
+    if header_len > MAX_HEADER_BYTES:
+        raise WireFormatError(f"header of {header_len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
+    data_start = _PREFIX.size + header_len
+    if len(view) < data_start:
+        raise WireFormatError("frame truncated inside its header")
+    try:
+        header = json.loads(bytes(view[_PREFIX.size:data_start]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise WireFormatError(f"header is not valid UTF-8 JSON: {err}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("entries"), list):
+        raise WireFormatError("header must be a JSON object with an 'entries' list")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise WireFormatError("header 'meta' must be a JSON object")
+    entries = header["entries"]
+    if len(entries) > MAX_ENTRIES:
+        raise WireFormatError(f"{len(entries)} entries exceed the limit of {MAX_ENTRIES}")
+
+    offset = data_start + _pad(data_start)
+    arrays = {}
+    for entry in entries:
+        name, kind, dtype, shape = _entry_fields(entry)
+        if name in arrays:
+            raise WireFormatError(f"entry {name!r} appears twice")
+        if kind == "dense":
+            arrays[name], offset = _take(view, offset, dtype, shape, name)
+        else:
+            rows = entry.get("rows")
+            index_dtype = entry.get("index_dtype")
+            if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+                raise WireFormatError(f"entry {name!r}: 'rows' must be a non-negative integer")
+            if index_dtype not in _INDEX_DTYPES:
+                raise WireFormatError(f"entry {name!r}: index dtype {index_dtype!r} is not one of {_INDEX_DTYPES}")
+            if not shape:
+                raise WireFormatError(f"entry {name!r}: sparse rows need a shape with at least one dimension")
+            indices, offset = _take(view, offset, np.dtype(index_dtype), (rows,), name)
+            values, offset = _take(view, offset, dtype, (rows,) + shape[1:], name)
+            arrays[name] = SparseRows(indices, values, shape)
+    if offset != len(view):
+        raise WireFormatError(f"frame has {len(view) - offset} unexpected bytes after its last entry"
+                              if offset < len(view) else "frame truncated")
+    return Frame(meta, arrays)
+
+
+def _entry_fields(entry):
+    if not isinstance(entry, dict):
+        raise WireFormatError("each header entry must be a JSON object")
+    name, kind, dtype, shape = (entry.get(k) for k in ("name", "kind", "dtype", "shape"))
+    if not isinstance(name, str) or not name:
+        raise WireFormatError("an entry has no name")
+    if kind not in ("dense", "rows"):
+        raise WireFormatError(f"entry {name!r}: kind {kind!r} is not 'dense' or 'rows'")
+    if dtype not in ALLOWED_DTYPES:
+        raise WireFormatError(f"entry {name!r}: dtype {dtype!r} is not one of {ALLOWED_DTYPES}")
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+        raise WireFormatError(f"entry {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers")
+    return name, kind, np.dtype(dtype), tuple(shape)
+
+
+def _take(view, offset, dtype, shape, name):
+    count = math.prod(shape)
+    nbytes = count * _le(dtype).itemsize
+    end = offset + nbytes
+    if end > len(view):
+        raise WireFormatError(f"frame truncated: entry {name!r} needs {nbytes} bytes, "
+                              f"{max(0, len(view) - offset)} remain")
+    array = np.frombuffer(view[offset:end], dtype=_le(dtype), count=count).reshape(shape)
+    return array, end + _pad(nbytes)
+
+
+def validate_update(frame: Frame, spec: ModelSpec) -> dict:
+    """Check a decoded update against the model; return ``{name: ndarray | SparseRows}``.
+
+    Raises :class:`InvalidUpdateError` naming the first problem: unknown name,
+    dtype that cannot be added to the parameter, wrong shape, row index out of
+    range, or a value that is NaN or infinite.
+    """
+    if not frame.arrays:
+        raise InvalidUpdateError("the update holds no arrays")
+    checked = {}
+    for name, part in frame.arrays.items():
+        param = spec.get(name)
+        if param is None:
+            raise InvalidUpdateError(f"unknown parameter {name!r}; the model has {sorted(spec)}")
+        values = part.values if isinstance(part, SparseRows) else part
+        if param.is_integer and not np.issubdtype(values.dtype, np.integer):
+            raise InvalidUpdateError(f"parameter {name!r} holds {param.dtype}; "
+                                     f"a {values.dtype} update cannot be added to it")
+        if isinstance(part, SparseRows):
+            if tuple(part.shape) != param.shape:
+                raise InvalidUpdateError(f"sparse rows for {name!r} claim shape {part.shape}, "
+                                         f"the parameter is {param.shape}")
+            if len(part.indices) and (part.indices.min() < 0 or part.indices.max() >= param.shape[0]):
+                raise InvalidUpdateError(f"row index out of range for {name!r}: rows must be in "
+                                         f"[0, {param.shape[0]}), got [{part.indices.min()}, {part.indices.max()}]")
+        elif values.shape != param.shape:
+            raise InvalidUpdateError(f"update for {name!r} has shape {values.shape}, "
+                                     f"the parameter is {param.shape}")
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            raise InvalidUpdateError(f"update for {name!r} contains NaN or infinite values")
+        checked[name] = part
+    return checked
+
+
+def validate_row_request(frame: Frame, spec: ModelSpec) -> dict:
+    """Check a request for selected rows: ``{name: 1-D int array of row indices}``."""
+    wanted = {}
+    for name, rows in frame.arrays.items():
+        param = spec.get(name)
+        if param is None:
+            raise InvalidUpdateError(f"unknown parameter {name!r}; the model has {sorted(spec)}")
+        if isinstance(rows, SparseRows) or rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise InvalidUpdateError(f"rows of {name!r} must be a 1-D integer array")
+        if len(rows) and (rows.min() < 0 or rows.max() >= param.shape[0]):
+            raise InvalidUpdateError(f"row index out of range for {name!r}: rows must be in [0, {param.shape[0]})")
+        wanted[name] = rows
+    return wanted
+
+
+@dataclass(frozen=True)
+class UpdateMeta:
+    """Who sent an update and from which model version it was computed."""
+
+    version: int
+    epoch: int = 0
+    partition: int = -1
+    attempt: int = 0
+    seq: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "epoch": self.epoch, "partition": self.partition,
+                "attempt": self.attempt, "seq": self.seq, "metrics": self.metrics}
+
+
+def parse_update_meta(meta: dict) -> UpdateMeta:
+    """Check an update's header fields; raise :class:`InvalidUpdateError` if malformed."""
+    values = {}
+    for key, default in (("version", None), ("epoch", 0), ("partition", -1), ("attempt", 0), ("seq", 0)):
+        value = meta.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or (key != "partition" and value < 0):
+            raise InvalidUpdateError(f"update header field {key!r} must be a non-negative integer, got {value!r}")
+        values[key] = value
+    metrics = meta.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for k, v in metrics.items()
+    ):
+        raise InvalidUpdateError("update header 'metrics' must map names to finite numbers")
+    return UpdateMeta(metrics=metrics, **values)

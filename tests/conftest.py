@@ -1,0 +1,40 @@
+"""Shared fixtures: one real local[2] SparkSession per test run, live servers on loopback."""
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("SPARK_CONF_DIR", str(ROOT / "spark-conf"))
+os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", os.sys.executable)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[2]").appName("deepdist-tests")
+               .config("spark.ui.enabled", "false").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def sc(spark):
+    return spark.sparkContext
+
+
+@pytest.fixture(autouse=True)
+def no_server_thread_left():
+    """Every test must stop the servers and applier threads it started."""
+    yield
+    names = {"deepdist-server", "deepdist-applier"}
+    for thread in threading.enumerate():
+        if thread.name in names and thread.is_alive():
+            thread.join(timeout=5)
+    left = [t.name for t in threading.enumerate() if t.name in names and t.is_alive()]
+    assert not left, f"threads left running: {left}"

@@ -1,0 +1,364 @@
+"""Collapsed Gibbs kernels against slow, obviously correct NumPy references."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from scipy.special import gammaln
+
+from deepdist.lda import sampler
+from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
+
+
+# ---------------------------------------------------------------------------------------------
+# references
+# ---------------------------------------------------------------------------------------------
+
+def ref_word_topic(words, topics, V, K):
+    out = np.zeros((V, K), np.int64)
+    np.add.at(out, (words, topics), 1)
+    return out
+
+
+def ref_doc_topic(offsets, topics, K):
+    out = np.zeros((len(offsets) - 1, K), np.int64)
+    for d in range(len(offsets) - 1):
+        np.add.at(out[d], topics[offsets[d]:offsets[d + 1]], 1)
+    return out
+
+
+def ref_conditional(d, w, t, doc_topic, word_topic, topic_totals, alpha, beta):
+    """p(z = k | rest) for a token of word w in document d currently assigned to t."""
+    ndk = doc_topic[d].astype(float).copy()
+    nwk = word_topic[w].astype(float).copy()
+    nk = topic_totals.astype(float).copy()
+    ndk[t] -= 1
+    nwk[t] -= 1
+    nk[t] -= 1
+    V = word_topic.shape[0]
+    p = (ndk + alpha) * (nwk + beta) / (nk + V * beta)
+    return p / p.sum()
+
+
+def ref_log_joint(word_topic, doc_topic, alpha, beta):
+    """log p(w, z) straight from the Dirichlet-multinomial formulas, dense."""
+    V, K = word_topic.shape
+    alpha = np.broadcast_to(np.asarray(alpha, float), (K,))
+    nk = word_topic.sum(axis=0)
+    lw = K * (gammaln(V * beta) - V * gammaln(beta))
+    lw += gammaln(word_topic + beta).sum() - gammaln(nk + V * beta).sum()
+    nd = doc_topic.sum(axis=1)
+    lz = (gammaln(alpha.sum()) - gammaln(alpha).sum()) * doc_topic.shape[0]
+    lz += gammaln(doc_topic + alpha).sum() - gammaln(nd + alpha.sum()).sum()
+    return lw, lz
+
+
+def make_state(docs, V, K, seed=0):
+    offsets, words = sampler.pack_documents(docs)
+    topics = sampler.random_topics(words.size, K, seed)
+    wt = sampler.counts_from_assignments(words, topics, V, K)
+    dt = sampler.doc_topic_from_assignments(offsets, topics, K)
+    tt = wt.sum(axis=0, dtype=np.int64)
+    return offsets, words, topics, dt, wt, tt
+
+
+def random_docs(rng, n_docs, V, max_len):
+    return [rng.integers(0, V, size=rng.integers(0, max_len + 1)).astype(np.int32)
+            for _ in range(n_docs)]
+
+
+def run_sweeps(state, n, alpha, beta, seed=0, partition=0):
+    offsets, words, topics, dt, wt, tt = state
+    for it in range(n):
+        sampler.sweep(offsets, words, topics, dt, wt, tt, alpha, beta,
+                      seed=sampler.derive_seed(seed, partition, it))
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) the sampling distribution is the collapsed Gibbs conditional
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("alpha", [0.7, np.array([0.2, 1.5, 0.05, 0.9, 0.4])])
+def test_first_token_follows_the_exact_conditional(alpha):
+    # Resampling documents [d, d+1) draws the document's first token first, from exactly
+    # p(z | rest) of the starting state. Large α and β give the s and r buckets real mass, and
+    # the state has zero n_wk and n_dk entries, so every bucket of SparseLDA is exercised.
+    rng = np.random.default_rng(5)
+    V, K = 6, 5
+    docs = [rng.integers(0, V, 12).astype(np.int32) for _ in range(4)]
+    docs[2] = np.array([1, 1, 2, 0, 1, 3], np.int32)
+    state = make_state(docs, V, K, seed=11)
+    offsets, words, topics, dt, wt, tt = state
+    beta = 0.5
+    d = 2
+    i = offsets[d]
+    expected = ref_conditional(d, words[i], topics[i], dt, wt, tt,
+                               np.broadcast_to(alpha, (K,)), beta)
+    draws = 20000
+    hist = np.zeros(K, np.int64)
+    for rep in range(draws):
+        z, ndt, nwt, ntt = topics.copy(), dt.copy(), wt.copy(), tt.copy()
+        sampler.sweep(offsets, words, z, ndt, nwt, ntt, alpha, beta,
+                      seed=sampler.derive_seed(rep, 0, 0), docs=(d, d + 1), validate=False)
+        hist[z[i]] += 1
+    assert (expected > 0.01).all()  # a meaningful test: no topic is negligible
+    _, p = stats.chisquare(hist, expected * draws)
+    assert p > 1e-4, (hist / draws, expected)
+
+
+def test_chain_samples_the_exact_posterior():
+    # 4 tokens, 3 topics: 81 joint states, posterior p(z | w) ∝ p(w, z) by enumeration. A long
+    # run of whole sweeps must visit states with those frequencies (this checks the book-keeping
+    # between tokens, not only one draw).
+    V, K, alpha, beta = 3, 3, 0.3, 0.4
+    docs = [np.array([0, 1, 0], np.int32), np.array([2], np.int32)]
+    offsets, words = sampler.pack_documents(docs)
+    states = list(itertools.product(range(K), repeat=words.size))
+    logp = []
+    for z in states:
+        z = np.array(z)
+        lw, lz = ref_log_joint(ref_word_topic(words, z, V, K), ref_doc_topic(offsets, z, K),
+                               alpha, beta)
+        logp.append(lw + lz)
+    post = np.exp(np.array(logp) - max(logp))
+    post /= post.sum()
+    state = make_state(docs, V, K, seed=3)
+    _, _, topics, dt, wt, tt = state
+    index = {z: n for n, z in enumerate(states)}
+    n_sweeps = 40000
+    visits = np.zeros(len(states))
+    for it in range(n_sweeps):
+        sampler.sweep(offsets, words, topics, dt, wt, tt, alpha, beta,
+                      seed=sampler.derive_seed(1, 0, it), validate=False)
+        visits[index[tuple(topics)]] += 1
+    tv = 0.5 * np.abs(visits / n_sweeps - post).sum()
+    assert tv < 0.03, tv
+
+
+def test_negative_counts_are_clamped_not_fatal():
+    rng = np.random.default_rng(0)
+    V, K = 20, 6
+    state = make_state(random_docs(rng, 30, V, 15), V, K)
+    offsets, words, topics, dt, wt, tt = state
+    wt -= rng.integers(0, 4, size=wt.shape).astype(np.int32)   # a damaged copy
+    tt[:3] = -5
+    run_sweeps(state, 3, 0.1, 0.01)
+    assert topics.min() >= 0 and topics.max() < K
+    assert (dt == ref_doc_topic(offsets, topics, K)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) counts stay consistent; log-likelihood
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("K", [1, 7, 64])
+def test_counts_stay_consistent_with_assignments(K):
+    rng = np.random.default_rng(K)
+    V = 40
+    docs = random_docs(rng, 60, V, 30)
+    state = make_state(docs, V, K)
+    offsets, words, topics, dt, wt, tt = state
+    assert (wt == ref_word_topic(words, topics, V, K)).all()
+    assert (dt == ref_doc_topic(offsets, topics, K)).all()
+    for it in range(5):
+        sampler.sweep(offsets, words, topics, dt, wt, tt, np.linspace(0.05, 0.5, K), 0.02,
+                      seed=sampler.derive_seed(0, 0, it))
+        sampler.sweep(offsets, words, topics, dt, wt, tt, 0.1, 0.02,
+                      seed=sampler.derive_seed(0, 1, it), docs=(10, 25))
+    assert topics.min() >= 0 and topics.max() < K
+    assert (wt == ref_word_topic(words, topics, V, K)).all()
+    assert (sampler.counts_from_assignments(words, topics, V, K) == wt).all()
+    assert (dt == ref_doc_topic(offsets, topics, K)).all()
+    assert (tt == wt.sum(axis=0)).all()
+
+
+def test_log_likelihood_matches_dense_reference():
+    rng = np.random.default_rng(1)
+    V, K = 30, 4
+    state = make_state(random_docs(rng, 25, V, 20), V, K)
+    run_sweeps(state, 3, 0.3, 0.05)
+    _, _, _, dt, wt, tt = state
+    alpha = np.array([0.1, 0.2, 0.3, 0.4])
+    lw, lz = ref_log_joint(wt.astype(np.int64), dt.astype(np.int64), alpha, 0.05)
+    assert sampler.log_likelihood(wt, tt, 0.05) == pytest.approx(lw, rel=1e-10)
+    assert sampler.log_prior_assignments(dt, alpha) == pytest.approx(lz, rel=1e-10)
+    assert sampler.log_likelihood(wt, tt, 0.05, doc_topic=dt, alpha=alpha) == \
+        pytest.approx(lw + lz, rel=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) sparse deltas
+# ---------------------------------------------------------------------------------------------
+
+def check_delta(words, old, new, V, K, order=None):
+    index, value = sampler.sparse_delta(words, old, new, K, order=order)
+    dense = (ref_word_topic(words, new, V, K) - ref_word_topic(words, old, V, K)).ravel()
+    expected_index = np.flatnonzero(dense)
+    assert index.dtype == np.int64 and value.dtype == np.int32
+    assert np.array_equal(index, expected_index)
+    assert np.array_equal(value, dense[expected_index])
+    return index, value
+
+
+def test_sparse_delta_of_sweeps_equals_count_difference():
+    rng = np.random.default_rng(2)
+    V, K = 50, 8
+    state = make_state(random_docs(rng, 80, V, 25), V, K)
+    offsets, words, topics, dt, wt, tt = state
+    old_topics, old_wt, old_tt = topics.copy(), wt.copy(), tt.copy()
+    run_sweeps(state, 2, 0.1, 0.01)
+    index, value = check_delta(words, old_topics, topics, V, K,
+                               order=sampler.word_order(words))
+    sampler.apply_sparse_delta(old_wt, old_tt, index, value)
+    assert (old_wt == wt).all() and (old_tt == tt).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_sparse_delta_property(data):
+    V = data.draw(st.integers(1, 12))
+    K = data.draw(st.integers(1, 9))
+    n = data.draw(st.integers(0, 60))
+    ints = lambda hi: st.lists(st.integers(0, hi - 1), min_size=n, max_size=n)  # noqa: E731
+    words = np.array(data.draw(ints(V)), np.int32)
+    old = np.array(data.draw(ints(K)), np.int32)
+    new = np.array(data.draw(ints(K)), np.int32)
+    check_delta(words, old, new, V, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) reproducibility
+# ---------------------------------------------------------------------------------------------
+
+def test_same_seed_same_topics_other_partition_differs():
+    rng = np.random.default_rng(3)
+    V, K = 60, 10
+    docs = random_docs(rng, 50, V, 40)
+    a, b, c = (make_state(docs, V, K, seed=7) for _ in range(3))
+    run_sweeps(a, 4, 0.1, 0.01, seed=42, partition=0)
+    run_sweeps(b, 4, 0.1, 0.01, seed=42, partition=0)
+    run_sweeps(c, 4, 0.1, 0.01, seed=42, partition=1)
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+    assert not np.array_equal(a[2], c[2])
+
+
+def test_derive_seed_is_a_mixing_function():
+    seeds = {sampler.derive_seed(s, p, i) for s in range(4) for p in range(4) for i in range(4)}
+    assert len(seeds) == 64
+    assert all(0 <= x < 2 ** 64 for x in seeds)
+    assert sampler.derive_seed(0, 1, 0) != sampler.derive_seed(0, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# (e) recovery of planted topics
+# ---------------------------------------------------------------------------------------------
+
+def test_recovers_planted_topics_and_likelihood_rises():
+    V, K, alpha, beta = 500, 10, 0.1, 0.01
+    docs, true_phi = synthetic_lda_corpus(2000, V, K, 80, alpha, beta, seed=0)
+    state = make_state(docs, V, K, seed=sampler.derive_seed(0, 0, 0))
+    offsets, words, topics, dt, wt, tt = state
+    lls = {}
+    for it in range(1, 101):
+        sampler.sweep(offsets, words, topics, dt, wt, tt, alpha, beta,
+                      seed=sampler.derive_seed(0, 0, it), validate=False)
+        if it in (1, 50):
+            lls[it] = sampler.log_likelihood(wt, tt, beta, doc_topic=dt, alpha=alpha)
+    assert lls[50] > lls[1]
+    phi = sampler.topic_word_distribution(wt, tt, beta)
+    assert np.allclose(phi.sum(axis=1), 1.0)
+    assert topic_recovery(true_phi, phi) >= 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# (f) fold-in and held-out scoring
+# ---------------------------------------------------------------------------------------------
+
+def test_fold_in_finds_the_generating_topic():
+    V, K = 300, 6
+    _, true_phi = synthetic_lda_corpus(10, V, K, 10, 0.1, 0.01, seed=4)
+    rng = np.random.default_rng(4)
+    source = np.repeat(np.arange(K), 5)
+    docs = [rng.choice(V, size=40, p=true_phi[k]).astype(np.int32) for k in source]
+    offsets, words = sampler.pack_documents(docs + [np.zeros(0, np.int32)])
+    theta = sampler.fold_in(offsets, words, true_phi, 0.1, iterations=30, burn_in=5, seed=1)
+    assert theta.shape == (len(docs) + 1, K)
+    assert np.allclose(theta.sum(axis=1), 1.0)
+    assert (theta[:-1].argmax(axis=1) == source).all()
+    assert theta[np.arange(len(docs)), source].min() > 0.8
+    assert np.allclose(theta[-1], 1.0 / K)  # empty document: the prior mean
+
+
+def test_fold_in_is_unbiased_on_a_two_token_document():
+    # E[theta_k] = (E[n_dk] + α_k) / (n + Σα), with E[n_dk] by enumerating the K² assignments.
+    rng = np.random.default_rng(6)
+    K, V = 4, 5
+    phi = rng.dirichlet(np.ones(V), size=K)
+    alpha = np.array([0.3, 0.1, 0.6, 0.2])
+    doc = np.array([1, 3], np.int32)
+    weights, counts = [], []
+    for z in itertools.product(range(K), repeat=2):
+        n = np.bincount(z, minlength=K)
+        prior = sum(math.lgamma(n[k] + alpha[k]) - math.lgamma(alpha[k]) for k in range(K))
+        weights.append(math.exp(prior) * phi[z[0], doc[0]] * phi[z[1], doc[1]])
+        counts.append(n)
+    weights = np.array(weights) / sum(weights)
+    expected = (weights @ np.array(counts) + alpha) / (2 + alpha.sum())
+    offsets, words = sampler.pack_documents([doc])
+    theta = sampler.fold_in(offsets, words, phi, alpha, iterations=100000, burn_in=10, seed=3)
+    assert np.allclose(theta[0], expected, atol=0.01), (theta[0], expected)
+
+
+def test_completion_log_likelihood_matches_reference():
+    V, K = 200, 5
+    docs, phi = synthetic_lda_corpus(40, V, K, 30, 0.2, 0.05, seed=8, poisson_lengths=True)
+    docs[3] = np.zeros(0, np.int32)
+    docs[4] = np.array([7], np.int32)
+    offsets, words = sampler.pack_documents(docs)
+    total, count = sampler.completion_log_likelihood(offsets, words, phi, 0.2, iterations=20,
+                                                     burn_in=4, seed=9)
+    # the same fold-in on the first halves draws the same random numbers, so theta agrees
+    halves = [d[:len(d) // 2] for d in docs if len(d)]
+    h_off, h_words = sampler.pack_documents(halves)
+    theta = sampler.fold_in(h_off, h_words, phi, 0.2, iterations=20, burn_in=4, seed=9)
+    ref_total, ref_count = 0.0, 0
+    for th, d in zip(theta, (d for d in docs if len(d))):
+        rest = d[len(d) // 2:]
+        ref_total += np.log(th @ phi[:, rest]).sum()
+        ref_count += len(rest)
+    assert count == ref_count
+    assert total == pytest.approx(ref_total, rel=1e-9)
+    # the true topics explain held-out words better than uniform ones
+    uniform = np.full((K, V), 1.0 / V)
+    worse, _ = sampler.completion_log_likelihood(offsets, words, uniform, 0.2, iterations=5,
+                                                 burn_in=1)
+    assert total > worse
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+
+def test_validation_names_the_parameter():
+    V, K = 10, 3
+    state = make_state([np.array([1, 2, 3], np.int32)], V, K)
+    offsets, words, topics, dt, wt, tt = state
+    with pytest.raises(ValueError, match="beta"):
+        sampler.sweep(offsets, words, topics, dt, wt, tt, 0.1, 0.0, seed=0)
+    with pytest.raises(ValueError, match="alpha"):
+        sampler.sweep(offsets, words, topics, dt, wt, tt, [0.1, 0.2], 0.1, seed=0)
+    with pytest.raises(TypeError, match="topics"):
+        sampler.sweep(offsets, words, topics.astype(np.int64), dt, wt, tt, 0.1, 0.1, seed=0)
+    bad = topics.copy()
+    bad[0] = K
+    with pytest.raises(ValueError, match="topics"):
+        sampler.sweep(offsets, words, bad, dt, wt, tt, 0.1, 0.1, seed=0)
+    with pytest.raises(ValueError, match="word ids"):
+        sampler.sweep(offsets, words + V, topics, dt, wt, tt, 0.1, 0.1, seed=0)
+    with pytest.raises(ValueError, match="burn_in"):
+        sampler.fold_in(offsets, words, np.full((K, V), 0.1), 0.1, iterations=5, burn_in=5)

@@ -194,8 +194,8 @@ def test_log_likelihood_matches_dense_reference():
 # (c) sparse deltas
 # ---------------------------------------------------------------------------------------------
 
-def check_delta(words, old, new, V, K, order=None):
-    index, value = sampler.sparse_delta(words, old, new, K, order=order)
+def check_delta(words, old, new, V, K):
+    index, value = sampler.sparse_delta(words, old, new, K)
     dense = (ref_word_topic(words, new, V, K) - ref_word_topic(words, old, V, K)).ravel()
     expected_index = np.flatnonzero(dense)
     assert index.dtype == np.int64 and value.dtype == np.int32
@@ -211,8 +211,7 @@ def test_sparse_delta_of_sweeps_equals_count_difference():
     offsets, words, topics, dt, wt, tt = state
     old_topics, old_wt, old_tt = topics.copy(), wt.copy(), tt.copy()
     run_sweeps(state, 2, 0.1, 0.01)
-    index, value = check_delta(words, old_topics, topics, V, K,
-                               order=sampler.word_order(words))
+    index, value = check_delta(words, old_topics, topics, V, K)
     sampler.apply_sparse_delta(old_wt, old_tt, index, value)
     assert (old_wt == wt).all() and (old_tt == tt).all()
 

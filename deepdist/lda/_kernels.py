@@ -318,46 +318,58 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
 # --------------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def sparse_delta(words, old_topics, new_topics, order, num_topics):
+def sparse_delta(words, old_topics, new_topics, num_topics):
     """Coalesced COO delta of word_topic between two assignments of the same tokens.
 
-    ``order`` lists token indices grouped by word in ascending word order (a stable argsort of
-    ``words``, computed once per partition since words never change), so the output comes out
-    sorted by flat index ``w * K + k`` without a per-call sort.
+    The moved tokens are bucketed by word with a counting sort (O(N + moved + V), no
+    comparison sort), then each word's few touched topics are accumulated and emitted in
+    order, so the output is sorted by flat index ``w * K + k``.
     """
     n = words.shape[0]
     moved = 0
+    num_words = 0
     for i in range(n):
         if old_topics[i] != new_topics[i]:
             moved += 1
+            if words[i] >= num_words:
+                num_words = words[i] + 1
     index = np.empty(2 * moved, np.int64)
     value = np.empty(2 * moved, np.int32)
     if moved == 0:
         return index, value
+    start = np.zeros(num_words + 1, np.int64)
+    for i in range(n):
+        if old_topics[i] != new_topics[i]:
+            start[words[i] + 1] += 1
+    for w in range(num_words):
+        start[w + 1] += start[w]
+    fill = start[:-1].copy()
+    bucket = np.empty(moved, np.int64)
+    for i in range(n):
+        if old_topics[i] != new_topics[i]:
+            w = words[i]
+            bucket[fill[w]] = i
+            fill[w] += 1
     acc = np.zeros(num_topics, np.int32)
     seen = np.zeros(num_topics, np.bool_)
     touched = np.empty(num_topics, np.int32)
     out = 0
-    i = 0
-    while i < n:
-        w = words[order[i]]
+    for w in range(num_words):
         nt = 0
-        while i < n and words[order[i]] == w:
-            tok = order[i]
+        for j in range(start[w], start[w + 1]):
+            tok = bucket[j]
             a = old_topics[tok]
             b = new_topics[tok]
-            if a != b:
-                acc[a] -= 1
-                acc[b] += 1
-                if not seen[a]:
-                    seen[a] = True
-                    touched[nt] = a
-                    nt += 1
-                if not seen[b]:
-                    seen[b] = True
-                    touched[nt] = b
-                    nt += 1
-            i += 1
+            acc[a] -= 1
+            acc[b] += 1
+            if not seen[a]:
+                seen[a] = True
+                touched[nt] = a
+                nt += 1
+            if not seen[b]:
+                seen[b] = True
+                touched[nt] = b
+                nt += 1
         if nt > 0:
             # insertion sort: a word's touched topics are few
             for x in range(1, nt):

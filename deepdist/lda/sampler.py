@@ -55,7 +55,6 @@ __all__ = [
     "counts_from_assignments",
     "doc_topic_from_assignments",
     "sweep",
-    "word_order",
     "sparse_delta",
     "apply_sparse_delta",
     "topic_word_distribution",
@@ -255,33 +254,29 @@ def sweep(doc_offsets, words, topics, doc_topic, word_topic, topic_totals, alpha
                               topic_totals, alpha, beta, _as_seed(seed)))
 
 
-def word_order(words):
-    """Token indices grouped by ascending word id (stable): the ``order`` of
-    :func:`sparse_delta`. Words never change, so compute it once per partition."""
-    _require("words", words, (np.int32,), 1)
-    return np.argsort(words, kind="stable").astype(np.int64)
-
-
-def sparse_delta(words, old_topics, new_topics, num_topics, order=None):
+def sparse_delta(words, old_topics, new_topics, num_topics):
     """The change of n_wk between two assignments of the same tokens, as sparse COO.
+
+    A partition keeps a copy of ``topics`` from its last push; after one or more sweeps this
+    gives the count change to push, in O(N + changed tokens + V) without sorting.
 
     Returns ``(index, value)``: int64 flat indices into a C-ordered (V, num_topics) table
     (``row, col = divmod(index, num_topics)``), strictly increasing, and int32 non-zero
     values, such that ``counts(new) - counts(old)`` equals the scattered values. The change
-    of n_k is implied (``np.bincount(index % K, value)``).
+    of n_k is implied (``np.bincount(index % num_topics, value)``).
     """
     _require("words", words, (np.int32,), 1)
     _require("old_topics", old_topics, (np.int32,), 1)
     _require("new_topics", new_topics, (np.int32,), 1)
     if not words.shape == old_topics.shape == new_topics.shape:
         raise ValueError("words, old_topics and new_topics must have equal length")
-    if order is None:
-        order = word_order(words)
-    else:
-        _require("order", order, (np.int64,), 1)
-        if order.shape != words.shape:
-            raise ValueError("order must have the length of words")
-    return _kernels.sparse_delta(words, old_topics, new_topics, order, int(num_topics))
+    num_topics = int(num_topics)
+    for name, z in (("old_topics", old_topics), ("new_topics", new_topics)):
+        if z.size and (z.min() < 0 or z.max() >= num_topics):
+            raise ValueError(f"{name} must lie in [0, {num_topics})")
+    if words.size and words.min() < 0:
+        raise ValueError("word ids must be >= 0")
+    return _kernels.sparse_delta(words, old_topics, new_topics, num_topics)
 
 
 def apply_sparse_delta(word_topic, topic_totals, index, value):

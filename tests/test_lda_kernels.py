@@ -149,6 +149,10 @@ def test_negative_counts_are_clamped_not_fatal():
     run_sweeps(state, 3, 0.1, 0.01)
     assert topics.min() >= 0 and topics.max() < K
     assert (dt == ref_doc_topic(offsets, topics, K)).all()
+    # document counts that disagree with the assignments: still no crash, topics in range
+    dt[:] = rng.integers(-2, 3, size=dt.shape).astype(np.int32)
+    run_sweeps(state, 3, 0.1, 0.01, seed=1)
+    assert topics.min() >= 0 and topics.max() < K
 
 
 # ---------------------------------------------------------------------------------------------

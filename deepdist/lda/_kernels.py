@@ -145,42 +145,57 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
         inv[k] = 1.0 / (nk + vbeta)
         coef[k] = alpha[k] * inv[k]
 
-    # Per-word lists of topics with n_wk > 0, for the words of this range only. A list can grow
-    # by at most one entry per local token of the word (each token is resampled once), so its
-    # capacity is min(K, nnz + local count) and no reallocation happens inside the loop.
+    # Per-word lists of topics with n_wk > 0, for the words of this range only (a mini-batch
+    # must not pay O(V·K) for a large vocabulary). A list can grow by at most one entry per
+    # local token of the word (each token is resampled once), so its capacity is
+    # min(K, nnz + local count) and no reallocation happens inside the loop. Membership is
+    # exactly "count > 0" because counts only move by ±1 and the list follows every 0 <-> 1.
     tok_lo = doc_offsets[doc_start]
     tok_hi = doc_offsets[doc_stop]
     local = np.zeros(num_words, np.int32)
+    uniq = np.empty(min(num_words, tok_hi - tok_lo), np.int32)
+    n_uniq = 0
     for i in range(tok_lo, tok_hi):
-        local[words[i]] += 1
-    wstart = np.zeros(num_words + 1, np.int64)
-    wlen = np.zeros(num_words, np.int32)
-    for w in range(num_words):
-        cap = 0
-        if local[w] > 0:
-            nnz = 0
-            for k in range(K):
-                if word_topic[w, k] > 0:
-                    nnz += 1
-            cap = nnz + local[w]
-            if cap > K:
-                cap = K
-        wstart[w + 1] = wstart[w] + cap
-    wlist = np.empty(wstart[num_words], np.int32)
-    for w in range(num_words):
-        if local[w] > 0:
-            base = wstart[w]
-            n = 0
-            for k in range(K):
-                if word_topic[w, k] > 0:
-                    wlist[base + n] = k
-                    n += 1
-            wlen[w] = n
+        w = words[i]
+        if local[w] == 0:
+            uniq[n_uniq] = w
+            n_uniq += 1
+        local[w] += 1
+    wstart = np.empty(num_words, np.int64)  # valid for local words only
+    wlen = np.empty(num_words, np.int32)
+    total = 0
+    for j in range(n_uniq):
+        w = uniq[j]
+        nnz = 0
+        for k in range(K):
+            if word_topic[w, k] > 0:
+                nnz += 1
+        wstart[w] = total
+        wlen[w] = nnz
+        total += min(K, nnz + local[w])
+    wlist = np.empty(total, np.int32)
+    for j in range(n_uniq):
+        w = uniq[j]
+        base = wstart[w]
+        n = 0
+        for k in range(K):
+            if word_topic[w, k] > 0:
+                wlist[base + n] = k
+                n += 1
 
-    # The document's non-zero topics, with positions for O(1) removal.
+    # The document's non-zero topics, with positions for O(1) removal; dpos[k] >= 0 iff k is
+    # listed, which keeps the list free of duplicates even if doc_topic disagrees with topics.
     dnz = np.empty(K, np.int32)
     dpos = np.full(K, -1, np.int32)
     qcum = np.empty(K, np.float64)
+
+    # s = β Σ_k α_k/(n_k + Vβ) is updated per count change and re-summed every ~K tokens so
+    # floating-point drift stays bounded without an O(K) cost per short document.
+    s = 0.0
+    for k in range(K):
+        s += alpha[k] * inv[k]
+    s *= beta
+    since_resum = 0
 
     state = _seed_state(seed)
     changed = 0
@@ -190,21 +205,26 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
         hi = doc_offsets[d + 1]
         if lo == hi:
             continue
-        # s and r are re-summed per document so floating-point drift never accumulates
-        # beyond one document's updates.
+        if since_resum >= K:
+            s = 0.0
+            for k in range(K):
+                s += alpha[k] * inv[k]
+            s *= beta
+            since_resum = 0
+        since_resum += hi - lo
+        # The document's topics come from its tokens (O(n_d), not O(K)); r is summed afresh
+        # per document, so its drift never outlives one document.
         nd = 0
-        s = 0.0
         r = 0.0
-        for k in range(K):
-            s += alpha[k] * inv[k]
+        for i in range(lo, hi):
+            k = topics[i]
             c = doc_topic[d, k]
-            if c > 0:
+            if c > 0 and dpos[k] < 0:
                 dnz[nd] = k
                 dpos[k] = nd
                 nd += 1
                 r += c * inv[k]
                 coef[k] = (c + alpha[k]) * inv[k]
-        s *= beta
         r *= beta
 
         for i in range(lo, hi):
@@ -225,7 +245,7 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
             ndt_c = max(ndt, 0)
             r += beta * (ndt_c * new_inv - max(ndt + 1, 0) * old_inv)
             coef[t] = (ndt_c + alpha[t]) * new_inv
-            if ndt == 0:
+            if ndt == 0 and dpos[t] >= 0:
                 p = dpos[t]
                 nd -= 1
                 last = dnz[nd]
@@ -293,7 +313,7 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
             ndk_c = max(ndk, 0)
             r += beta * (ndk_c * new_inv - max(ndk - 1, 0) * old_inv)
             coef[new] = (ndk_c + alpha[new]) * new_inv
-            if ndk == 1:
+            if ndk > 0 and dpos[new] < 0:
                 dnz[nd] = new
                 dpos[new] = nd
                 nd += 1

@@ -37,13 +37,11 @@ from numba import njit
 # because α, β > 0 keep every weight finite and positive.
 _FASTMATH = True
 
-_U1 = np.uint64(1)
 _S11 = np.uint64(11)
 _S12 = np.uint64(12)
 _S25 = np.uint64(25)
 _S27 = np.uint64(27)
 _S30 = np.uint64(30)
-_S27B = np.uint64(27)
 _S31 = np.uint64(31)
 _XS_MUL = np.uint64(0x2545F4914F6CDD1D)
 _SM_GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -53,11 +51,11 @@ _INV_2_53 = 1.0 / 9007199254740992.0
 
 
 @njit(cache=True, nogil=True)
-def splitmix64(x):
+def _splitmix64(x):
     """One splitmix64 step: a bijective, well-mixed uint64 -> uint64 map."""
     z = x + _SM_GAMMA
     z = (z ^ (z >> _S30)) * _SM_M1
-    z = (z ^ (z >> _S27B)) * _SM_M2
+    z = (z ^ (z >> _S27)) * _SM_M2
     return z ^ (z >> _S31)
 
 
@@ -78,7 +76,7 @@ def _uniform(state):
 @njit(cache=True, nogil=True)
 def _seed_state(seed):
     # xorshift must not start at 0, and nearby seeds must not give nearby streams.
-    state = splitmix64(seed)
+    state = _splitmix64(seed)
     if state == 0:
         state = _SM_GAMMA
     return state

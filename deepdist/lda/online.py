@@ -1,0 +1,470 @@
+"""Online variational Bayes LDA on Spark, trained by gensim's own E-step and M-step.
+
+The algorithm is Hoffman, Blei & Bach, "Online Learning for Latent Dirichlet Allocation"
+(NIPS 2010), as gensim's :class:`~gensim.models.LdaModel` implements it. The variational
+topics λ (K × V; gensim's ``state.sstats`` plus the prior η) are refined chunk by chunk:
+
+* **E-step, on the executors.** Each Spark partition is cut into chunks of ``chunksize``
+  documents. For each chunk a task pulls from the DeepDist server only the rows of λ for the
+  words the chunk contains, plus the K topic sums, which is enough to compute exactly those
+  columns of ``expElogbeta = exp(E[log β])``. gensim's own ``LdaModel.inference`` then runs on
+  the chunk. It pushes back the sufficient statistics, which are non-zero only in the chunk's
+  columns, together with the chunk's document count.
+* **M-step, on the driver.** One applier thread merges the statistics in arrival order into a
+  gensim ``LdaState`` (``merge``). Once ``update_every × chunksize`` documents have arrived it
+  blends them into the model with gensim's own ``LdaState.blend``. That step uses the weight
+  ρ_t = (τ₀ + pass + t / chunksize)^(−κ) from gensim's ``LdaModel.update``, where τ₀ is
+  ``offset``, κ is ``decay`` and t counts the documents merged during the first pass. It also
+  stretches the chunk's statistics to the corpus size.
+
+Training is asynchronous, as in gensim's ``LdaMulticore``: a chunk's statistics may be computed
+against a model a few M-steps old. The server counts each contribution's staleness (the model
+versions that passed between pull and apply) in ``status()["staleness_histogram"]``.
+
+The server stores the statistics transposed, V × K, so a chunk's column-sparse K × V statistics
+travel as a few rows (:class:`~deepdist.SparseRows`) instead of the dense matrix that gensim's
+distributed mode pickles to its workers.
+
+Example (``local[2]``)::
+
+    >>> from deepdist.lda.dictionary import build_dictionary          # doctest: +SKIP
+    >>> from deepdist.lda.online import OnlineLDA                     # doctest: +SKIP
+    >>> tokens = sc.textFile("docs.txt").map(str.split)               # doctest: +SKIP
+    >>> dictionary = build_dictionary(tokens, no_below=5, no_above=0.5)
+    >>> bow = tokens.map(dictionary.doc2bow)
+    >>> lda = OnlineLDA(num_topics=100, id2word=dictionary, passes=5, chunksize=2000, seed=0)
+    >>> model = lda.fit(bow)             # a gensim.models.LdaModel
+    >>> model.print_topics(5)
+    >>> lda.update(more_bow)             # continue online on new documents
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import numbers
+import time
+
+import numpy as np
+
+from ..errors import ConfigurationError, NotFittedError
+from ..params import ParamAdapter
+from ..sparse import SparseRows
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OnlineLDA"]
+
+#: Documents of each chunk whose variational bound estimates the perplexity on the progress line.
+_PERPLEXITY_DOCS = 256
+
+
+class _Shell:
+    """What the DeepDist server holds: a gensim ``LdaModel`` plus two small training arrays.
+
+    Attributes:
+        lda: the gensim model; ``lda.state.sstats`` (K × V) is the parameter the server
+            serves, transposed to V × K.
+        sstats_sum: Σ_w sstats[k, w] per topic (float64, K), kept exact after every M-step so
+            an executor can normalise the few λ rows it pulls.
+        numdocs: documents whose statistics have arrived (float64, 1).
+        eta_weight: 1.0 when ``expElogbeta`` includes the prior η, as after any M-step;
+            0.0 for a new model, whose first ``expElogbeta`` gensim computes from the
+            random initial statistics alone (float64, 1).
+    """
+
+    def __init__(self, lda):
+        self.lda = lda
+        self.sstats_sum = lda.state.sstats.sum(axis=1, dtype=np.float64)
+        self.numdocs = np.zeros(1, np.float64)
+        self.eta_weight = np.array([0.0 if lda.num_updates == 0 else 1.0])
+
+
+class _LdaParams(ParamAdapter):
+    """The parameter arrays of a :class:`_Shell`: ``sstats_t`` is ``lda.state.sstats.T`` (V × K)."""
+
+    def __init__(self):
+        super().__init__(["sstats_t", "sstats_sum", "numdocs", "eta_weight"])
+
+    def get(self, shell) -> dict:
+        return {"sstats_t": shell.lda.state.sstats.T, "sstats_sum": shell.sstats_sum,
+                "numdocs": shell.numdocs, "eta_weight": shell.eta_weight}
+
+    def set(self, shell, params: dict) -> None:
+        for name, array in params.items():
+            if name == "sstats_t":
+                shell.lda.state.sstats = array.T
+            else:
+                setattr(shell, name, array)
+
+    @contextlib.contextmanager
+    def stripped(self, shell):
+        """The shell as broadcast: no parameters, no K × V ``expElogbeta``, no vocabulary."""
+        lda = shell.lda
+        saved = lda.expElogbeta, lda.id2word
+        with super().stripped(shell):
+            lda.expElogbeta, lda.id2word = None, None
+            try:
+                yield shell
+            finally:
+                lda.expElogbeta, lda.id2word = saved
+
+
+def _flatten(chunk):
+    """Word ids, counts and document offsets of a chunk of bag-of-words documents."""
+    lengths = np.fromiter((len(doc) for doc in chunk), np.int64, count=len(chunk))
+    total = int(lengths.sum())
+    words = np.fromiter((w for doc in chunk for w, _ in doc), np.int64, count=total)
+    counts = np.fromiter((c for doc in chunk for _, c in doc), np.float64, count=total)
+    offsets = np.zeros(len(chunk) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return words, counts, offsets
+
+
+def _check_words(words, num_terms):
+    if len(words) and (words.min() < 0 or words.max() >= num_terms):
+        raise ConfigurationError(
+            f"word id out of range: the model has {num_terms} terms (ids 0..{num_terms - 1}), the corpus "
+            f"holds ids {words.min()}..{words.max()}; was the corpus made with the model's id2word?")
+
+
+class _EStep:
+    """``gradient(shell, chunk)`` run on the executors: gensim's E-step on one chunk.
+
+    Carries configuration only (it travels in the task closure): the seed and the pass, from
+    which each partition derives its own random state.
+    """
+
+    def __init__(self, seed: int, pass_: int, num_topics: int, num_terms: int):
+        self.seed = seed
+        self.pass_ = pass_
+        self.num_topics = num_topics
+        self.num_terms = num_terms
+        self._random = {}
+
+    def rows(self, chunk) -> dict:
+        """The rows a chunk needs: λ of its words, all K topic sums and the weight of η."""
+        words = np.unique(_flatten(chunk)[0])
+        _check_words(words, self.num_terms)
+        return {"sstats_t": words, "sstats_sum": np.arange(self.num_topics),
+                "eta_weight": np.zeros(1, np.int64)}
+
+    def random_state(self):
+        """This partition's random state, derived from (seed, pass, partition, attempt)."""
+        from pyspark import TaskContext
+
+        task = TaskContext.get()
+        key = (task.partitionId(), task.attemptNumber()) if task else (0, 0)
+        state = self._random.get(key)
+        if state is None:
+            sequence = np.random.SeedSequence([self.seed, self.pass_, key[0], key[1]])
+            state = self._random[key] = np.random.RandomState(sequence.generate_state(4))
+        return state
+
+    def __call__(self, shell, chunk):
+        from scipy.special import psi
+
+        from ..worker import report
+
+        lda = shell.lda
+        words, counts, offsets = _flatten(chunk)
+        ids, local = np.unique(words, return_inverse=True)
+        # λ for the chunk's words only, and exactly gensim's expElogbeta[:, ids]
+        eta, weight = lda.eta, float(shell.eta_weight[0])
+        if eta.ndim == 1:
+            lam = shell.lda.state.sstats.T[ids] + weight * eta[ids, None]
+            eta_sum = weight * float(eta.sum(dtype=np.float64))
+        else:
+            lam = shell.lda.state.sstats.T[ids] + weight * eta[:, ids].T
+            eta_sum = weight * eta.sum(axis=1, dtype=np.float64)
+        elog = (psi(lam.astype(np.float64)) - psi(shell.sstats_sum + eta_sum)).T
+        lda.expElogbeta = np.exp(elog).astype(lda.dtype)
+        lda.random_state = self.random_state()
+        local_chunk = [list(zip(local[a:b].tolist(), counts[a:b].tolist()))
+                       for a, b in zip(offsets[:-1], offsets[1:])]
+        gamma, sstats = lda.inference(local_chunk, collect_sstats=True)
+        bound, scored = _chunk_bound(lda.alpha, gamma, elog, local, counts, offsets, _PERPLEXITY_DOCS)
+        if scored:
+            report(perplexity=math.exp(-bound / scored))
+        return {"sstats_t": SparseRows(ids.astype(np.int32), sstats.T, (self.num_terms, self.num_topics)),
+                "numdocs": np.array([len(chunk)], np.float64)}
+
+
+def _chunk_bound(alpha, gamma, elog_beta, local, counts, offsets, max_docs):
+    """gensim's per-document variational bound, summed over the first ``max_docs`` documents.
+
+    ``elog_beta`` holds E[log β] for the chunk's words (K × words); returns
+    ``(bound, words scored)``. The corpus-level term for β is left out: this estimates
+    the perplexity of the documents, not of the topics.
+    """
+    from scipy.special import gammaln, logsumexp, psi
+
+    docs = min(max_docs, len(offsets) - 1)
+    stop = int(offsets[docs])
+    if stop == 0:
+        return 0.0, 0.0
+    gamma = gamma[:docs].astype(np.float64)
+    alpha = np.asarray(alpha, np.float64)
+    elog_theta = psi(gamma) - psi(gamma.sum(axis=1, keepdims=True))
+    doc_of = np.repeat(np.arange(docs), np.diff(offsets[:docs + 1]))
+    cts = counts[:stop]
+    score = float(cts @ logsumexp(elog_theta[doc_of] + elog_beta[:, local[:stop]].T, axis=1))
+    score += float(np.sum((alpha - gamma) * elog_theta) + np.sum(gammaln(gamma) - gammaln(alpha)))
+    score += float(np.sum(gammaln(alpha.sum()) - gammaln(gamma.sum(axis=1))))
+    return score, float(cts.sum())
+
+
+class _MStep:
+    """``descent(shell, update)`` on the driver: gensim's merge, then blend every ``update_every`` chunks."""
+
+    def __init__(self, lda, *, chunksize: int, update_every: int, decay: float, offset: float):
+        from gensim.models.ldamodel import LdaState
+
+        self.other = LdaState(lda.eta, lda.state.sstats.shape, lda.dtype)
+        self.chunksize = chunksize
+        self.update_after = update_every * chunksize if update_every else math.inf
+        self.decay = decay
+        self.offset = offset
+        self.pass_ = 0
+        self.msteps = 0
+        self.rho = None
+
+    def __call__(self, shell, update):
+        part = update.get("sstats_t")
+        if part is not None and len(part.indices):
+            part = part.coalesce()
+            self.other.sstats[:, part.indices] += part.values.T
+        docs = float(update["numdocs"][0])
+        self.other.numdocs += docs
+        shell.numdocs += docs
+        if self.other.numdocs >= self.update_after:
+            self.mstep(shell)
+
+    def flush(self, shell) -> bool:
+        """Blend what is merged but not yet blended (gensim does this at the end of each pass)."""
+        if self.other.numdocs > 0:
+            self.mstep(shell)
+            return True
+        return False
+
+    def mstep(self, shell) -> None:
+        """gensim's ``LdaModel.do_mstep``, without its logging of topics and of the topic change."""
+        lda = shell.lda
+        rho = pow(self.offset + self.pass_ + lda.num_updates / self.chunksize, -self.decay)
+        lda.state.blend(rho, self.other)
+        if self.pass_ == 0:  # gensim counts updates in the first pass only
+            lda.num_updates += self.other.numdocs
+        shell.sstats_sum[:] = lda.state.sstats.sum(axis=1, dtype=np.float64)
+        shell.eta_weight[0] = 1.0  # expElogbeta now comes from λ = η + sstats
+        self.other.reset()
+        self.msteps += 1
+        self.rho = rho
+
+
+def _positive_int(name, value, minimum=1):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class OnlineLDA:
+    """Online variational LDA on Spark whose result is a gensim ``LdaModel``.
+
+    The parameters mean what they mean in :class:`gensim.models.LdaModel`. The model is the
+    same and so are the E-step and the M-step; only the E-step runs on Spark.
+
+    Parameters:
+        num_topics: K, the number of topics.
+        id2word: the vocabulary, e.g. from :func:`~deepdist.lda.dictionary.build_dictionary`.
+            If None, V is the largest word id in the corpus plus one.
+        passes: passes over the corpus per :meth:`fit` or :meth:`update`.
+        chunksize: documents per E-step. Each Spark partition is cut into chunks of this size.
+        update_every: an M-step every ``update_every × chunksize`` documents. 0 means batch
+            learning: one M-step per pass.
+        alpha: the document-topic prior α: ``"symmetric"`` (1/K), ``"asymmetric"``, a float or
+            K floats. ``"auto"`` is not available (gensim's distributed mode lacks it too).
+        eta: the topic-word prior η: None or ``"symmetric"`` (1/K), a float, V floats or a
+            K × V array.
+        decay: κ, how fast old statistics are forgotten. gensim guarantees convergence for
+            κ in (0.5, 1].
+        offset: τ₀ > 0. It slows down the first steps: ρ_t = (τ₀ + pass + t/chunksize)^(−κ).
+        iterations, gamma_threshold: per-document E-step limits (gensim's).
+        seed: seeds the initial topics (exactly as gensim's ``random_state``), and with the
+            pass and the partition, each partition's own E-step random state.
+        dtype: the float type of the statistics (gensim's ``dtype``).
+        spark: a SparkSession or SparkContext; the RDD's context by default.
+        progress: show the progress line on the driver (with the perplexity estimate).
+        server_options: further keyword arguments for :class:`~deepdist.DeepDist`
+            (``host``, ``port``, ``queue_size`` …).
+
+    Memory: the driver holds three K × V arrays in ``dtype``: the model, the statistics
+    waiting for the next M-step, and ``expElogbeta``. Each executor process holds one V × K copy.
+
+    Attributes:
+        model_: the trained :class:`gensim.models.LdaModel`.
+        history_: one dict per pass: seconds, M-steps, last ρ, mean perplexity estimate of
+            the chunks (from their variational bound, before their M-step), chunks, bytes pushed.
+        status_: the DeepDist server's counters at the end of the last fit/update, including
+            ``staleness_histogram``.
+
+    Example::
+
+        >>> lda = OnlineLDA(num_topics=20, id2word=dictionary, passes=5, seed=0)   # doctest: +SKIP
+        >>> model = lda.fit(bow_rdd)                                                # doctest: +SKIP
+        >>> model.get_document_topics(bow_rdd.first())                              # doctest: +SKIP
+    """
+
+    def __init__(self, *, num_topics: int = 100, id2word=None, passes: int = 1, chunksize: int = 2000,
+                 update_every: int = 1, alpha="symmetric", eta=None, decay: float = 0.5,
+                 offset: float = 1.0, iterations: int = 50, gamma_threshold: float = 0.001,
+                 seed: int | None = None, dtype=np.float32, spark=None, progress: bool = True,
+                 server_options: dict | None = None):
+        self.num_topics = num_topics
+        self.id2word = id2word
+        self.passes = passes
+        self.chunksize = chunksize
+        self.update_every = update_every
+        self.alpha = alpha
+        self.eta = eta
+        self.decay = decay
+        self.offset = offset
+        self.iterations = iterations
+        self.gamma_threshold = gamma_threshold
+        self.seed = seed
+        self.dtype = dtype
+        self.spark = spark
+        self.progress = progress
+        self.server_options = server_options
+
+    # -- validation ------------------------------------------------------------------
+    def _validate(self) -> None:
+        _positive_int("num_topics", self.num_topics)
+        _positive_int("passes", self.passes)
+        _positive_int("chunksize", self.chunksize)
+        _positive_int("update_every", self.update_every, minimum=0)
+        _positive_int("iterations", self.iterations)
+        if not (isinstance(self.decay, numbers.Real) and 0.0 < self.decay <= 1.0):
+            raise ConfigurationError(f"decay (κ) must be in (0, 1], got {self.decay!r}")
+        if not (isinstance(self.offset, numbers.Real) and self.offset > 0.0):
+            raise ConfigurationError(f"offset (τ₀) must be > 0, got {self.offset!r}")
+        if not (isinstance(self.gamma_threshold, numbers.Real) and self.gamma_threshold >= 0.0):
+            raise ConfigurationError(f"gamma_threshold must be >= 0, got {self.gamma_threshold!r}")
+        for name in ("alpha", "eta"):
+            if isinstance(getattr(self, name), str) and getattr(self, name) == "auto":
+                raise ConfigurationError(f"{name}='auto' is not supported: learning the prior needs every "
+                                         "document's gamma on the driver (gensim's distributed mode "
+                                         "refuses it too); give 'symmetric', a float or an array")
+        if self.seed is not None and (not isinstance(self.seed, numbers.Integral) or self.seed < 0):
+            raise ConfigurationError(f"seed must be None or an integer >= 0, got {self.seed!r}")
+        if self.server_options is not None and not isinstance(self.server_options, dict):
+            raise ConfigurationError(f"server_options must be a dict, got {type(self.server_options).__name__}")
+
+    def _new_model(self, bow_rdd):
+        from gensim.models import LdaModel
+        from gensim.utils import FakeDict
+
+        id2word = self.id2word
+        if id2word is None:
+            largest = bow_rdd.flatMap(lambda doc: [w for w, _ in doc]).fold(-1, max)
+            if largest < 0:
+                raise ConfigurationError("id2word is None and the corpus has no words to size the vocabulary")
+            id2word = FakeDict(int(largest) + 1)
+        try:
+            lda = LdaModel(num_topics=self.num_topics, id2word=id2word, chunksize=self.chunksize,
+                           passes=self.passes, update_every=self.update_every, alpha=self.alpha,
+                           eta=self.eta, decay=self.decay, offset=self.offset, eval_every=None,
+                           iterations=self.iterations, gamma_threshold=self.gamma_threshold,
+                           random_state=self.seed, dtype=self.dtype)
+        except (ValueError, AssertionError) as err:  # gensim's checks of alpha, eta, id2word
+            raise ConfigurationError(f"gensim refused the model parameters: {err}") from err
+        return lda
+
+    # -- training --------------------------------------------------------------------
+    def fit(self, bow_rdd):
+        """Train a new model on ``bow_rdd`` (an RDD of gensim bag-of-words lists); return it.
+
+        Returns the :class:`gensim.models.LdaModel` (also kept as ``model_``), as the
+        gensim constructor does when it is given a corpus.
+        """
+        self._validate()
+        self.model_ = self._new_model(bow_rdd)
+        self.history_ = []
+        self._base_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+        self._passes_done = 0
+        return self._train(bow_rdd, self.passes)
+
+    def update(self, bow_rdd, passes: int | None = None):
+        """Continue training the fitted model on new documents; return it.
+
+        The new documents count towards the corpus size the statistics are stretched to, and
+        ρ goes on decaying from where it was: gensim's ``LdaModel.update`` semantics.
+        """
+        if getattr(self, "model_", None) is None:
+            raise NotFittedError("this OnlineLDA is not fitted yet: call fit(bow_rdd) before update()")
+        passes = self.passes if passes is None else passes
+        _positive_int("passes", passes)
+        return self._train(bow_rdd, passes)
+
+    def _train(self, bow_rdd, passes):
+        from pyspark import StorageLevel
+
+        from ..core import DeepDist, spark_context
+
+        lda = self.model_
+        sc = spark_context(self.spark if self.spark is not None else bow_rdd.context)
+        persisted = not bow_rdd.is_cached
+        if persisted:
+            bow_rdd = bow_rdd.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            num_docs = bow_rdd.count()
+            if num_docs == 0:
+                log.warning("OnlineLDA: the corpus is empty; nothing to train")
+                return lda
+            lda.state.numdocs += num_docs
+            shell = _Shell(lda)
+            descent = _MStep(lda, chunksize=self.chunksize, update_every=self.update_every,
+                             decay=self.decay, offset=self.offset)
+            chunks_per_pass = -(-num_docs // self.chunksize)
+            if chunks_per_pass * passes < 10:
+                log.warning("OnlineLDA: only %d chunks in %d passes; training might not converge: "
+                            "consider more passes or a smaller chunksize", chunks_per_pass, passes)
+            options = dict(self.server_options or {})
+            options.setdefault("progress", self.progress)
+            with DeepDist(shell, params=_LdaParams(), spark=sc, **options) as dd:
+                for pass_ in range(passes):
+                    self._one_pass(dd, bow_rdd, descent, shell, pass_, passes)
+                self.status_ = dd.status()
+        finally:
+            if persisted:
+                bow_rdd.unpersist()
+        lda.sync_state()
+        return lda
+
+    def _one_pass(self, dd, bow_rdd, descent, shell, pass_, passes):
+        lda = shell.lda
+        started = time.perf_counter()
+        metric = dd.store.metrics.get("perplexity")
+        before = (metric.total, metric.count) if metric is not None else (0.0, 0)
+        descent.pass_ = pass_
+        msteps = descent.msteps
+        estep = _EStep(self._base_seed, self._passes_done, lda.num_topics, lda.num_terms)
+        reports = dd.train(bow_rdd, estep, descent, epochs=1, batch_size=self.chunksize,
+                           fetch_every=1, push_every=1, rows=estep.rows)[0]
+        with dd.store.lock:
+            if descent.flush(shell):
+                dd.store.version += 1  # the snapshot served to readers must change with the model
+        self._passes_done += 1
+        metric = dd.store.metrics.get("perplexity")
+        total, count = (metric.total, metric.count) if metric is not None else (0.0, 0)
+        chunks = sum(r["batches"] for r in reports)
+        record = {
+            "pass": self._passes_done, "seconds": time.perf_counter() - started,
+            "msteps": descent.msteps - msteps, "rho": descent.rho, "chunks": chunks,
+            "perplexity": (total - before[0]) / (count - before[1]) if count > before[1] else None,
+            "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
+            "dense_bytes_per_chunk": lda.num_topics * lda.num_terms * np.dtype(lda.dtype).itemsize,
+        }
+        self.history_.append(record)
+        log.info("OnlineLDA pass %d/%d: %.2fs, %d chunks, %d M-steps, rho %.4f, perplexity estimate %s",
+                 pass_ + 1, passes, record["seconds"], chunks, record["msteps"], descent.rho or float("nan"),
+                 "n/a" if record["perplexity"] is None else f"{record['perplexity']:.1f}")

@@ -15,7 +15,9 @@ and SparseLDA splits it into three buckets whose sum is the same unnormalised ma
 Only ``q`` is summed afresh per token, over the word's non-zero topics; ``s`` and ``r`` are
 kept up to date incrementally, as is the coefficient ``(n_dk + α_k) / (n_k + Vβ)`` used by
 ``q``. With β small most of the mass sits in ``q``, and after burn-in a word has few topics,
-so a token costs a handful of operations instead of the O(K) textbook loop.
+so a token costs a handful of operations instead of the O(K) textbook loop. As in MALLET, each
+word's non-zero counts are kept during a sweep as a short (topic, count) list sorted by count,
+so the hot loop reads a few contiguous integers per token rather than a (V, K) table.
 
 Layout: a partition's documents are flat arrays, ``doc_offsets`` (int64, D+1), ``words`` and
 ``topics`` (int32, N). ``word_topic`` is (V, K) int32 row-major, so one word's counts share a
@@ -143,11 +145,16 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
         inv[k] = 1.0 / (nk + vbeta)
         coef[k] = alpha[k] * inv[k]
 
-    # Per-word lists of topics with n_wk > 0, for the words of this range only (a mini-batch
-    # must not pay O(V·K) for a large vocabulary). A list can grow by at most one entry per
-    # local token of the word (each token is resampled once), so its capacity is
-    # min(K, nnz + local count) and no reallocation happens inside the loop. Membership is
-    # exactly "count > 0" because counts only move by ±1 and the list follows every 0 <-> 1.
+    # Per-word lists of (topic, count) for the topics with n_wk > 0, for the words of this
+    # range only (a mini-batch must not pay O(V·K) for a large vocabulary), in decreasing count
+    # order as in MALLET's SparseLDA, so the searches for a token's old topic and for u in the
+    # q bucket usually stop at the first entry. During the sweep these lists, not word_topic,
+    # hold the positive counts: the q bucket then reads one short contiguous run per token
+    # instead of scattered entries of a (V, K) table that need not fit in cache. word_topic
+    # is written when an entry drops to 0 and for all listed entries at the end; entries that
+    # were <= 0 (only in a damaged copy) stay unlisted and are updated in word_topic itself.
+    # A list grows by at most one entry per local token of its word (each token is resampled
+    # once), so capacity min(K, nnz + local count) is never exceeded.
     tok_lo = doc_offsets[doc_start]
     tok_hi = doc_offsets[doc_stop]
     local = np.zeros(num_words, np.int32)
@@ -159,8 +166,7 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
             uniq[n_uniq] = w
             n_uniq += 1
         local[w] += 1
-    wstart = np.empty(num_words, np.int64)  # valid for local words only
-    wlen = np.empty(num_words, np.int32)
+    wmeta = np.empty((num_words, 2), np.int64)  # (start, length) in wl; local words only
     total = 0
     for j in range(n_uniq):
         w = uniq[j]
@@ -168,17 +174,24 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
         for k in range(K):
             if word_topic[w, k] > 0:
                 nnz += 1
-        wstart[w] = total
-        wlen[w] = nnz
+        wmeta[w, 0] = total
+        wmeta[w, 1] = nnz
         total += min(K, nnz + local[w])
-    wlist = np.empty(total, np.int32)
+    wl = np.empty((total, 2), np.int32)  # rows (topic, count)
     for j in range(n_uniq):
         w = uniq[j]
-        base = wstart[w]
+        base = wmeta[w, 0]
         n = 0
         for k in range(K):
-            if word_topic[w, k] > 0:
-                wlist[base + n] = k
+            c = word_topic[w, k]
+            if c > 0:
+                m = n
+                while m > 0 and wl[base + m - 1, 1] < c:
+                    wl[base + m, 0] = wl[base + m - 1, 0]
+                    wl[base + m, 1] = wl[base + m - 1, 1]
+                    m -= 1
+                wl[base + m, 0] = k
+                wl[base + m, 1] = c
                 n += 1
 
     # The document's non-zero topics, with positions for O(1) removal; dpos[k] >= 0 iff k is
@@ -229,11 +242,9 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
             w = words[i]
             t = topics[i]
 
-            # ---- remove token i from the counts
+            # ---- remove token i: document and topic totals
             ndt = doc_topic[d, t] - 1
             doc_topic[d, t] = ndt
-            nwt = word_topic[w, t] - 1
-            word_topic[w, t] = nwt
             nt = topic_totals[t] - 1
             topic_totals[t] = nt
             old_inv = inv[t]
@@ -252,30 +263,44 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
                 dpos[t] = -1
                 if nd == 0:
                     r = 0.0  # exact: no document topics left
-            base = wstart[w]
-            L = wlen[w]
-            if nwt == 0:
-                for j in range(L):
-                    if wlist[base + j] == t:
-                        L -= 1
-                        wlist[base + j] = wlist[base + L]
-                        wlen[w] = L
-                        break
 
-            # ---- q bucket: over the word's non-zero topics
+            # ---- remove token i: word list (sink the decremented entry to keep the order)
+            base = wmeta[w, 0]
+            L = wmeta[w, 1]
+            j = 0
+            while j < L and wl[base + j, 0] != t:
+                j += 1
+            if j < L:
+                c = wl[base + j, 1] - 1
+                while j + 1 < L and wl[base + j + 1, 1] > c:
+                    wl[base + j, 0] = wl[base + j + 1, 0]
+                    wl[base + j, 1] = wl[base + j + 1, 1]
+                    j += 1
+                if c == 0:
+                    L -= 1  # the emptied entry has sunk to the end
+                    wmeta[w, 1] = L
+                    word_topic[w, t] = 0
+                else:
+                    wl[base + j, 0] = t
+                    wl[base + j, 1] = c
+            else:
+                word_topic[w, t] -= 1
+
+            # ---- q bucket over the word's topics
             q = 0.0
             for j in range(L):
-                k = wlist[base + j]
-                q += coef[k] * word_topic[w, k]
+                q += coef[wl[base + j, 0]] * wl[base + j, 1]
                 qcum[j] = q
 
             state = _next(state)
             u = _uniform(state) * (s + r + q)
+            jnew = -1
             if u < q:
                 j = 0
                 while j < L - 1 and qcum[j] <= u:
                     j += 1
-                new = wlist[base + j]
+                new = wl[base + j, 0]
+                jnew = j
             else:
                 u -= q
                 if u < r and nd > 0:
@@ -297,11 +322,9 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
                             new = k
                             break
 
-            # ---- add token i back with its new topic
+            # ---- add token i back with its new topic: document and topic totals
             ndk = doc_topic[d, new] + 1
             doc_topic[d, new] = ndk
-            nwk = word_topic[w, new] + 1
-            word_topic[w, new] = nwk
             nk = topic_totals[new] + 1
             topic_totals[new] = nk
             old_inv = inv[new]
@@ -315,9 +338,30 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
                 dnz[nd] = new
                 dpos[new] = nd
                 nd += 1
-            if nwk == 1:
-                wlist[base + L] = new
-                wlen[w] = L + 1
+
+            # ---- add token i back: word list (float the incremented entry forward)
+            if jnew < 0:
+                j = 0
+                while j < L and wl[base + j, 0] != new:
+                    j += 1
+                jnew = j
+            if jnew < L:
+                c = wl[base + jnew, 1] + 1
+            else:
+                c = word_topic[w, new] + 1  # unlisted: word_topic holds the count
+                if c <= 0:
+                    word_topic[w, new] = c
+                else:
+                    L += 1
+                    wmeta[w, 1] = L
+            if c > 0:
+                j = jnew
+                while j > 0 and wl[base + j - 1, 1] < c:
+                    wl[base + j, 0] = wl[base + j - 1, 0]
+                    wl[base + j, 1] = wl[base + j - 1, 1]
+                    j -= 1
+                wl[base + j, 0] = new
+                wl[base + j, 1] = c
             if new != t:
                 changed += 1
             topics[i] = new
@@ -328,6 +372,11 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
             coef[k] = alpha[k] * inv[k]
             dpos[k] = -1
 
+    for j in range(n_uniq):
+        w = uniq[j]
+        base = wmeta[w, 0]
+        for m in range(wmeta[w, 1]):
+            word_topic[w, wl[base + m, 0]] = wl[base + m, 1]
     return changed
 
 

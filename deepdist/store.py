@@ -243,8 +243,9 @@ class ParameterStore:
 
     def _descend(self, update: dict) -> None:
         result = self._descent(self.model, update)
-        if result is not None and result is not self.model:
-            self.adapter.set(self.model, result if isinstance(result, dict) else self.adapter.get(result))
+        # descent updates in place; returning {name: new array} also works
+        if isinstance(result, dict) and result is not self.model:
+            self.adapter.set(self.model, result)
         self.spec.check(self.params)
         self.version += 1
 

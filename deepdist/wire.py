@@ -83,8 +83,9 @@ def encode_parts(arrays: dict, meta: dict | None = None) -> list:
             })
             blocks.extend([indices, values])
         else:
-            array = np.ascontiguousarray(part)
-            array = array.astype(_le(array.dtype), copy=False)
+            array = np.asarray(part)
+            # not ascontiguousarray: that turns 0-d arrays into 1-d ones
+            array = array.astype(_le(array.dtype), order="C", copy=False)
             entries.append({"name": name, "kind": "dense", "dtype": array.dtype.name,
                             "shape": list(array.shape)})
             blocks.append(array)

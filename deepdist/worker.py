@@ -57,6 +57,8 @@ def _take_metrics() -> dict:
 
 def batches(iterator, batch_size):
     """Lists of ``batch_size`` elements; the whole partition when ``batch_size`` is None."""
+    # Spark may hand over an iterable that restarts (a range), not an iterator
+    iterator = iter(iterator)
     if batch_size is None:
         whole = list(iterator)
         if whole:

@@ -1,4 +1,8 @@
-"""Shared fixtures: one real local[2] SparkSession per test run, live servers on loopback."""
+"""Shared fixtures: one real SparkSession per test run.
+
+The master is local[2,4]: two threads, and up to four attempts per task, so that
+tests can inject task failures and watch Spark retry them.
+"""
 
 import os
 import threading
@@ -10,13 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("SPARK_CONF_DIR", str(ROOT / "spark-conf"))
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", os.sys.executable)
+# Python workers unpickle functions defined in test modules by reference: let them import tests/
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "tests"), str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
 @pytest.fixture(scope="session")
 def spark():
     from pyspark.sql import SparkSession
 
-    session = (SparkSession.builder.master("local[2]").appName("deepdist-tests")
+    session = (SparkSession.builder.master("local[2,4]").appName("deepdist-tests")
                .config("spark.ui.enabled", "false").getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
     yield session

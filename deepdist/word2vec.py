@@ -1,0 +1,514 @@
+"""word2vec on Spark: gensim's compiled training loops, Downpour-trained by deepdist.
+
+word2vec (Mikolov et al. 2013) learns a vector ``v_w`` (gensim's ``wv.vectors``)
+and an output vector ``u_w`` (``syn1neg`` for negative sampling, ``syn1`` for the
+inner nodes of hierarchical softmax) per word, by SGD over (center, context) pairs.
+Here the SGD runs asynchronously on the Spark executors (Downpour SGD, Dean et al.
+2012):
+
+* Spark counts the vocabulary (a distributed word count with ``min_count``; the
+  text never reaches the driver) and gensim builds the model from the counts
+  (``Word2Vec.build_vocab_from_freq``).
+* Sentences become *jobs* of about 10,000 words of vocabulary indices (gensim's
+  ``batch_words``), cached in Spark.  The model's static part (vocabulary,
+  sampling tables, configuration) reaches the executors by broadcast.
+* For each batch of jobs a task pulls from the driver's model server only the rows
+  of ``wv.vectors`` and ``syn1neg`` / ``syn1`` it will touch, trains with gensim's
+  own ``train_batch_sg`` / ``train_batch_cbow`` and pushes the row deltas, sparse.
+* The learning rate follows *global* progress: a one-element counter of the words
+  processed by all tasks lives on the server next to the weights; every push adds
+  to it, every pull reads it, and ``alpha = alpha0 - (alpha0 - min_alpha) * progress``
+  exactly as gensim schedules it.
+* On the driver the deltas are added (``descent="add"``) or scaled per row by
+  AdaGrad (``descent="adagrad"``, Duchi et al. 2011).
+
+Negative samples are drawn from the unigram^0.75 distribution restricted to the rows
+the task holds: the words of its batch plus the most frequent words that cover
+``negative_coverage`` of the distribution's mass.  With the default (0.9) a batch
+pulls the head of the vocabulary and its own words, never all of ``syn1neg``.
+
+The result, :attr:`DistributedWord2Vec.model_`, is an ordinary gensim ``Word2Vec``.
+
+Example (``local[2]``)::
+
+    >>> from deepdist.word2vec import DistributedWord2Vec
+    >>> sentences = spark.sparkContext.parallelize(token_lists, 4)   # doctest: +SKIP
+    >>> w2v = DistributedWord2Vec(vector_size=100, epochs=5).fit(sentences)  # doctest: +SKIP
+    >>> w2v.wv_.most_similar("king")                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import zlib
+
+import numpy as np
+
+from .errors import ConfigurationError, NotFittedError
+from .sparse import SparseRows
+from .worker import report
+
+log = logging.getLogger(__name__)
+
+#: gensim's cum_table scale (``Word2Vec.make_cum_table``).
+_CUM_DOMAIN = 2 ** 31 - 1
+_TOTAL = ("", "total words")
+_COUNT = ("", "sentences")
+
+
+# -- vocabulary ----------------------------------------------------------------------------------
+def count_vocabulary(sentences, min_count: int = 5) -> tuple[dict, int, int]:
+    """``(word_freq, total_words, sentence_count)``: a distributed word count.
+
+    ``word_freq`` holds the words seen at least ``min_count`` times; only it is
+    collected on the driver (its size is the vocabulary's, not the corpus's).
+    """
+    from collections import Counter
+    from operator import add
+
+    def count(partition):
+        counts, total, n = Counter(), 0, 0
+        for sentence in partition:
+            counts.update(sentence)
+            total += len(sentence)
+            n += 1
+        yield _TOTAL, total
+        yield _COUNT, n
+        yield from counts.items()
+
+    pairs = (sentences.mapPartitions(count).reduceByKey(add)
+             .filter(lambda kv: kv[1] >= min_count or kv[0] in (_TOTAL, _COUNT)).collect())
+    word_freq = dict(pairs)
+    total, n = word_freq.pop(_TOTAL, 0), word_freq.pop(_COUNT, 0)
+    return word_freq, int(total), int(n)
+
+
+def _jobs_of(sentences, key_to_index, job_words: int):
+    """Group a partition's sentences into gensim-sized jobs of vocabulary indices.
+
+    A job is ``(raw_words, [int32 arrays])``; sentences join a job while its raw
+    word count stays within ``job_words``, as in gensim's ``_job_producer``.
+    """
+    job, size = [], 0
+    for sentence in sentences:
+        n = len(sentence)
+        indices = np.fromiter((key_to_index.get(w, -1) for w in sentence), np.int32, n)
+        indices = indices[indices >= 0]
+        if job and size + n > job_words:
+            yield size, job
+            job, size = [], 0
+        job.append(indices)
+        size += n
+    if job:
+        yield size, job
+
+
+def executor_cores(sc) -> int:
+    """Tasks Spark runs at once: N for ``local[N]`` (all CPUs for ``local[*]``), else the default parallelism."""
+    import os
+    import re
+
+    match = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", sc.master)
+    if match:
+        n = match.group(1)
+        return os.cpu_count() or 1 if n == "*" else int(n or 1)
+    return max(1, sc.defaultParallelism)
+
+
+# -- what the server holds -----------------------------------------------------------------------
+class _Served:
+    """The DeepDist model: a gensim ``Word2Vec`` plus the global word counter.
+
+    Pickling (the Spark broadcast of the skeleton) keeps only what training
+    needs: the string vocabulary is replaced by ``range(V)``, since jobs already
+    hold vocabulary indices.
+    """
+
+    def __init__(self, model):
+        self.w2v = model
+        self.words_done = np.zeros(1, np.int64)
+
+    def __getstate__(self):
+        model = copy.copy(self.w2v)
+        model.wv = copy.copy(self.w2v.wv)
+        model.wv.key_to_index = range(len(self.w2v.wv.index_to_key))
+        model.wv.index_to_key = []
+        model.wv.expandos = {k: v for k, v in self.w2v.wv.expandos.items() if k != "count"}
+        model.wv.expandos["pow_count"] = self.w2v.wv.expandos["count"].astype(np.float64) ** self.w2v.ns_exponent
+        return {"w2v": model, "words_done": self.words_done}
+
+
+def _output_name(hs: bool) -> str:
+    return "w2v.syn1" if hs else "w2v.syn1neg"
+
+
+class _Rows:
+    """``rows(batch)``: the rows a batch of jobs reads and writes.
+
+    ``head`` is the number of most frequent words always pulled for negative
+    sampling; ``points`` (hierarchical softmax) is a CSR of each word's path of
+    inner nodes, shipped once by broadcast.
+    """
+
+    def __init__(self, hs: bool, negative: int, head: int, points=None):
+        self.hs, self.negative, self.head, self.points = hs, negative, head, points
+
+    def words(self, batch) -> np.ndarray:
+        arrays = [a for _, job in batch for a in job]
+        return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
+
+    def output_rows(self, words: np.ndarray) -> np.ndarray:
+        if self.hs:
+            indptr, flat = self.points.value
+            parts = [flat[indptr[w]:indptr[w + 1]] for w in words]
+            return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return np.union1d(words, np.arange(self.head))
+
+    def __call__(self, batch) -> dict:
+        words = self.words(batch)
+        return {"w2v.wv.vectors": words, _output_name(self.hs): self.output_rows(words),
+                "words_done": np.zeros(1, np.int64)}
+
+
+class _Gradient:
+    """``gradient(model, batch)``: train a batch of jobs locally, return the row deltas."""
+
+    def __init__(self, rows: _Rows, *, sg: bool, alpha: float, min_alpha: float, total_words: int,
+                 concurrency: int, seed: int, adagrad: bool, compute_loss: bool):
+        self.rows = rows
+        self.sg, self.alpha, self.min_alpha = sg, alpha, min_alpha
+        self.total_words, self.concurrency = total_words, concurrency
+        self.seed, self.adagrad, self.compute_loss = seed, adagrad, compute_loss
+
+    def alpha_at(self, words_done: float) -> float:
+        progress = min(1.0, words_done / self.total_words)
+        return max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
+
+    def __call__(self, served, batch) -> dict:
+        from gensim.models.word2vec_inner import train_batch_cbow, train_batch_sg
+        from pyspark import TaskContext
+
+        model = served.w2v
+        out_name = _output_name(self.rows.hs)
+        output = model.syn1 if self.rows.hs else model.syn1neg
+        words = self.rows.words(batch)
+        out_rows = self.rows.output_rows(words)
+        old_in, old_out = model.wv.vectors[words], output[out_rows]
+        if model.negative:
+            weights = np.zeros(len(output))
+            weights[out_rows] = model.wv.expandos["pow_count"][out_rows]
+            model.cum_table = np.round(np.cumsum(weights) / weights.sum() * _CUM_DOMAIN).astype(np.uint32)
+        done = int(served.words_done[0])
+        task = TaskContext.get()
+        partition = task.partitionId() if task else 0
+        model.random = np.random.RandomState(zlib.crc32(f"{self.seed}:{partition}:{done}".encode()))
+        model.running_training_loss = 0.0
+        work = np.zeros(model.wv.vector_size, np.float32)
+        neu1 = np.zeros(model.wv.vector_size, np.float32)
+        started, cpu, raw, effective, alpha_sum = time.perf_counter(), time.thread_time(), 0, 0, 0.0
+        for raw_words, job in batch:
+            alpha = self.alpha_at(done + self.concurrency * raw)
+            sentences = [a.tolist() for a in job]
+            if self.sg:
+                effective += train_batch_sg(model, sentences, alpha, work, self.compute_loss)
+            else:
+                effective += train_batch_cbow(model, sentences, alpha, work, neu1, self.compute_loss)
+            raw += raw_words
+            alpha_sum += alpha * raw_words
+        seconds = time.perf_counter() - started
+        cpu = time.thread_time() - cpu
+        d_in = model.wv.vectors[words] - old_in
+        d_out = output[out_rows] - old_out
+        if self.adagrad:  # push the step direction, without the learning rate it was taken with
+            scale = raw / alpha_sum if alpha_sum > 0 else 1.0
+            d_in *= scale
+            d_out *= scale
+        metrics = {"words_per_sec": raw / max(seconds, 1e-9), "alpha": alpha, "cpu_share": cpu / max(seconds, 1e-9)}
+        if self.compute_loss:
+            metrics["loss"] = model.running_training_loss / max(effective, 1)
+        report(**metrics)
+        update = {"words_done": np.array([raw], np.int64)}
+        for name, rows, delta, full in (("w2v.wv.vectors", words, d_in, model.wv.vectors),
+                                        (out_name, out_rows, d_out, output)):
+            touched = np.flatnonzero(np.any(delta != 0, axis=1))
+            update[name] = SparseRows(rows[touched].astype(np.int64), delta[touched], full.shape)
+        return update
+
+
+class _Repeat:
+    """``mapPartitions`` function: a partition's jobs ``epochs`` times over (sync_epochs=False)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def __call__(self, iterator):
+        jobs = list(iterator)
+        for _ in range(self.epochs):
+            yield from jobs
+
+
+# -- descent on the driver -----------------------------------------------------------------------
+def _add_rows(param: np.ndarray, part) -> None:
+    if isinstance(part, SparseRows):
+        if len(np.unique(part.indices)) == len(part.indices):
+            param[part.indices] += part.values.astype(param.dtype, copy=False)
+        else:
+            part.add_to(param)
+    else:
+        param += part.astype(param.dtype, copy=False)
+
+
+class AddDeltas:
+    """``descent="add"``: add each pushed row delta to the model (and count the words)."""
+
+    def __call__(self, served, update: dict) -> None:
+        for name, part in update.items():
+            _add_rows(served.words_done if name == "words_done" else _param(served, name), part)
+
+
+class RowAdaGrad:
+    """``descent="adagrad"``: AdaGrad with one accumulator per row (Duchi et al. 2011).
+
+    Tasks push step directions ``u`` (their row deltas divided by the learning rate
+    they used); for each row ``r``: ``G_r += mean(u_r^2)`` and
+    ``w_r += lr * u_r / sqrt(G_r + eps)``.  One accumulator per row rather than per
+    element keeps the driver's extra memory at one float per word.
+    """
+
+    def __init__(self, lr: float = 0.05, eps: float = 1e-6):
+        if not lr > 0:
+            raise ConfigurationError(f"adagrad_lr must be > 0, got {lr!r}")
+        self.lr, self.eps = float(lr), float(eps)
+        self.accumulators: dict = {}
+
+    def __call__(self, served, update: dict) -> None:
+        for name, part in update.items():
+            if name == "words_done":
+                _add_rows(served.words_done, part)
+                continue
+            param = _param(served, name)
+            acc = self.accumulators.get(name)
+            if acc is None:
+                acc = self.accumulators[name] = np.zeros(len(param), np.float64)
+            part = part.coalesce()
+            rows, u = part.indices, part.values.astype(np.float64)
+            acc[rows] += np.mean(u * u, axis=1)
+            param[rows] += (self.lr * u / np.sqrt(acc[rows] + self.eps)[:, None]).astype(param.dtype)
+
+
+def _param(served, name: str) -> np.ndarray:
+    return served.w2v.wv.vectors if name == "w2v.wv.vectors" else getattr(served.w2v, name.split(".")[-1])
+
+
+# -- the estimator -------------------------------------------------------------------------------
+class DistributedWord2Vec:
+    """Train a gensim ``Word2Vec`` on an RDD of token lists with deepdist.
+
+    gensim's parameters keep gensim's names and defaults, except ``sg=1``:
+
+    Parameters:
+        vector_size, window, min_count, sg, hs, negative, ns_exponent, sample,
+            alpha, min_alpha, cbow_mean, epochs, seed, shrink_windows: as
+            :class:`gensim.models.Word2Vec` (``alpha`` is the literature's η0).
+        partitions: training partitions (Spark tasks per epoch); by default twice
+            ``sc.defaultParallelism``.
+        job_words: raw words per job handed to gensim's compiled loop (gensim's
+            ``batch_words``; at most 10,000).
+        batch_jobs: jobs per pull/push round: a task pulls the rows of this many
+            jobs, trains on them, then pushes; smaller is fresher, larger is less HTTP.
+        fetch_every, push_every: as :meth:`deepdist.DeepDist.train`.
+        descent: ``"add"`` (add the deltas) or ``"adagrad"`` (:class:`RowAdaGrad`).
+        adagrad_lr: AdaGrad's step scale.
+        negative_coverage: pull the most frequent output rows covering this share
+            of the unigram^0.75 mass for negative sampling (1.0 pulls all rows:
+            gensim's exact distribution, at the cost of shipping ``syn1neg`` whole).
+        sync_epochs: one Spark job per epoch (a barrier between epochs; per-epoch
+            records and callbacks).  With False, one Spark job in which each task
+            passes over its partition ``epochs`` times: less scheduling overhead,
+            and the global learning-rate schedule stays balanced as long as all
+            partitions run at once (``partitions`` <= executor cores, the default then).
+        compute_loss: report gensim's running training loss per word.
+        spark: a SparkSession or SparkContext (the active one by default).
+        progress: show deepdist's progress line while training.
+        deepdist_options: more keyword arguments for :class:`deepdist.DeepDist`.
+        callbacks: functions ``f(epoch, model)`` called on the driver after each epoch.
+
+    Attributes:
+        model_: the trained ``gensim.models.Word2Vec``.
+        wv_: its ``KeyedVectors``.
+        corpus_words_: raw words per epoch; ``corpus_count_``: sentences.
+        epochs_: per-epoch records (seconds, words/s, bytes pulled/pushed and
+            what whole matrices would have cost).
+        timings_: seconds spent counting the vocabulary, building jobs, training.
+    """
+
+    def __init__(self, *, vector_size: int = 100, window: int = 5, min_count: int = 5, sg: int = 1,
+                 hs: int = 0, negative: int = 5, ns_exponent: float = 0.75, sample: float = 1e-3,
+                 alpha: float = 0.025, min_alpha: float = 1e-4, cbow_mean: int = 1, epochs: int = 5,
+                 seed: int = 1, shrink_windows: bool = True, partitions: int | None = None,
+                 job_words: int = 10_000, batch_jobs: int = 4, fetch_every: int = 1, push_every: int = 1,
+                 descent: str = "add", adagrad_lr: float = 0.05, negative_coverage: float = 0.9,
+                 sync_epochs: bool = True, compute_loss: bool = False, spark=None, progress: bool = True,
+                 deepdist_options: dict | None = None, callbacks=()):
+        self.vector_size, self.window, self.min_count, self.sg, self.hs = vector_size, window, min_count, sg, hs
+        self.negative, self.ns_exponent, self.sample = negative, ns_exponent, sample
+        self.alpha, self.min_alpha, self.cbow_mean, self.epochs = alpha, min_alpha, cbow_mean, epochs
+        self.seed, self.shrink_windows, self.partitions = seed, shrink_windows, partitions
+        self.job_words, self.batch_jobs, self.fetch_every, self.push_every = job_words, batch_jobs, fetch_every, push_every
+        self.descent, self.adagrad_lr, self.negative_coverage = descent, adagrad_lr, negative_coverage
+        self.sync_epochs, self.compute_loss, self.spark, self.progress = sync_epochs, compute_loss, spark, progress
+        self.deepdist_options, self.callbacks = deepdist_options, callbacks
+
+    def _validate(self) -> None:
+        def check(name, ok, accepted):
+            if not ok:
+                raise ConfigurationError(f"{name} must be {accepted}, got {getattr(self, name)!r}")
+
+        check("vector_size", isinstance(self.vector_size, int) and self.vector_size >= 1, "an integer >= 1")
+        check("window", isinstance(self.window, int) and self.window >= 1, "an integer >= 1")
+        check("min_count", isinstance(self.min_count, int) and self.min_count >= 1, "an integer >= 1")
+        check("epochs", isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1")
+        check("sg", self.sg in (0, 1), "0 (CBOW) or 1 (skip-gram)")
+        check("hs", self.hs in (0, 1), "0 or 1")
+        check("negative", isinstance(self.negative, int) and self.negative >= 0, "an integer >= 0")
+        if self.hs == 1 and self.negative > 0:
+            raise ConfigurationError("choose one output layer: hs=1 with negative=0, or hs=0 with negative > 0 "
+                                     f"(got hs={self.hs}, negative={self.negative})")
+        check("negative", self.hs == 1 or self.negative > 0, "> 0 when hs=0")
+        check("alpha", self.alpha > 0, "> 0")
+        check("min_alpha", 0 <= self.min_alpha <= self.alpha, "in [0, alpha]")
+        check("job_words", isinstance(self.job_words, int) and 1 <= self.job_words <= 10_000,
+              "an integer in [1, 10000] (gensim's MAX_WORDS_IN_BATCH)")
+        check("batch_jobs", isinstance(self.batch_jobs, int) and self.batch_jobs >= 1, "an integer >= 1")
+        check("partitions", self.partitions is None or (isinstance(self.partitions, int) and self.partitions >= 1),
+              "None or an integer >= 1")
+        check("descent", self.descent in ("add", "adagrad"), "'add' or 'adagrad'")
+        check("negative_coverage", 0 < self.negative_coverage <= 1, "in (0, 1]")
+
+    # -- steps ---------------------------------------------------------------------------
+    def build_vocab(self, sentences):
+        """Count the vocabulary on Spark; return the untrained gensim ``Word2Vec``."""
+        from gensim.models import Word2Vec
+
+        word_freq, total, count = count_vocabulary(sentences, self.min_count)
+        if not word_freq:
+            raise ConfigurationError(f"no word occurs min_count={self.min_count} times; lower min_count")
+        model = Word2Vec(vector_size=self.vector_size, window=self.window, min_count=self.min_count,
+                         sg=self.sg, hs=self.hs, negative=self.negative, ns_exponent=self.ns_exponent,
+                         sample=self.sample, alpha=self.alpha, min_alpha=self.min_alpha,
+                         cbow_mean=self.cbow_mean, epochs=self.epochs, seed=self.seed, workers=1,
+                         shrink_windows=self.shrink_windows)
+        model.build_vocab_from_freq(word_freq, corpus_count=count)
+        model.corpus_total_words = total
+        self.corpus_words_, self.corpus_count_ = total, count
+        return model
+
+    def _head(self, model) -> int:
+        if self.negative_coverage >= 1:
+            return len(model.wv)
+        mass = np.cumsum(model.wv.expandos["count"].astype(np.float64) ** self.ns_exponent)
+        return int(np.searchsorted(mass, self.negative_coverage * mass[-1]) + 1)
+
+    def _points(self, sc, model):
+        if not self.hs:
+            return None
+        points = model.wv.expandos["point"]
+        indptr = np.zeros(len(points) + 1, np.int64)
+        indptr[1:] = np.cumsum([len(p) for p in points])
+        return sc.broadcast((indptr, np.concatenate(points).astype(np.int64)))
+
+    def fit(self, sentences):
+        """Count the vocabulary, then train for ``epochs`` passes; return ``self``.
+
+        ``sentences`` is an RDD of token lists (or a list, parallelized here).
+        """
+        from .core import DeepDist, spark_context
+
+        self._validate()
+        sc = spark_context(self.spark)
+        if not hasattr(sentences, "mapPartitions"):
+            sentences = sc.parallelize(list(sentences), self.partitions or 2 * sc.defaultParallelism)
+        self.timings_ = {}
+        started = time.perf_counter()
+        model = self.build_vocab(sentences)
+        self.timings_["vocabulary"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        cores = executor_cores(sc)
+        partitions = self.partitions or (2 if self.sync_epochs else 1) * cores
+        if not self.sync_epochs and partitions > cores:
+            log.warning("sync_epochs=False with %d partitions on %d cores: later partitions start after "
+                        "earlier ones finished all epochs, at a lower learning rate", partitions, cores)
+        vocab = sc.broadcast(model.wv.key_to_index)
+        job_words = self.job_words
+        if sentences.getNumPartitions() != partitions:
+            sentences = sentences.repartition(partitions)
+        # built inside the first training job (no extra Spark pass), cached for the next epochs
+        jobs = sentences.mapPartitions(lambda part: _jobs_of(part, vocab.value, job_words))
+        if self.sync_epochs and self.epochs > 1:
+            jobs = jobs.cache()
+        log.info("vocabulary %d words; %d raw words in %d sentences; %d partitions on %d cores",
+                 len(model.wv), self.corpus_words_, self.corpus_count_, partitions, cores)
+
+        served = _Served(model)
+        points = self._points(sc, model)
+        rows = _Rows(bool(self.hs), self.negative, self._head(model), points)
+        concurrency = max(1, min(partitions, cores))
+        gradient = _Gradient(rows, sg=bool(self.sg), alpha=self.alpha, min_alpha=self.min_alpha,
+                             total_words=self.epochs * self.corpus_words_, concurrency=concurrency,
+                             seed=self.seed, adagrad=self.descent == "adagrad", compute_loss=self.compute_loss)
+        descent = RowAdaGrad(self.adagrad_lr) if self.descent == "adagrad" else AddDeltas()
+        names = ["w2v.wv.vectors", _output_name(bool(self.hs)), "words_done"]
+        started = time.perf_counter()
+        self.epochs_ = []
+        try:
+            with DeepDist(served, params=names, spark=sc, progress=self.progress,
+                          **(self.deepdist_options or {})) as dd:
+                rounds = self.epochs if self.sync_epochs else 1
+                data = jobs if self.sync_epochs else jobs.mapPartitions(_Repeat(self.epochs))
+                for epoch in range(rounds):
+                    before, t0 = dd.status(), time.perf_counter()
+                    reports = dd.train(data, gradient, descent, epochs=1, batch_size=self.batch_jobs,
+                                       fetch_every=self.fetch_every, push_every=self.push_every, rows=rows)[0]
+                    dd.store.drain()
+                    self._record(dd, served, gradient, reports, before, time.perf_counter() - t0,
+                                 1 if self.sync_epochs else self.epochs)
+                    for callback in self.callbacks:
+                        callback(epoch + 1 if self.sync_epochs else self.epochs, model)
+        finally:
+            jobs.unpersist()
+            vocab.unpersist()
+            if points is not None:
+                points.unpersist()
+        self.timings_["training"] = time.perf_counter() - started
+        model.train_count = self.epochs
+        model.wv.norms = None
+        self.model_ = model
+        return self
+
+    def _record(self, dd, served, gradient, reports, before, seconds, epochs) -> None:
+        """Per-epoch records: time, speed, and traffic against whole-matrix pulls and pushes."""
+        after, matrices = dd.status(), dd.store.spec.nbytes
+        pulls, pushes = sum(r["pulls"] for r in reports), sum(r["pushed"] for r in reports)
+        done = int(served.words_done[0])
+        for _ in range(epochs):
+            record = {"epoch": len(self.epochs_) + 1, "seconds": seconds / epochs,
+                      "words_per_sec": self.corpus_words_ * epochs / seconds,
+                      "bytes_pulled": (after["bytes_out"] - before["bytes_out"]) / epochs,
+                      "bytes_pushed": (after["bytes_in"] - before["bytes_in"]) / epochs,
+                      "pulls": pulls / epochs, "pushes": pushes / epochs,
+                      "dense_bytes_pulled": pulls * matrices / epochs,
+                      "dense_bytes_pushed": pushes * matrices / epochs,
+                      "words_done": done, "alpha": gradient.alpha_at(done)}
+            self.epochs_.append(record)
+        log.info("word2vec epoch %d/%d: %.2fs, %.0f words/s, pulled %.1f MB, pushed %.1f MB per epoch",
+                 len(self.epochs_), self.epochs, seconds, record["words_per_sec"],
+                 record["bytes_pulled"] / 1e6, record["bytes_pushed"] / 1e6)
+
+    @property
+    def wv_(self):
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this DistributedWord2Vec is not fitted yet; call fit(sentences) first")
+        return self.model_.wv

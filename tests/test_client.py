@@ -1,0 +1,123 @@
+"""The executor-side client against a live server on loopback."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from deepdist import ModelClient, wire
+from deepdist.config import ServerConfig
+from deepdist.errors import AuthenticationError, InvalidUpdateError, ServerUnreachableError
+from deepdist.server import ServerThread, create_app
+from deepdist.sparse import SparseRows
+from deepdist.store import ParameterStore
+
+SECRET = "live-secret"
+
+
+def add(model, update):
+    for name, part in update.items():
+        if isinstance(part, SparseRows):
+            part.add_to(model[name])
+        else:
+            model[name] += part
+
+
+@pytest.fixture
+def live():
+    def start(model, config=None, descent=add):
+        store = ParameterStore(model, config=config)
+        store.set_descent(descent)
+        store.start()
+        thread = ServerThread(create_app(store, SECRET, 1 << 26), "127.0.0.1", 0)
+        thread.start()
+        started.append((store, thread))
+        return store, ModelClient(f"http://127.0.0.1:{thread.port}", SECRET)
+
+    started = []
+    yield start
+    for store, thread in started:
+        thread.stop()
+        store.stop()
+
+
+def test_eight_threads_of_integer_deltas_sum_exactly(live):
+    store, client = live({"counts": np.zeros((100, 4), np.int64)})
+    rng = np.random.default_rng(0)
+    plans = [[(rng.integers(0, 100, 5), rng.integers(-3, 4, (5, 4))) for _ in range(500)] for _ in range(8)]
+    expected = np.zeros((100, 4), np.int64)
+    for plan in plans:
+        for rows, values in plan:
+            np.add.at(expected, rows, values)
+
+    def pusher(tid):
+        for seq, (rows, values) in enumerate(plans[tid]):
+            update = {"counts": SparseRows(rows, values, (100, 4))} if seq % 2 else \
+                {"counts": SparseRows(rows, values, (100, 4)).to_dense()}
+            client.push(update, wire.UpdateMeta(version=0, partition=tid, seq=seq))
+
+    threads = [threading.Thread(target=pusher, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.drain()
+    np.testing.assert_array_equal(store.model["counts"], expected)
+    status = client.status()
+    assert status["updates_applied"] == 4000 and status["updates_rejected"] == 0
+
+
+def test_pull_and_pull_rows(live):
+    store, client = live({"w": np.arange(20, dtype=np.float32).reshape(10, 2)})
+    version, arrays = client.pull()
+    np.testing.assert_array_equal(arrays["w"], store.model["w"])
+    target = {"w": np.zeros((10, 2), np.float32)}
+    client.pull_rows_into(target, {"w": [7, 2]})
+    assert target["w"][7].tolist() == [14, 15] and target["w"][0].tolist() == [0, 0]
+
+
+def test_backpressure_slows_clients_but_loses_nothing(live):
+    slow = threading.Semaphore(0)
+    store, client = live({"w": np.zeros(1)}, ServerConfig(queue_size=1, backpressure_timeout=0.05),
+                         descent=lambda m, u: (slow.acquire(), add(m, u))[1])
+    done = threading.Event()
+
+    def push_all():
+        for seq in range(6):
+            client.push({"w": np.ones(1)}, wire.UpdateMeta(version=0, partition=0, seq=seq))
+        done.set()
+
+    pusher = threading.Thread(target=push_all)
+    pusher.start()
+    assert not done.wait(1.5), "client should have been held back by a full queue"
+    for _ in range(6):
+        slow.release()
+    pusher.join(30)
+    store.drain()
+    assert store.model["w"][0] == 6.0
+
+
+def test_errors_are_translated(live):
+    store, client = live({"w": np.zeros(3)})
+    with pytest.raises(InvalidUpdateError, match="shape"):
+        client.push({"w": np.zeros(4)}, wire.UpdateMeta(version=0))
+    with pytest.raises(AuthenticationError):
+        ModelClient(client.url, "wrong").pull()
+
+
+def test_dead_server_gives_one_clear_error():
+    client = ModelClient("http://127.0.0.1:9", SECRET, retries=1, backoff=0.01, connect_timeout=0.5)
+    with pytest.raises(ServerUnreachableError) as info:
+        client.pull()
+    message = str(info.value)
+    assert "http://127.0.0.1:9" in message and "spark.driver.host" in message and "firewall" in message
+    assert isinstance(info.value, ConnectionError)
+
+
+def test_client_pickles_without_its_session():
+    import pickle
+
+    client = ModelClient("http://127.0.0.1:1", SECRET)
+    client._session  # create one
+    clone = pickle.loads(pickle.dumps(client))
+    assert clone.url == client.url and clone.secret == SECRET

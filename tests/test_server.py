@@ -1,0 +1,131 @@
+"""The HTTP layer, through Flask's test client: authentication and hostile input."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from deepdist import wire
+from deepdist.server import create_app
+from deepdist.sparse import SparseRows
+from deepdist.store import ParameterStore
+
+SECRET = "test-secret"
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+
+
+class _MakeFile:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture
+def served():
+    model = {"w": np.arange(12, dtype=np.float32).reshape(4, 3), "c": np.zeros(5, np.int64)}
+    store = ParameterStore(model)
+    store.set_descent(lambda m, u: [p.add_to(m[n]) if isinstance(p, SparseRows) else m[n].__iadd__(p)
+                                    for n, p in u.items()] and None)
+    store.start()
+    app = create_app(store, SECRET, max_body_bytes=64 * 1024)
+    yield store, app.test_client()
+    store.stop()
+
+
+def _update(arrays, version=0, **meta):
+    return wire.encode(arrays, {"version": version, **meta})
+
+
+def test_health_and_status_need_the_secret(served):
+    store, client = served
+    assert client.get("/health").status_code == 401
+    assert client.get("/health", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.get("/status", headers={"Authorization": SECRET}).status_code == 403
+    assert client.get("/health", headers=AUTH).json["ok"] is True
+    assert client.get("/status", headers=AUTH).json["version"] == 0
+
+
+def test_model_round_trip_and_selected_rows(served):
+    store, client = served
+    response = client.get("/model", headers=AUTH)
+    frame = wire.decode(response.data)
+    np.testing.assert_array_equal(frame.arrays["w"], store.model["w"])
+    assert frame.meta["version"] == 0
+    only_c = wire.decode(client.get("/model?names=c", headers=AUTH).data)
+    assert list(only_c.arrays) == ["c"]
+    rows = wire.decode(client.post("/model", headers=AUTH,
+                                   data=wire.encode({"w": np.array([3, 1])})).data)
+    np.testing.assert_array_equal(rows.arrays["w"].values, store.model["w"][[3, 1]])
+    assert client.get("/model?names=zzz", headers=AUTH).status_code == 400
+    assert client.post("/model", headers=AUTH, data=wire.encode({"w": np.array([9])})).status_code == 400
+
+
+def test_good_update_is_applied(served):
+    store, client = served
+    response = client.post("/update", headers=AUTH,
+                           data=_update({"c": SparseRows(np.array([1, 1]), np.array([2, 3]), (5,))}, partition=0))
+    assert response.status_code == 202
+    store.drain()
+    assert store.model["c"].tolist() == [0, 5, 0, 0, 0]
+
+
+def _hostile_bodies(tmp_path):
+    good = _update({"w": np.ones((4, 3), np.float32)})
+    marker = tmp_path / "pwned"
+    return marker, {
+        "garbage": os.urandom(200),
+        "empty": b"",
+        "truncated frame": good[: len(good) - 5],
+        "truncated header": good[:12],
+        "wrong name": _update({"nope": np.ones((4, 3), np.float32)}),
+        "wrong dtype": _update({"c": np.ones(5, np.float64)}),
+        "wrong shape": _update({"w": np.ones((3, 4), np.float32)}),
+        "out-of-range rows": _update({"w": SparseRows(np.array([4]), np.ones((1, 3), np.float32), (4, 3))}),
+        "negative rows": _update({"w": SparseRows(np.array([-1]), np.ones((1, 3), np.float32), (4, 3))}),
+        "NaN": _update({"w": np.full((4, 3), np.nan, np.float32)}),
+        "Inf": _update({"w": np.full((4, 3), -np.inf, np.float32)}),
+        "bad header field": _update({"w": np.ones((4, 3), np.float32)}, version=-3),
+        "oversized": b"DDW1" + b"\0" * (65 * 1024),
+        "pickle of a file-creating object": pickle.dumps(_MakeFile(str(marker))),
+        "pickle of a dict of arrays": pickle.dumps({"w": np.ones((4, 3), np.float32)}),
+        "numpy .npy header": b"\x93NUMPY\x01\x00" + b"\0" * 40,
+    }
+
+
+def test_hostile_input_is_refused_and_leaves_the_model_untouched(served, tmp_path):
+    store, client = served
+    before = {n: a.copy() for n, a in store.model.items()}
+    marker, bodies = _hostile_bodies(tmp_path)
+    for label, body in bodies.items():
+        for path in ("/update", "/model"):
+            response = client.post(path, headers=AUTH, data=body, content_type="application/octet-stream")
+            assert 400 <= response.status_code < 500, (label, path, response.status_code)
+            assert "error" in response.json, label
+        response = client.post("/update", data=body)               # and without the secret
+        assert response.status_code == 401, label
+    store.drain()
+    for name, array in before.items():
+        np.testing.assert_array_equal(store.model[name], array)
+    assert store.version == 0
+    assert not marker.exists(), "a pickle payload was executed"
+    assert client.get("/health", headers=AUTH).status_code == 200      # still serving
+
+
+def test_error_messages_name_the_problem(served):
+    _, client = served
+    response = client.post("/update", headers=AUTH, data=_update({"w": np.ones((3, 4), np.float32)}))
+    assert response.status_code == 400
+    assert "shape (3, 4)" in response.json["error"] and "'w'" in response.json["error"]
+    response = client.post("/update", headers=AUTH, data=b"DDW1" + b"\0" * (65 * 1024))
+    assert response.status_code == 413
+
+
+def test_unknown_route_and_method(served):
+    _, client = served
+    assert client.get("/nope", headers=AUTH).status_code == 404
+    assert client.delete("/model", headers=AUTH).status_code == 405

@@ -71,19 +71,23 @@ def random_docs(rng, n_docs, V, max_len):
             for _ in range(n_docs)]
 
 
-def run_sweeps(state, n, alpha, beta, seed=0, partition=0):
+def run_sweeps(state, n, alpha, beta, seed=0, partition=0, method="auto"):
     offsets, words, topics, dt, wt, tt = state
     for it in range(n):
         sampler.sweep(offsets, words, topics, dt, wt, tt, alpha, beta,
-                      seed=sampler.derive_seed(seed, partition, it))
+                      seed=sampler.derive_seed(seed, partition, it), method=method)
+
+
+METHODS = ["sparse", "dense"]
 
 
 # ---------------------------------------------------------------------------------------------
 # (a) the sampling distribution is the collapsed Gibbs conditional
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("alpha", [0.7, np.array([0.2, 1.5, 0.05, 0.9, 0.4])])
-def test_first_token_follows_the_exact_conditional(alpha):
+def test_first_token_follows_the_exact_conditional(alpha, method):
     # Resampling documents [d, d+1) draws the document's first token first, from exactly
     # p(z | rest) of the starting state. Large α and β give the s and r buckets real mass, and
     # the state has zero n_wk and n_dk entries, so every bucket of SparseLDA is exercised.
@@ -103,14 +107,16 @@ def test_first_token_follows_the_exact_conditional(alpha):
     for rep in range(draws):
         z, ndt, nwt, ntt = topics.copy(), dt.copy(), wt.copy(), tt.copy()
         sampler.sweep(offsets, words, z, ndt, nwt, ntt, alpha, beta,
-                      seed=sampler.derive_seed(rep, 0, 0), docs=(d, d + 1), validate=False)
+                      seed=sampler.derive_seed(rep, 0, 0), docs=(d, d + 1), method=method,
+                      validate=False)
         hist[z[i]] += 1
     assert (expected > 0.01).all()  # a meaningful test: no topic is negligible
     _, p = stats.chisquare(hist, expected * draws)
     assert p > 1e-4, (hist / draws, expected)
 
 
-def test_chain_samples_the_exact_posterior():
+@pytest.mark.parametrize("method", ["sparse", "dense", "auto"])
+def test_chain_samples_the_exact_posterior(method):
     # 4 tokens, 3 topics: 81 joint states, posterior p(z | w) ∝ p(w, z) by enumeration. A long
     # run of whole sweeps must visit states with those frequencies (this checks the book-keeping
     # between tokens, not only one draw).
@@ -133,25 +139,26 @@ def test_chain_samples_the_exact_posterior():
     visits = np.zeros(len(states))
     for it in range(n_sweeps):
         sampler.sweep(offsets, words, topics, dt, wt, tt, alpha, beta,
-                      seed=sampler.derive_seed(1, 0, it), validate=False)
+                      seed=sampler.derive_seed(1, 0, it), method=method, validate=False)
         visits[index[tuple(topics)]] += 1
     tv = 0.5 * np.abs(visits / n_sweeps - post).sum()
     assert tv < 0.03, tv
 
 
-def test_negative_counts_are_clamped_not_fatal():
+@pytest.mark.parametrize("method", METHODS)
+def test_negative_counts_are_clamped_not_fatal(method):
     rng = np.random.default_rng(0)
     V, K = 20, 6
     state = make_state(random_docs(rng, 30, V, 15), V, K)
     offsets, words, topics, dt, wt, tt = state
     wt -= rng.integers(0, 4, size=wt.shape).astype(np.int32)   # a damaged copy
     tt[:3] = -5
-    run_sweeps(state, 3, 0.1, 0.01)
+    run_sweeps(state, 3, 0.1, 0.01, method=method)
     assert topics.min() >= 0 and topics.max() < K
     assert (dt == ref_doc_topic(offsets, topics, K)).all()
     # document counts that disagree with the assignments: still no crash, topics in range
     dt[:] = rng.integers(-2, 3, size=dt.shape).astype(np.int32)
-    run_sweeps(state, 3, 0.1, 0.01, seed=1)
+    run_sweeps(state, 3, 0.1, 0.01, seed=1, method=method)
     assert topics.min() >= 0 and topics.max() < K
 
 
@@ -159,8 +166,9 @@ def test_negative_counts_are_clamped_not_fatal():
 # (b) counts stay consistent; log-likelihood
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("method", ["sparse", "dense", "auto"])
 @pytest.mark.parametrize("K", [1, 7, 64])
-def test_counts_stay_consistent_with_assignments(K):
+def test_counts_stay_consistent_with_assignments(K, method):
     rng = np.random.default_rng(K)
     V = 40
     docs = random_docs(rng, 60, V, 30)
@@ -170,9 +178,9 @@ def test_counts_stay_consistent_with_assignments(K):
     assert (dt == ref_doc_topic(offsets, topics, K)).all()
     for it in range(5):
         sampler.sweep(offsets, words, topics, dt, wt, tt, np.linspace(0.05, 0.5, K), 0.02,
-                      seed=sampler.derive_seed(0, 0, it))
+                      seed=sampler.derive_seed(0, 0, it), method=method)
         sampler.sweep(offsets, words, topics, dt, wt, tt, 0.1, 0.02,
-                      seed=sampler.derive_seed(0, 1, it), docs=(10, 25))
+                      seed=sampler.derive_seed(0, 1, it), docs=(10, 25), method=method)
     assert topics.min() >= 0 and topics.max() < K
     assert (wt == ref_word_topic(words, topics, V, K)).all()
     assert (sampler.counts_from_assignments(words, topics, V, K) == wt).all()
@@ -363,5 +371,7 @@ def test_validation_names_the_parameter():
         sampler.sweep(offsets, words, bad, dt, wt, tt, 0.1, 0.1, seed=0)
     with pytest.raises(ValueError, match="word ids"):
         sampler.sweep(offsets, words + V, topics, dt, wt, tt, 0.1, 0.1, seed=0)
+    with pytest.raises(ValueError, match="method"):
+        sampler.sweep(offsets, words, topics, dt, wt, tt, 0.1, 0.1, seed=0, method="alias")
     with pytest.raises(ValueError, match="burn_in"):
         sampler.fold_in(offsets, words, np.full((K, V), 0.1), 0.1, iterations=5, burn_in=5)

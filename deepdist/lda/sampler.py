@@ -74,6 +74,10 @@ def _splitmix64(x):
     return x ^ (x >> 31)
 
 
+# Dense when the tokens' words average more than this fraction of K non-zero topics.
+_DENSE_ABOVE = {"auto": 0.2, "sparse": np.inf, "dense": 0.0}
+
+
 def derive_seed(seed, partition=0, iteration=0):
     """A 64-bit seed for one (seed, partition, iteration), by chained splitmix64 mixing.
 
@@ -187,7 +191,7 @@ def doc_topic_from_assignments(doc_offsets, topics, num_topics):
 
 
 def sweep(doc_offsets, words, topics, doc_topic, word_topic, topic_totals, alpha, beta, seed,
-          *, docs=None, validate=True):
+          *, docs=None, method="auto", validate=True):
     """Resample every token's topic once (one collapsed Gibbs sweep), updating counts in place.
 
     Parameters
@@ -210,6 +214,11 @@ def sweep(doc_offsets, words, topics, doc_topic, word_topic, topic_totals, alpha
         64-bit seed of this sweep, normally ``derive_seed(seed, partition, iteration)``.
     docs : (start, stop), optional
         Only resample documents ``start <= d < stop`` (a mini-batch); default all.
+    method : {"auto", "sparse", "dense"}
+        "sparse" is SparseLDA, fast once the counts are sparse (after a few dozen sweeps);
+        "dense" is the vectorised O(K) loop, faster straight after a random start; "auto"
+        picks per call from the mean number of non-zero topics of the tokens' words. All
+        three sample the same conditional; only speed and the random stream differ.
     validate : bool
         Check ids and assignments are in range (O(N)). Shapes and dtypes are always checked;
         skip the O(N) part in a loop once the arrays are known to be good.
@@ -243,6 +252,11 @@ def sweep(doc_offsets, words, topics, doc_topic, word_topic, topic_totals, alpha
         raise ValueError("doc_offsets must end at len(words)")
     alpha = _alpha_vector(alpha, num_topics)
     beta = _beta_scalar(beta)
+    try:
+        dense_above = _DENSE_ABOVE[method]
+    except (KeyError, TypeError):
+        raise ValueError(f"method must be one of {sorted(_DENSE_ABOVE)}, got {method!r}") \
+            from None
     start, stop = (0, num_docs) if docs is None else (int(docs[0]), int(docs[1]))
     if not 0 <= start <= stop <= num_docs:
         raise ValueError(f"docs must satisfy 0 <= start <= stop <= {num_docs}, got {docs!r}")
@@ -251,7 +265,7 @@ def sweep(doc_offsets, words, topics, doc_topic, word_topic, topic_totals, alpha
         if topics.size and (topics.min() < 0 or topics.max() >= num_topics):
             raise ValueError(f"topics must lie in [0, {num_topics})")
     return int(_kernels.sweep(start, stop, doc_offsets, words, topics, doc_topic, word_topic,
-                              topic_totals, alpha, beta, _as_seed(seed)))
+                              topic_totals, alpha, beta, _as_seed(seed), dense_above))
 
 
 def sparse_delta(words, old_topics, new_topics, num_topics):

@@ -19,6 +19,11 @@ so a token costs a handful of operations instead of the O(K) textbook loop. As i
 word's non-zero counts are kept during a sweep as a short (topic, count) list sorted by count,
 so the hot loop reads a few contiguous integers per token rather than a (V, K) table.
 
+Straight after a random start the counts are not sparse (every word has most topics), and
+there the plain O(K) loop, which LLVM vectorises, beats SparseLDA's bookkeeping; :func:`sweep`
+measures the mean list length and runs that loop until the counts have thinned out. Both
+sample the same conditional.
+
 Layout: a partition's documents are flat arrays, ``doc_offsets`` (int64, D+1), ``words`` and
 ``topics`` (int32, N). ``word_topic`` is (V, K) int32 row-major, so one word's counts share a
 few cache lines; ``doc_topic`` (D, K) int32; ``topic_totals`` (K,) int32 or int64.

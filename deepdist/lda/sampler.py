@@ -8,8 +8,9 @@ integrates out the topic-word distributions φ (prior β) and the document-topic
 
 where n_dk, n_wk and n_k count the other tokens assigned to topic k in the token's document,
 for the token's word, and overall. One *sweep* resamples every token once. The kernel is
-SparseLDA (Yao, Mimno & McCallum, KDD 2009), which costs O(#topics of the word + #topics of
-the document) per token rather than O(K); see :mod:`deepdist.lda._kernels`.
+SparseLDA (Yao, Mimno & McCallum, KDD 2009), which costs O(#topics of the word) per token once
+the counts are sparse rather than O(K), with a vectorised O(K) loop for the first sweeps after
+a random start; see :mod:`deepdist.lda._kernels`.
 
 AD-LDA (Newman et al., NIPS 2007) runs sweeps on shards of the documents in parallel, each
 against its own copy of the word-topic counts n_wk, and merges the count changes. The pieces a

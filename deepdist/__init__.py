@@ -15,7 +15,7 @@ from .errors import (AuthenticationError, ConfigurationError, DeepDistError, Des
 from .optim import SGD, AdaGrad
 from .params import ParamAdapter
 from .sparse import SparseRows
-from .worker import report
+from .worker import TaskChannel, report
 
 __version__ = "0.1.0"
 
@@ -23,5 +23,5 @@ __all__ = [
     "AdaGrad", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist",
     "DeepDistError", "DescentFailedError", "InvalidUpdateError", "ModelClient", "ModelShapeError",
     "NotFittedError", "ParamAdapter", "SGD", "ServerConfig", "ServerError", "ServerUnreachableError",
-    "SparseRows", "SupersededAttemptError", "TrainingFailedError", "WireFormatError", "report",
+    "SparseRows", "SupersededAttemptError", "TaskChannel", "TrainingFailedError", "WireFormatError", "report",
 ]

@@ -27,7 +27,7 @@ from .params import DictAdapter, adapter_for
 from .progress import ProgressLine
 from .server import ServerThread, create_app
 from .store import ParameterStore
-from .worker import PartitionTrainer
+from .worker import PartitionTrainer, TaskChannel
 
 log = logging.getLogger(__name__)
 
@@ -252,12 +252,12 @@ class DeepDist:
                 raise type(err)(err.tagged()) from None
             return [True]
 
-        self._collect(self.sc.parallelize([0], 1).mapPartitions(probe))
+        self._collect(lambda: self.sc.parallelize([0], 1).mapPartitions(probe).collect())
         self._checked_reachable = True
 
-    def _collect(self, rdd):
+    def _collect(self, action):
         try:
-            return rdd.collect()
+            return action()
         except Exception as err:  # py4j / pyspark errors: translate once, here
             if self.store.error is not None:
                 raise self.store.error from None
@@ -295,32 +295,58 @@ class DeepDist:
         if not callable(gradient):
             raise ConfigurationError(f"gradient must be callable, got {type(gradient).__name__}")
         self.store.set_descent(descent, additive=additive)
-        if check_reachable and not self._checked_reachable:
-            self.check_reachable()
+        if not check_reachable:
+            self._checked_reachable = True
         skeleton = self._broadcast_skeleton()
-        client = ModelClient(self.url, self.secret, **self.client_options)
         reports = []
         first, self._epochs_done = self._epochs_done, 0
         for epoch in range(first, epochs):
-            self.store.epoch = epoch
             trainer = PartitionTrainer(
-                client=client, context_id=self._context_id, spec=self.store.spec, adapter=self.store.adapter,
-                skeleton=skeleton, gradient=gradient, epoch=epoch, batch_size=batch_size,
+                channel=self.channel(epoch), context_id=self._context_id, spec=self.store.spec,
+                adapter=self.store.adapter, skeleton=skeleton, gradient=gradient, batch_size=batch_size,
                 fetch_every=fetch_every, push_every=push_every, rows=rows)
-            started = time.perf_counter()
-            with ProgressLine(self.sc, self.store, f"epoch {epoch + 1}/{epochs}", enabled=self.progress):
-                results = self._collect(rdd.mapPartitions(trainer))
-                winners = {r["partition"]: (r["attempt"], r["pushed"]) for r in results}
-                self.store.end_epoch(epoch, winners)
-            if self.store.error is not None:
-                raise self.store.error
-            if self.checkpointer is not None:
-                self.checkpointer.write(self.store, epochs_completed=epoch + 1)
-            log.info("epoch %d/%d done in %.2fs: %d partitions, %d updates, model version %d",
-                     epoch + 1, epochs, time.perf_counter() - started, len(results),
-                     sum(r["pushed"] for r in results), self.store.version)
-            reports.append(results)
+            reports.append(self.run_epoch(epoch, lambda: rdd.mapPartitions(trainer).collect(),
+                                          label=f"epoch {epoch + 1}/{epochs}"))
         return reports
+
+    def channel(self, epoch: int) -> TaskChannel:
+        """A :class:`~deepdist.worker.TaskChannel` for the tasks of ``epoch`` (custom loops)."""
+        self._require_open()
+        return TaskChannel(ModelClient(self.url, self.secret, **self.client_options), epoch)
+
+    def run_epoch(self, epoch: int, action, label: str | None = None, describe=None) -> list:
+        """Run one epoch's Spark ``action`` and settle its updates exactly.
+
+        ``action()`` runs the Spark job and returns the task reports
+        (``TaskChannel.report()`` dicts, one per partition).  Spark failures are
+        translated into deepdist errors; pending updates are drained; in
+        additive mode only the attempt whose report Spark returned stays
+        applied; a checkpoint is written if configured.  The descent must have
+        been set (``train`` does it, or :meth:`set_descent`).
+        """
+        self._require_open()
+        if not self._checked_reachable:
+            self.check_reachable()
+        self.store.epoch = epoch
+        started = time.perf_counter()
+        with ProgressLine(self.sc, self.store, label or f"epoch {epoch + 1}", enabled=self.progress,
+                          describe=describe):
+            results = self._collect(action)
+            winners = {r["partition"]: (r["attempt"], r["pushed"]) for r in results}
+            self.store.end_epoch(epoch, winners)
+        if self.store.error is not None:
+            raise self.store.error
+        if self.checkpointer is not None:
+            self.checkpointer.write(self.store, epochs_completed=epoch + 1)
+        log.info("%s done in %.2fs: %d partitions, %d updates, model version %d",
+                 label or f"epoch {epoch + 1}", time.perf_counter() - started, len(results),
+                 sum(r["pushed"] for r in results), self.store.version)
+        return results
+
+    def set_descent(self, descent, additive: bool = False) -> None:
+        """Set the driver's ``descent(model, update)`` for the epochs that follow."""
+        self._require_open()
+        self.store.set_descent(descent, additive=additive)
 
     def status(self) -> dict:
         """The server's counters (as ``GET /status`` returns them)."""

@@ -78,22 +78,91 @@ def _union_rows(row_sets: list) -> dict:
             for name in names}
 
 
-class PartitionTrainer:
-    """The function given to ``rdd.mapPartitions`` for one epoch.
+class TaskChannel:
+    """One Spark task's line to the model server, for custom partition loops.
 
-    It carries configuration only (client, broadcast skeleton, user functions),
+    It knows the epoch, and inside a task it learns the partition and attempt;
+    it numbers pushes, tags them with the version they were computed from, and
+    ends with the report that lets the driver keep exactly one attempt per
+    partition.  :class:`PartitionTrainer` is built on it; so is the Gibbs
+    sampler, which yields new assignments rather than gradients.
+
+    Example::
+
+        channel = dd.channel(epoch)
+        def task(blocks):
+            with channel.open() as ch:
+                version = ch.pull_into(local_counts)
+                ...
+                ch.push({"counts": delta}, version)
+                yield ch.report()
+    """
+
+    def __init__(self, client, epoch: int):
+        self.client = client
+        self.epoch = epoch
+        self.partition = 0
+        self.attempt = 0
+        self.stats: dict = {}
+
+    def open(self) -> "TaskChannel":
+        from pyspark import TaskContext
+
+        task = TaskContext.get()
+        self.partition = task.partitionId() if task else 0
+        self.attempt = task.attemptNumber() if task else 0
+        self.stats = {"partition": self.partition, "attempt": self.attempt, "pushed": 0,
+                      "pulls": 0, "bytes_pushed": 0, "started": time.perf_counter()}
+        _local.metrics = {}
+        return self
+
+    def __enter__(self) -> "TaskChannel":
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, DeepDistError):
+            # Spark hands the driver only a string; the tag lets it rebuild this error
+            raise type(exc)(exc.tagged()) from None
+        return False
+
+    def pull_into(self, params: dict, names=None) -> int:
+        self.stats["pulls"] += 1
+        return self.client.pull_into(params, names)
+
+    def pull_rows_into(self, params: dict, rows: dict) -> int:
+        self.stats["pulls"] += 1
+        return self.client.pull_rows_into(params, rows)
+
+    def push(self, update: dict, version: int) -> None:
+        """Send ``update``, computed from model ``version``, with the metrics reported so far."""
+        meta = wire.UpdateMeta(version=version, epoch=self.epoch, partition=self.partition,
+                               attempt=self.attempt, seq=self.stats["pushed"], metrics=_take_metrics())
+        self.stats["bytes_pushed"] += self.client.push(update, meta)
+        self.stats["pushed"] += 1
+
+    def report(self, **extra) -> dict:
+        """What the driver needs from this task: partition, attempt, pushes (plus ``extra``)."""
+        stats = dict(self.stats)
+        stats["seconds"] = time.perf_counter() - stats.pop("started")
+        stats.update(extra)
+        return stats
+
+
+class PartitionTrainer:
+    """The function given to ``rdd.mapPartitions`` for one epoch of ``DeepDist.train``.
+
+    It carries configuration only (channel, broadcast skeleton, user functions),
     so Spark can ship it in the task closure.
     """
 
-    def __init__(self, *, client, context_id, spec, adapter, skeleton, gradient, epoch,
+    def __init__(self, *, channel, context_id, spec, adapter, skeleton, gradient,
                  batch_size, fetch_every, push_every, rows=None):
-        self.client = client
+        self.channel = channel
         self.context_id = context_id
         self.spec = spec
         self.adapter = adapter
         self.skeleton = skeleton
         self.gradient = gradient
-        self.epoch = epoch
         self.batch_size = batch_size
         self.fetch_every = fetch_every
         self.push_every = push_every
@@ -114,51 +183,29 @@ class PartitionTrainer:
         return cached
 
     def __call__(self, iterator):
-        from pyspark import TaskContext
+        with self.channel.open() as channel:
+            yield self._run(iterator, channel)
 
-        task = TaskContext.get()
-        partition = task.partitionId() if task else 0
-        attempt = task.attemptNumber() if task else 0
-        try:
-            yield self._run(iterator, partition, attempt)
-        except DeepDistError as err:
-            # Spark hands the driver only a string; the tag lets it rebuild this error
-            raise type(err)(err.tagged()) from None
-
-    def _run(self, iterator, partition, attempt):
+    def _run(self, iterator, channel):
         model, params = self.local_model()
-        _local.metrics = {}
-        started = time.perf_counter()
-        stats = {"partition": partition, "attempt": attempt, "pushed": 0, "batches": 0,
-                 "bytes_pushed": 0, "pulls": 0}
-        pending, version = None, 0
+        pending, version, done = None, 0, 0
         stream = batches(iterator, self.batch_size)
         while True:
             window = list(itertools.islice(stream, self.fetch_every))
             if not window:
                 break
             if self.rows is None:
-                version = self.client.pull_into(params)
+                version = channel.pull_into(params)
             else:
-                wanted = _union_rows([self.rows(batch) for batch in window])
-                version = self.client.pull_rows_into(params, wanted)
-            stats["pulls"] += 1
+                version = channel.pull_rows_into(params, _union_rows([self.rows(b) for b in window]))
             for batch in window:
                 update = self.gradient(model, batch)
                 if update:
                     pending = sum_updates(pending, update)
-                stats["batches"] += 1
-                if stats["batches"] % self.push_every == 0 and pending is not None:
-                    stats["bytes_pushed"] += self._push(pending, version, partition, attempt, stats["pushed"])
-                    stats["pushed"] += 1
+                done += 1
+                if done % self.push_every == 0 and pending is not None:
+                    channel.push(pending, version)
                     pending = None
         if pending is not None:
-            stats["bytes_pushed"] += self._push(pending, version, partition, attempt, stats["pushed"])
-            stats["pushed"] += 1
-        stats["seconds"] = time.perf_counter() - started
-        return stats
-
-    def _push(self, update, version, partition, attempt, seq) -> int:
-        meta = wire.UpdateMeta(version=version, epoch=self.epoch, partition=partition,
-                               attempt=attempt, seq=seq, metrics=_take_metrics())
-        return self.client.push(update, meta)
+            channel.push(pending, version)
+        return channel.report(batches=done)

@@ -151,13 +151,16 @@ def test_build_dictionary_validates(sc):
 def fitted(sc, corpus):
     train = corpus[0]
     rdd = sc.parallelize(train, 4)
-    one = OnlineLDA(num_topics=K, id2word=_id2word(), passes=1, chunksize=120, seed=0, progress=False)
-    one.fit(rdd)
-    lda = OnlineLDA(num_topics=K, id2word=_id2word(), passes=4, chunksize=120, seed=0, progress=False)
+
+    def held_out(model, record):
+        return _perplexity(model, corpus[1])
+
+    lda = OnlineLDA(num_topics=K, id2word=_id2word(), passes=4, chunksize=120, seed=0, progress=False,
+                    on_pass=held_out)
     model = lda.fit(rdd)
     gensim_model = LdaModel(train, num_topics=K, id2word=_id2word(), passes=4, chunksize=120,
                             random_state=0, eval_every=None)
-    return one, lda, model, gensim_model
+    return lda, model, gensim_model
 
 
 def _perplexity(model, held_out):
@@ -165,7 +168,7 @@ def _perplexity(model, held_out):
 
 
 def test_fit_returns_a_gensim_lda_model_that_round_trips(fitted, corpus, tmp_path):
-    _, lda, model, _ = fitted
+    lda, model, _ = fitted
     assert type(model) is LdaModel and lda.model_ is model
     assert model.state.numdocs == len(corpus[0]) and model.num_updates == len(corpus[0])
     assert len(model.print_topics(3)) == 3
@@ -183,7 +186,7 @@ def test_fit_returns_a_gensim_lda_model_that_round_trips(fitted, corpus, tmp_pat
 
 
 def test_recovers_planted_topics_as_well_as_gensim(fitted, corpus):
-    _, _, model, gensim_model = fitted
+    _, model, gensim_model = fitted
     true_topics, held_out = corpus[2], corpus[1]
     assert topic_recovery(true_topics, model.get_topics()) > 0.9
     ours, theirs = _perplexity(model, held_out), _perplexity(gensim_model, held_out)
@@ -191,8 +194,10 @@ def test_recovers_planted_topics_as_well_as_gensim(fitted, corpus):
 
 
 def test_more_passes_do_not_hurt_and_progress_is_reported(fitted, corpus):
-    one, lda, model, _ = fitted
-    assert _perplexity(model, corpus[1]) <= _perplexity(one.model_, corpus[1])
+    lda, model, _ = fitted
+    held_out = [h["on_pass"] for h in lda.history_]
+    assert held_out[-1] == pytest.approx(_perplexity(model, corpus[1]))
+    assert held_out[-1] <= held_out[0]
     estimates = [h["perplexity"] for h in lda.history_]
     assert len(estimates) == 4 and estimates[-1] <= estimates[0]
     assert lda.status_["metrics"]["perplexity"]["count"] == sum(h["chunks"] for h in lda.history_)
@@ -207,7 +212,7 @@ def test_update_continues_online(sc, corpus):
     model = lda.fit(sc.parallelize(train[:720], 2))
     before = _perplexity(model, held_out)
     updates = model.num_updates
-    again = lda.update(sc.parallelize(train[720:], 2), passes=2)
+    again = lda.update(sc.parallelize(train[720:], 2), passes=1)
     assert again is model
     assert model.state.numdocs == len(train) and model.num_updates == updates + len(train) - 720
     assert _perplexity(model, held_out) <= 1.02 * before

@@ -21,6 +21,10 @@ Training is asynchronous, as in gensim's ``LdaMulticore``: a chunk's statistics 
 against a model a few M-steps old. The server counts each contribution's staleness (the model
 versions that passed between pull and apply) in ``status()["staleness_histogram"]``.
 
+If Spark retries a task, the statistics its failed attempt pushed stay merged: like a
+stochastic gradient, an online VB step tolerates seeing some documents twice (a Gibbs sampler's
+counts would not, see DESIGN.md).
+
 The server stores the statistics transposed, V × K, so a chunk's column-sparse K × V statistics
 travel as a few rows (:class:`~deepdist.SparseRows`) instead of the dense matrix that gensim's
 distributed mode pickles to its workers.
@@ -296,6 +300,10 @@ class OnlineLDA:
         progress: show the progress line on the driver (with the perplexity estimate).
         server_options: further keyword arguments for :class:`~deepdist.DeepDist`
             (``host``, ``port``, ``queue_size`` …).
+        on_pass: optional ``on_pass(model, record)`` called on the driver after each pass with
+            the model (ready to use) and that pass's ``history_`` record, e.g. to compute a
+            held-out perplexity against wall time. Whatever it returns is kept in
+            ``record["on_pass"]``.
 
     Memory: the driver holds three K × V arrays in ``dtype``: the model, the statistics
     waiting for the next M-step, and ``expElogbeta``. Each executor process holds one V × K copy.
@@ -318,7 +326,7 @@ class OnlineLDA:
                  update_every: int = 1, alpha="symmetric", eta=None, decay: float = 0.5,
                  offset: float = 1.0, iterations: int = 50, gamma_threshold: float = 0.001,
                  seed: int | None = None, dtype=np.float32, spark=None, progress: bool = True,
-                 server_options: dict | None = None):
+                 server_options: dict | None = None, on_pass=None):
         self.num_topics = num_topics
         self.id2word = id2word
         self.passes = passes
@@ -335,6 +343,7 @@ class OnlineLDA:
         self.spark = spark
         self.progress = progress
         self.server_options = server_options
+        self.on_pass = on_pass
 
     # -- validation ------------------------------------------------------------------
     def _validate(self) -> None:
@@ -356,6 +365,8 @@ class OnlineLDA:
                                          "refuses it too); give 'symmetric', a float or an array")
         if self.seed is not None and (not isinstance(self.seed, numbers.Integral) or self.seed < 0):
             raise ConfigurationError(f"seed must be None or an integer >= 0, got {self.seed!r}")
+        if self.on_pass is not None and not callable(self.on_pass):
+            raise ConfigurationError(f"on_pass must be callable, got {type(self.on_pass).__name__}")
         if self.server_options is not None and not isinstance(self.server_options, dict):
             raise ConfigurationError(f"server_options must be a dict, got {type(self.server_options).__name__}")
 
@@ -465,6 +476,9 @@ class OnlineLDA:
             "dense_bytes_per_chunk": lda.num_topics * lda.num_terms * np.dtype(lda.dtype).itemsize,
         }
         self.history_.append(record)
+        if self.on_pass is not None:
+            lda.sync_state()
+            record["on_pass"] = self.on_pass(lda, record)
         log.info("OnlineLDA pass %d/%d: %.2fs, %d chunks, %d M-steps, rho %.4f, perplexity estimate %s",
                  pass_ + 1, passes, record["seconds"], chunks, record["msteps"], descent.rho or float("nan"),
                  "n/a" if record["perplexity"] is None else f"{record['perplexity']:.1f}")

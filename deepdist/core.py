@@ -160,6 +160,9 @@ class DeepDist:
             checkpointer = Checkpointer(checkpointer)
         self.checkpointer = checkpointer
         self.store = ParameterStore(self._model, adapter, self.config, checkpointer)
+        self._job_group = f"deepdist-{uuid.uuid4().hex[:12]}"
+        # a failed descent makes the rest of the epoch pointless: stop its tasks now
+        self.store.on_error = lambda exc: self.sc.cancelJobGroup(self._job_group)
         if self.resume:
             self._resume()
         max_body = self.config.max_body_bytes or 2 * self.store.spec.nbytes + (16 << 20)
@@ -256,6 +259,7 @@ class DeepDist:
         self._checked_reachable = True
 
     def _collect(self, action):
+        self.sc.setJobGroup(self._job_group, "deepdist training", interruptOnCancel=True)
         try:
             return action()
         except Exception as err:  # py4j / pyspark errors: translate once, here

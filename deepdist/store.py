@@ -93,6 +93,8 @@ class ParameterStore:
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        #: called from the applier thread when descent raises (e.g. to cancel Spark jobs)
+        self.on_error = None
         self._snapshot = (None, None)          # (version, encoded parts)
         self._snapshot_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -233,6 +235,8 @@ class ParameterStore:
             except BaseException as exc:  # re-raised on the driver by train()
                 self.error = exc
                 log.error("descent raised %r; training will stop", exc)
+                if self.on_error is not None:
+                    self.on_error(exc)
                 return
             with self._stats_lock:
                 self.applied += 1

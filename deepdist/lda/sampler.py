@@ -316,7 +316,7 @@ def topic_word_distribution(word_topic, topic_totals, beta):
     return ((nwk + beta) / (nk + num_words * beta)).T.copy()
 
 
-def _phi_wk(topic_word, num_topics=None):
+def _phi_wk(topic_word):
     phi = np.asarray(topic_word, dtype=np.float64)
     if phi.ndim != 2:
         raise ValueError(f"topic_word must be a (K, V) array, got shape {phi.shape}")

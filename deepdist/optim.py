@@ -1,4 +1,4 @@
-"""Ready-made ``descent`` rules: SGD and AdaGrad, for dense and sparse-row updates.
+"""Ready-made ``descent`` rules: addition, SGD and AdaGrad, for dense and sparse-row updates.
 
 Each rule is a callable ``rule(model, update)`` to pass to ``DeepDist.train``.
 Updates are *gradients*: the rule steps against them.  Sparse-row updates
@@ -26,6 +26,23 @@ def _check_lr(lr: float) -> float:
     if not lr > 0:
         raise ConfigurationError(f"lr must be > 0, got {lr!r}")
     return float(lr)
+
+
+def add(model, update: dict) -> None:
+    """The descent that adds each update as it is: counts, deltas, gradient sums.
+
+    It is linear, so it suits ``train(..., additive=True)``.
+
+    Example::
+
+        dd.train(rdd, count_words, deepdist.optim.add, additive=True)
+    """
+    for name, part in update.items():
+        param = get_param(model, name)
+        if isinstance(part, SparseRows):
+            part.add_to(param)
+        else:
+            param += part
 
 
 class SGD:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-import numpy as np
 
 from . import wire
 from .config import ServerConfig

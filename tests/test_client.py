@@ -9,18 +9,11 @@ from deepdist import ModelClient, wire
 from deepdist.config import ServerConfig
 from deepdist.errors import AuthenticationError, InvalidUpdateError, ServerUnreachableError
 from deepdist.server import ServerThread, create_app
+from deepdist.optim import add
 from deepdist.sparse import SparseRows
 from deepdist.store import ParameterStore
 
 SECRET = "live-secret"
-
-
-def add(model, update):
-    for name, part in update.items():
-        if isinstance(part, SparseRows):
-            part.add_to(model[name])
-        else:
-            model[name] += part
 
 
 @pytest.fixture

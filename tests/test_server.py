@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from deepdist import wire
+from deepdist.optim import add
 from deepdist.server import create_app
 from deepdist.sparse import SparseRows
 from deepdist.store import ParameterStore
@@ -29,8 +30,7 @@ class _MakeFile:
 def served():
     model = {"w": np.arange(12, dtype=np.float32).reshape(4, 3), "c": np.zeros(5, np.int64)}
     store = ParameterStore(model)
-    store.set_descent(lambda m, u: [p.add_to(m[n]) if isinstance(p, SparseRows) else m[n].__iadd__(p)
-                                    for n, p in u.items()] and None)
+    store.set_descent(add)
     store.start()
     app = create_app(store, SECRET, max_body_bytes=64 * 1024)
     yield store, app.test_client()

@@ -7,17 +7,9 @@ import pytest
 
 from deepdist.config import ServerConfig
 from deepdist.errors import ConfigurationError, SupersededAttemptError
-from deepdist.sparse import SparseRows
+from deepdist.optim import add
 from deepdist.store import ParameterStore, QueueFullError, staleness_bucket
 from deepdist.wire import UpdateMeta
-
-
-def add(model, update):
-    for name, part in update.items():
-        if isinstance(part, SparseRows):
-            part.add_to(model[name])
-        else:
-            model[name] += part
 
 
 @pytest.fixture

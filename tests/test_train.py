@@ -5,6 +5,7 @@ import pytest
 from pyspark import TaskContext
 
 import deepdist
+from deepdist.optim import add
 from deepdist import AdaGrad, Checkpointer, DeepDist, SGD, ServerUnreachableError, SparseRows, TrainingFailedError
 
 
@@ -64,10 +65,6 @@ def _count_words(model, batch):
     return {"counts": SparseRows(rows, counts[rows], model["counts"].shape)}
 
 
-def _add(model, update):
-    update["counts"].add_to(model["counts"])
-
-
 def test_retried_tasks_leave_an_exact_additive_model(sc, tmp_path):
     data = np.random.default_rng(1).integers(0, 50, size=4000)
     rdd = sc.parallelize(data.tolist(), 4)
@@ -84,7 +81,7 @@ def test_retried_tasks_leave_an_exact_additive_model(sc, tmp_path):
     flaky_count.seen = []
 
     with DeepDist({"counts": np.zeros(50, np.int64)}, spark=sc) as dd:
-        dd.train(rdd, flaky_count, _add, epochs=2, batch_size=100, additive=True)
+        dd.train(rdd, flaky_count, add, epochs=2, batch_size=100, additive=True)
         status = dd.status()
     assert flag.exists(), "the failure was not injected"
     np.testing.assert_array_equal(dd.model["counts"], 2 * np.bincount(data, minlength=50))

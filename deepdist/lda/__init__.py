@@ -6,3 +6,15 @@ kernels live in :mod:`deepdist.lda._kernels` behind the Python layer :mod:`deepd
 and online variational Bayes through gensim. Public exports are added as the trainers land;
 importing this package stays cheap (no numba compilation, no Spark).
 """
+
+# -- GibbsLDA (deepdist.lda.gibbs): exported lazily, so importing deepdist.lda stays cheap --------
+_GIBBS_EXPORTS = {"GibbsLDA": "gibbs", "GibbsLDAModel": "gibbs_model"}
+
+
+def __getattr__(name):
+    if name in _GIBBS_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_GIBBS_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# -- end GibbsLDA -------------------------------------------------------------------------------------

@@ -1,0 +1,532 @@
+"""Distributed LDA by collapsed Gibbs sampling with count deltas (AD-LDA) on Spark.
+
+The algorithm is Newman et al., "Distributed Inference for Latent Dirichlet Allocation"
+(NIPS 2007), as dist_lda runs it, with the shared counts on the DeepDist server instead of
+Redis:
+
+* the documents and their topic assignments z are sharded: one flat int32 block per RDD
+  partition (:mod:`deepdist.lda.corpus`), cached across iterations;
+* the word-topic counts n_wk (int32, V × K) and topic totals n_k are the shared model;
+* each iteration is one Spark job. Every task pulls the counts (only the rows of its own
+  words when that is smaller), runs ``sweeps_per_job`` SparseLDA sweeps
+  (:mod:`deepdist.lda.sampler`) against its local copy, pulling again every ``sync_every``
+  sweeps, and pushes the change of n_wk as sparse int32 COO entries. Kernel randomness comes
+  from (seed, partition, sweep), so runs are reproducible.
+
+**Exactness.** Spark retries failed tasks, so a partition's deltas can arrive twice or
+half-done. The server books every push under (iteration, partition, attempt) and, at the end
+of the job, keeps exactly the attempt whose block Spark kept (:mod:`deepdist.ledger`). On top
+of that each block reports a 64-bit linear sketch of its own contribution to n_wk (and its
+n_k); the driver compares their sum with the server's counts, and if they differ it rebuilds
+the exact counts from the assignments (one aggregate pass) and corrects the server, logging a
+warning (``repairs_``). So at the end of every iteration the counts equal the counts implied
+by the assignments, whatever Spark retried.
+
+Example (``local[2]``)::
+
+    >>> from deepdist.lda import GibbsLDA                                      # doctest: +SKIP
+    >>> docs = spark.sparkContext.textFile("docs.txt").map(str.split)         # doctest: +SKIP
+    >>> lda = GibbsLDA(num_topics=20, iterations=100, min_count=5, max_df=0.5, seed=0)
+    >>> model = lda.fit(docs)                                                  # doctest: +SKIP
+    >>> model.show_topics(num_words=8)                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import logging
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+
+from ..errors import ConfigurationError, NotFittedError
+from ..sparse import SparseRows
+from . import evaluate, sampler
+from .corpus import Vocabulary, build_vocabulary, make_blocks, to_word_ids
+from .gibbs_model import GibbsLDAModel
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GibbsLDA", "GibbsLDAModel"]
+
+_U64 = 1 << 64
+_SKETCH_KEY = 0x5EED5CE7C4  # fixed: the sketch only has to differ from what a bug would produce
+
+
+def _sketch_weights(size: int) -> np.ndarray:
+    """Pseudo-random uint64 weights of the linear sketch Σ weight[w*K+k] n_wk (mod 2^64), cached."""
+    cached = _SKETCH_CACHE.get(size)
+    if cached is None:
+        _SKETCH_CACHE.clear()
+        cached = _SKETCH_CACHE[size] = np.random.PCG64(_SKETCH_KEY).random_raw(size).astype(np.uint64)
+    return cached
+
+
+_SKETCH_CACHE: dict = {}
+
+
+def _descent(model, update):
+    """Add a sparse count delta (flat COO over V × K) to n_wk and n_k, in place."""
+    part = update["word_topic_flat"]
+    sampler.apply_sparse_delta(model["word_topic"], model["topic_totals"],
+                               np.asarray(part.indices, dtype=np.int64),
+                               np.asarray(part.values, dtype=np.int32))
+
+
+def _coo(index, value, size):
+    index = np.asarray(index, dtype=np.int64)
+    if size < 2 ** 31:
+        index = index.astype(np.int32)  # half the bytes on the wire
+    return {"word_topic_flat": SparseRows(index, np.asarray(value, dtype=np.int32), (size,))}
+
+
+def _partition_counts(words, topics, num_topics):
+    """This partition's n_wk as flat COO ``(index, count)``."""
+    flat = words.astype(np.int64) * num_topics + topics
+    index, count = np.unique(flat, return_counts=True)
+    return index, count.astype(np.int32)
+
+
+def _block_report(block):
+    return block.report
+
+
+class _Task:
+    """One job's work on one partition (``mapPartitions``); carries configuration only."""
+
+    def __init__(self, channel, *, job, first_sweep, sweeps, sync_every, seed, num_topics, num_words,
+                 alpha, beta, pull_rows, histograms, initial=None, hook=None):
+        self.channel, self.job, self.first_sweep, self.sweeps = channel, job, first_sweep, sweeps
+        self.sync_every, self.seed, self.K, self.V = sync_every, seed, num_topics, num_words
+        self.alpha, self.beta, self.pull_rows, self.histograms = alpha, beta, pull_rows, histograms
+        self.initial, self.hook = initial, hook
+
+    def __call__(self, blocks):
+        with self.channel.open() as ch:
+            for block in blocks:
+                yield self._run(block, ch)
+
+    def _push(self, ch, update, version, live):
+        if live:
+            ch.push(update, version)
+            if self.hook is not None:
+                self.hook(job=self.job, partition=ch.partition, attempt=ch.attempt, event="pushed")
+
+    def _run(self, block, ch):
+        K, V = self.K, self.V
+        # a block recomputed after its job ended (a lost cache block) must not push again
+        live = ch.client.status()["epoch"] == self.job
+        words, offsets = block.words, block.offsets
+        timing = {"sweep_seconds": 0.0, "pulled_rows": 0}
+        if self.sweeps == 0:  # the initialisation job: assign topics, push the partition's counts
+            topics = self._initial_topics(block)
+            if words.size:
+                self._push(ch, _coo(*_partition_counts(words, topics, K), V * K), 0, live)
+        else:
+            topics = np.array(block.topics, copy=True)
+            word_topic = np.zeros((V, K), np.int32)
+            totals = np.zeros(K, np.int64)
+            local = {"word_topic": word_topic, "topic_totals": totals}
+            doc_topic = sampler.doc_topic_from_assignments(offsets, topics, K)
+            base, version = topics.copy(), 0
+            for j in range(self.sweeps):
+                if j % self.sync_every == 0:
+                    if j:
+                        self._push_delta(ch, words, base, topics, version, live)
+                        base = topics.copy()
+                    if self.pull_rows:
+                        version = ch.pull_rows_into(local, {"word_topic": block.rows,
+                                                            "topic_totals": np.arange(K, dtype=np.int64)})
+                        timing["pulled_rows"] += len(block.rows)
+                    else:
+                        version = ch.pull_into(local, ["word_topic", "topic_totals"])
+                started = time.perf_counter()
+                sampler.sweep(offsets, words, topics, doc_topic, word_topic, totals, self.alpha, self.beta,
+                              seed=sampler.derive_seed(self.seed, block.partition, self.first_sweep + j),
+                              validate=False)
+                timing["sweep_seconds"] += time.perf_counter() - started
+            self._push_delta(ch, words, base, topics, version, live)
+        return block.evolve(topics, self._report(ch, block, topics, timing))
+
+    def _push_delta(self, ch, words, old, new, version, live):
+        index, value = sampler.sparse_delta(words, old, new, self.K)
+        if index.size:
+            self._push(ch, _coo(index, value, self.V * self.K), version, live)
+
+    def _initial_topics(self, block):
+        if self.initial is not None:
+            topics = self.initial.value.get(block.partition)
+            if topics is None or topics.shape != block.words.shape:
+                raise ConfigurationError(
+                    f"partition {block.partition} has {block.num_tokens} tokens but the checkpoint "
+                    f"holds {None if topics is None else topics.size}: resume needs the same input and partitioning")
+            return np.ascontiguousarray(topics, dtype=np.int32)
+        seed = sampler.derive_seed(self.seed, block.partition, 0)
+        return sampler.random_topics(block.num_tokens, self.K, seed)
+
+    def _report(self, ch, block, topics, timing):
+        K = self.K
+        weights = _sketch_weights(self.V * K)
+        flat = block.words.astype(np.int64) * K + topics
+        doc_topic = sampler.doc_topic_from_assignments(block.offsets, topics, K)
+        extra = {"tokens": block.num_tokens, "docs": len(block.offsets) - 1,
+                 "sketch": int(weights[flat].sum(dtype=np.uint64)),
+                 "topic_counts": np.bincount(topics, minlength=K).astype(np.int64),
+                 "log_prior": sampler.log_prior_assignments(doc_topic, self.alpha), **timing}
+        if self.histograms:
+            extra["ndk_hist"] = np.bincount(doc_topic.ravel())
+            extra["length_hist"] = np.bincount(np.diff(block.offsets))
+        return ch.report(**extra)
+
+
+def _minka_symmetric_alpha(alpha, num_topics, ndk_hist, length_hist, iterations=50):
+    """Minka's fixed point for a symmetric Dirichlet α from count histograms.
+
+    α ← α Σ_c H_c [ψ(c + α) − ψ(α)] / (K Σ_n L_n [ψ(n + Kα) − ψ(Kα)]), where H_c counts the
+    (document, topic) pairs with n_dk = c and L_n the documents of length n.
+    """
+    from scipy.special import digamma
+
+    c = np.arange(len(ndk_hist))[1:]
+    n = np.arange(len(length_hist))[1:]
+    h, ln = np.asarray(ndk_hist[1:], float), np.asarray(length_hist[1:], float)
+    for _ in range(iterations):
+        num = (h * (digamma(c + alpha) - digamma(alpha))).sum()
+        den = num_topics * (ln * (digamma(n + num_topics * alpha) - digamma(num_topics * alpha))).sum()
+        if den <= 0 or num <= 0:
+            return alpha
+        new = alpha * num / den
+        converged = abs(new - alpha) < 1e-7 * alpha
+        alpha = new
+        if converged:
+            break
+    return float(alpha)
+
+
+def _sum_hist(reports, key):
+    size = max(len(r[key]) for r in reports)
+    total = np.zeros(size, np.int64)
+    for r in reports:
+        total[:len(r[key])] += r[key]
+    return total
+
+
+class GibbsLDA:
+    """Latent Dirichlet allocation by distributed collapsed Gibbs sampling (AD-LDA) on Spark.
+
+    Parameters (keyword-only):
+        num_topics: K.
+        alpha: the symmetric document-topic prior α (per topic).
+        beta: the symmetric topic-word prior β (η in gensim).
+        iterations: Gibbs sweeps over the corpus.
+        sync_every: sweeps between a task's pulls of fresh counts (and pushes of its deltas).
+        sweeps_per_job: sweeps per Spark job (one job = one "iteration" of the progress line,
+            the exactness check and the checkpoints). More sweeps per job amortise Spark's
+            per-job overhead; with ``sync_every`` < ``sweeps_per_job`` tasks still exchange
+            counts between their sweeps.
+        seed: seed of the initial assignments and of every sweep.
+        id2word: the vocabulary (list or dict id -> word, or a gensim Dictionary) when the
+            documents are word ids or bags of words; otherwise Spark builds it from tokens.
+        min_count, max_df, stop_words, max_vocab, hash_buckets: vocabulary filters, see
+            :func:`deepdist.lda.corpus.build_vocabulary`. ``max_vocab`` tokens (or
+            ``hash_buckets`` labels) are held on the driver.
+        optimize_alpha_every: re-estimate α every this many jobs by Minka's fixed point from the
+            aggregated document-topic counts (0: never); starts after ``optimize_alpha_after``
+            sweeps.
+        eval_every: with held-out documents given to :meth:`fit`, score them every this many
+            jobs (document completion, :mod:`deepdist.lda.evaluate`) and at the end.
+        checkpoint_dir, checkpoint_every: write a checkpoint every this many jobs: the topics
+            as gzipped JSON and the arrays (counts, α, all assignments, gathered on the driver:
+            N int32). ``resume=True`` continues from the latest one (same input, same
+            partitioning).
+        lineage_every: cut the cached RDD's lineage every this many jobs (a reliable
+            checkpoint if the SparkContext has a checkpoint directory, else a local one).
+        verify: ``"sketch"`` (compare a linear sketch of the counts every job, rebuild them on a
+            mismatch), ``"full"`` (rebuild and compare every job) or ``"off"``.
+        pull: ``"rows"`` (each task pulls the rows of its words), ``"dense"`` or ``"auto"``.
+        keep_state: keep the final RDD of blocks (``state_``, persisted) for inspection.
+        progress: show the driver's progress line.
+        callback: ``callback(estimator, entry)`` after every job (``entry`` as in ``history_``).
+
+    Attributes:
+        model_: the fitted :class:`GibbsLDAModel`.
+        history_: one dict per job: sweeps done, seconds, the joint log-likelihood log p(w, z)
+            (and per token), α, bytes pushed and pulled against their dense size, repairs.
+        repairs_: how many times the exactness check had to correct the server's counts.
+        status_: the server's counters at the end.
+    """
+
+    def __init__(self, *, num_topics: int = 100, alpha: float = 0.1, beta: float = 0.01, iterations: int = 200,
+                 sync_every: int = 1, sweeps_per_job: int = 1, seed: int = 0, id2word=None, min_count: int = 1,
+                 max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, hash_buckets: int | None = None,
+                 optimize_alpha_every: int = 0, optimize_alpha_after: int = 50, eval_every: int = 0,
+                 checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False, lineage_every: int = 10,
+                 verify: str = "sketch", pull: str = "auto", keep_state: bool = False, progress: bool = True,
+                 callback=None):
+        self.num_topics, self.alpha, self.beta, self.iterations = num_topics, alpha, beta, iterations
+        self.sync_every, self.sweeps_per_job, self.seed, self.id2word = sync_every, sweeps_per_job, seed, id2word
+        self.min_count, self.max_df, self.stop_words = min_count, max_df, stop_words
+        self.max_vocab, self.hash_buckets = max_vocab, hash_buckets
+        self.optimize_alpha_every, self.optimize_alpha_after = optimize_alpha_every, optimize_alpha_after
+        self.eval_every, self.checkpoint_dir, self.checkpoint_every = eval_every, checkpoint_dir, checkpoint_every
+        self.resume, self.lineage_every, self.verify, self.pull = resume, lineage_every, verify, pull
+        self.keep_state, self.progress, self.callback = keep_state, progress, callback
+        self._task_hook = None  # tests: called in tasks after each push
+
+    # -- validation --------------------------------------------------------------------------
+    def _validate(self) -> None:
+        for name in ("num_topics", "iterations", "sync_every", "sweeps_per_job", "lineage_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("optimize_alpha_every", "optimize_alpha_after", "eval_every", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigurationError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.verify not in ("sketch", "full", "off"):
+            raise ConfigurationError(f"verify must be 'sketch', 'full' or 'off', got {self.verify!r}")
+        if self.pull not in ("auto", "rows", "dense"):
+            raise ConfigurationError(f"pull must be 'auto', 'rows' or 'dense', got {self.pull!r}")
+        if (self.checkpoint_every or self.resume) and not self.checkpoint_dir:
+            raise ConfigurationError("checkpoint_every and resume need checkpoint_dir")
+
+    # -- vocabulary ----------------------------------------------------------------------------
+    def _vocabulary(self, docs_rdd) -> Vocabulary:
+        id2word = self.id2word
+        if id2word is None:
+            return build_vocabulary(docs_rdd, min_count=self.min_count, max_df=self.max_df,
+                                    stop_words=self.stop_words, max_vocab=self.max_vocab,
+                                    hash_buckets=self.hash_buckets)
+        if hasattr(id2word, "token2id"):  # a gensim Dictionary
+            words = [None] * len(id2word.token2id)
+            for token, i in id2word.token2id.items():
+                words[i] = token
+        elif isinstance(id2word, dict):
+            words = [str(id2word[i]) for i in range(len(id2word))]
+        else:
+            words = [str(w) for w in id2word]
+        return Vocabulary(words)
+
+    # -- fitting ---------------------------------------------------------------------------------
+    def fit(self, docs_rdd, heldout=None) -> GibbsLDAModel:
+        """Train on ``docs_rdd`` and return the fitted :class:`GibbsLDAModel` (also ``model_``).
+
+        ``docs_rdd`` holds token lists (str), or with ``id2word`` word-id lists, bags of words
+        ``[(word_id, count), ...]`` or ``(doc_id, bag of words)``. Its partitions are the shards.
+        ``heldout`` are documents of the same kind (a local list) scored every ``eval_every`` jobs.
+        """
+        from ..core import DeepDist
+
+        self._validate()
+        sc = docs_rdd.context
+        checkpoint = self._latest_checkpoint() if self.resume else None
+        if checkpoint is not None:
+            with gzip.open(os.path.join(checkpoint, "vocabulary.json.gz"), "rt", encoding="utf-8") as f:
+                vocabulary = Vocabulary.from_json(json.load(f))
+        else:
+            vocabulary = self._vocabulary(docs_rdd)
+        V, K = len(vocabulary), self.num_topics
+        heldout_ids = None if heldout is None else [to_word_ids(d, vocabulary, V) for d in heldout]
+        blocks = make_blocks(docs_rdd, vocabulary, V)
+        word_topic = np.zeros((V, K), np.int32)
+        model = {"word_topic": word_topic, "topic_totals": np.zeros(K, np.int64),
+                 "word_topic_flat": word_topic.reshape(-1)}  # a view: deltas arrive as flat COO
+        self.alpha_ = float(self.alpha)
+        self.history_, self.repairs_ = [], 0
+        done, initial = 0, None
+        if checkpoint is not None:
+            done, initial = self._load_checkpoint(checkpoint, sc)
+        started = time.perf_counter()
+        with DeepDist(model, spark=sc, progress=self.progress) as dd:
+            dd.set_descent(_descent, additive=True)
+            self._dd, self._vocab = dd, vocabulary
+            self._describe = "ll/token -"
+            state = self._run_job(dd, blocks, 0, 0, 0, initial, started, heldout_ids)
+            if initial is not None:
+                initial.unpersist()
+            while done < self.iterations:
+                sweeps = min(self.sweeps_per_job, self.iterations - done)
+                state = self._run_job(dd, state, len(self.history_), done, sweeps, None, started, heldout_ids)
+                done += sweeps
+            with dd.store.lock:
+                counts = word_topic.copy(), model["topic_totals"].copy()
+            self.status_ = dd.status()
+        self.model_ = GibbsLDAModel(counts[0], counts[1], self.alpha_, self.beta, vocabulary, self.history_)
+        if self.keep_state:
+            self.state_ = state
+        else:
+            state.unpersist()
+        del self._dd
+        log.info("GibbsLDA: %d sweeps in %.1fs, %d count repairs", done, time.perf_counter() - started, self.repairs_)
+        return self.model_
+
+    def _run_job(self, dd, state, job, done, sweeps, initial, started, heldout_ids):
+        from pyspark import StorageLevel
+
+        V, K = len(self._vocab), self.num_topics
+        histograms = bool(self.optimize_alpha_every and sweeps and done + sweeps >= self.optimize_alpha_after
+                          and (job % self.optimize_alpha_every == 0))
+        task = _Task(dd.channel(job), job=job, first_sweep=done + 1, sweeps=sweeps, sync_every=self.sync_every,
+                     seed=self.seed, num_topics=K, num_words=V, alpha=self.alpha_, beta=self.beta,
+                     pull_rows=self._pull_rows(state) if sweeps else False, histograms=histograms,
+                     initial=initial, hook=self._task_hook)
+        new_state = state.mapPartitions(task, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
+        if job and job % self.lineage_every == 0:
+            if state.context.getCheckpointDir():
+                new_state.checkpoint()
+            else:
+                new_state.localCheckpoint()
+        out_before = dd.store.status()["bytes_out"]
+        job_started = time.perf_counter()
+        label = "initialise" if not sweeps else f"sweep {done + sweeps}/{self.iterations}"
+        reports = dd.run_epoch(job, lambda: new_state.map(_block_report).collect(), label=label,
+                               describe=lambda: self._describe)
+        seconds = time.perf_counter() - job_started
+        if job:
+            state.unpersist()
+        repaired = self._verify(dd, new_state, reports)
+        entry = self._history_entry(dd, reports, job, done + sweeps, seconds, out_before, repaired)
+        if histograms:
+            self.alpha_ = _minka_symmetric_alpha(self.alpha_, K, _sum_hist(reports, "ndk_hist"),
+                                                 _sum_hist(reports, "length_hist"))
+            entry["alpha"] = self.alpha_
+        final = done + sweeps >= self.iterations
+        if heldout_ids is not None and sweeps and ((self.eval_every and job % self.eval_every == 0) or final):
+            total, tokens = evaluate.completion_log_likelihood(heldout_ids, self._phi(dd), self.alpha_)
+            entry["heldout_ll_per_token"] = total / max(tokens, 1)
+        if self.checkpoint_every and sweeps and (job % self.checkpoint_every == 0 or final):
+            self._write_checkpoint(dd, new_state, done + sweeps)
+        entry["elapsed"] = time.perf_counter() - started
+        self.history_.append(entry)
+        self._describe = f"ll/token {entry['ll_per_token']:.4f}"
+        log.info("GibbsLDA %s: log p(w,z) %.6g (%.4f per token)%s, %.2fs, pushed %d B, pulled %d B%s",
+                 label, entry["log_likelihood"], entry["ll_per_token"],
+                 f", held-out {entry['heldout_ll_per_token']:.4f}" if "heldout_ll_per_token" in entry else "",
+                 seconds, entry["bytes_pushed"], entry["bytes_pulled"], ", counts repaired" if repaired else "")
+        if self.callback is not None:
+            self.callback(self, entry)
+        return new_state
+
+    def _pull_rows(self, state) -> bool:
+        if self.pull != "auto":
+            return self.pull == "rows"
+        return True  # rows cost 8 bytes of index per row on top of the row: smaller unless V is all covered
+
+    def _phi(self, dd):
+        with dd.store.lock:
+            return sampler.topic_word_distribution(dd.store.params["word_topic"],
+                                                   dd.store.params["topic_totals"], self.beta)
+
+    # -- exactness --------------------------------------------------------------------------------
+    def _verify(self, dd, state, reports) -> bool:
+        """Make the server's counts equal the counts implied by the assignments; True if it had to."""
+        if self.verify == "off":
+            return False
+        K = self.num_topics
+        params = dd.store.params
+        if self.verify == "sketch":
+            weights = _sketch_weights(params["word_topic_flat"].size)
+            with dd.store.lock:
+                server = int((weights * params["word_topic_flat"].astype(np.int64).view(np.uint64)).sum(
+                    dtype=np.uint64))
+                totals = params["topic_totals"].copy()
+            expected = sum(r["sketch"] for r in reports) % _U64
+            expected_totals = np.sum([r["topic_counts"] for r in reports], axis=0) if reports else np.zeros(K)
+            if server == expected and np.array_equal(totals, expected_totals):
+                return False
+        exact = np.zeros(params["word_topic_flat"].size, np.int64)
+        for index, count in state.map(lambda b: _partition_counts(b.words, b.topics, K)).collect():
+            exact[index] += count
+        with dd.store.lock:
+            diff = exact - params["word_topic_flat"]
+            totals_ok = np.array_equal(params["topic_totals"], exact.reshape(-1, K).sum(axis=0))
+        changed = np.flatnonzero(diff)
+        if not changed.size and totals_ok:
+            return False
+        dd.store.apply_corrections([_coo(changed, diff[changed], exact.size)])
+        with dd.store.lock:  # n_k follows n_wk after the correction
+            params["topic_totals"][...] = params["word_topic"].sum(axis=0, dtype=np.int64)
+        self.repairs_ += 1
+        log.warning("GibbsLDA: the server's counts differed from the assignments in %d entries "
+                    "after job %d; corrected from the assignments", changed.size, len(self.history_))
+        return True
+
+    def _history_entry(self, dd, reports, job, done, seconds, out_before, repaired):
+        V, K = len(self._vocab), self.num_topics
+        with dd.store.lock:
+            ll_words = sampler.log_likelihood(dd.store.params["word_topic"], dd.store.params["topic_totals"],
+                                              self.beta)
+        tokens = sum(r["tokens"] for r in reports)
+        ll = ll_words + sum(r["log_prior"] for r in reports)
+        pushes = sum(r["pushed"] for r in reports)
+        pulls = sum(r["pulls"] for r in reports)
+        return {"job": job, "sweeps": done, "seconds": seconds, "tokens": tokens,
+                "log_likelihood": ll, "ll_per_token": ll / max(tokens, 1), "alpha": self.alpha_,
+                "sweep_seconds": [round(r["sweep_seconds"], 4) for r in sorted(reports, key=lambda r: r["partition"])],
+                "pushes": pushes, "pulls": pulls, "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
+                "bytes_pulled": dd.store.status()["bytes_out"] - out_before,
+                "dense_bytes_pushed": pushes * V * K * 4, "dense_bytes_pulled": pulls * (V * K * 4 + K * 8),
+                "repaired": repaired}
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def _latest_checkpoint(self):
+        found = sorted(glob.glob(os.path.join(os.fspath(self.checkpoint_dir), "sweep-*[0-9]")))
+        return found[-1] if found else None
+
+    def _write_checkpoint(self, dd, state, done):
+        """``checkpoint_dir/sweep-NNNNNN/``: topics.json.gz, state.npz, vocabulary.json.gz, meta.json."""
+        directory = os.fspath(self.checkpoint_dir)
+        final = os.path.join(directory, f"sweep-{done:06d}")
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        parts = sorted(state.map(lambda b: (b.partition, b.topics)).collect(), key=lambda p: p[0])
+        with dd.store.lock:
+            model = GibbsLDAModel(dd.store.params["word_topic"].copy(), dd.store.params["topic_totals"].copy(),
+                                  self.alpha_, self.beta, self._vocab)
+        np.savez_compressed(os.path.join(tmp, "state.npz"), word_topic=model.word_topic_,
+                            topic_totals=model.topic_totals_, alpha=model.alpha_,
+                            partitions=np.array([p for p, _ in parts], np.int64),
+                            sizes=np.array([t.size for _, t in parts], np.int64),
+                            topics=np.concatenate([t for _, t in parts]) if parts else np.zeros(0, np.int32))
+        with gzip.open(os.path.join(tmp, "topics.json.gz"), "wt", encoding="utf-8") as f:
+            json.dump([{"topic": k, "tokens": int(model.topic_totals_[k]), "words": words}
+                       for k, words in model.show_topics(num_words=50)], f)
+        with gzip.open(os.path.join(tmp, "vocabulary.json.gz"), "wt", encoding="utf-8") as f:
+            json.dump(self._vocab.to_json(), f)
+        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump({"sweeps": done, "num_topics": self.num_topics, "alpha": self.alpha_, "beta": self.beta,
+                       "seed": self.seed}, f)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        log.info("GibbsLDA checkpoint after %d sweeps in %s", done, final)
+
+    def _load_checkpoint(self, path, sc):
+        with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta["num_topics"] != self.num_topics:
+            raise ConfigurationError(f"the checkpoint {path} has num_topics={meta['num_topics']}, "
+                                     f"this estimator {self.num_topics}")
+        with np.load(os.path.join(path, "state.npz"), allow_pickle=False) as arrays:
+            cuts = np.concatenate([[0], np.cumsum(arrays["sizes"])])
+            topics = {int(p): arrays["topics"][cuts[i]:cuts[i + 1]].copy()
+                      for i, p in enumerate(arrays["partitions"])}
+        self.alpha_ = float(meta["alpha"])
+        log.info("GibbsLDA: resuming from %s after %d sweeps", path, meta["sweeps"])
+        return int(meta["sweeps"]), sc.broadcast(topics)
+
+    # -- convenience ---------------------------------------------------------------------------------
+    def transform(self, docs, **options):
+        """Fold-in θ for ``docs`` with the fitted model (see :meth:`GibbsLDAModel.transform`)."""
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this GibbsLDA is not fitted yet; call fit(docs_rdd) first")
+        return self.model_.transform(docs, **options)

@@ -167,3 +167,18 @@ def test_checkpoints_resume_after_the_last_full_epoch(sc, regression, tmp_path):
         np.testing.assert_array_equal(fresh["w"], dd.model["w"])
         reports = dd2.train(rdd, squared_error_gradient, SGD(lr=0.1), epochs=3, batch_size=100)
     assert len(reports) == 1                       # only the third epoch ran
+
+
+def test_wrong_update_shape_is_one_clear_error(sc, regression):
+    *_, rdd = regression
+
+    def wrong_shape(model, batch):
+        return {"w": np.zeros(11)}
+
+    with DeepDist({"w": np.zeros(10)}, spark=sc) as dd:
+        with pytest.raises(deepdist.InvalidUpdateError) as info:
+            dd.train(rdd, wrong_shape, SGD(), batch_size=1000)
+        assert dd.status()["updates_applied"] == 0
+    message = str(info.value)
+    assert "shape (11,)" in message and "(10,)" in message and "at org.apache" not in message
+    np.testing.assert_array_equal(dd.model["w"], np.zeros(10))

@@ -47,7 +47,7 @@ Example (single process)::
 
 import numpy as np
 
-from . import _kernels
+from . import _inference_kernels, _kernels
 
 __all__ = [
     "derive_seed",
@@ -356,7 +356,7 @@ def fold_in(doc_offsets, words, topic_word, alpha, *, iterations=50, burn_in=10,
     alpha = _alpha_vector(alpha, num_topics)
     _check_sampling_schedule(iterations, burn_in)
     _check_corpus(doc_offsets, words, num_words)
-    return _kernels.fold_in(doc_offsets, words, phi_wk, alpha, int(iterations), int(burn_in),
+    return _inference_kernels.fold_in(doc_offsets, words, phi_wk, alpha, int(iterations), int(burn_in),
                             _as_seed(seed))
 
 
@@ -379,7 +379,7 @@ def completion_log_likelihood(doc_offsets, words, topic_word, alpha, *, iteratio
     alpha = _alpha_vector(alpha, num_topics)
     _check_sampling_schedule(iterations, burn_in)
     _check_corpus(doc_offsets, words, num_words)
-    total, count = _kernels.completion_log_likelihood(doc_offsets, words, phi_wk, alpha,
+    total, count = _inference_kernels.completion_log_likelihood(doc_offsets, words, phi_wk, alpha,
                                                       int(iterations), int(burn_in),
                                                       _as_seed(seed))
     return float(total), int(count)
@@ -397,7 +397,7 @@ def log_likelihood(word_topic, topic_totals, beta, *, doc_topic=None, alpha=None
     if topic_totals.shape != (word_topic.shape[1],):
         raise ValueError(f"topic_totals must have shape ({word_topic.shape[1]},), got "
                          f"{topic_totals.shape}")
-    total = _kernels.log_likelihood_words(word_topic, topic_totals, _beta_scalar(beta))
+    total = _inference_kernels.log_likelihood_words(word_topic, topic_totals, _beta_scalar(beta))
     if doc_topic is not None:
         if alpha is None:
             raise ValueError("alpha is required with doc_topic")
@@ -412,4 +412,4 @@ def log_prior_assignments(doc_topic, alpha):
     """
     _require("doc_topic", doc_topic, (np.int32,), 2)
     alpha = _alpha_vector(alpha, doc_topic.shape[1])
-    return float(_kernels.log_likelihood_topics(doc_topic, alpha))
+    return float(_inference_kernels.log_likelihood_topics(doc_topic, alpha))

@@ -22,10 +22,10 @@ Here the SGD runs asynchronously on the Spark executors (Downpour SGD, Dean et a
 * On the driver the deltas are added (``descent="add"``) or scaled per row by
   AdaGrad (``descent="adagrad"``, Duchi et al. 2011).
 
-Negative samples are drawn from the unigram^0.75 distribution restricted to the rows
-the task holds: the words of its batch plus the most frequent words that cover
-``negative_coverage`` of the distribution's mass.  With the default (0.9) a batch
-pulls the head of the vocabulary and its own words, never all of ``syn1neg``.
+Negative samples keep gensim's distribution without shipping all of ``syn1neg``: a
+task draws a pool of negatives from the global unigram^0.75 table before it pulls,
+pulls those rows, and gensim's kernel samples from the pool.  Each draw still has
+the global distribution, so the expected gradient is gensim's (``negative_pool``).
 
 The result, :attr:`DistributedWord2Vec.model_`, is an ordinary gensim ``Word2Vec``.
 
@@ -136,7 +136,6 @@ class _Served:
         model.wv.key_to_index = range(len(self.w2v.wv.index_to_key))
         model.wv.index_to_key = []
         model.wv.expandos = {k: v for k, v in self.w2v.wv.expandos.items() if k != "count"}
-        model.wv.expandos["pow_count"] = self.w2v.wv.expandos["count"].astype(np.float64) ** self.w2v.ns_exponent
         return {"w2v": model, "words_done": self.words_done}
 
 
@@ -147,28 +146,60 @@ def _output_name(hs: bool) -> str:
 class _Rows:
     """``rows(batch)``: the rows a batch of jobs reads and writes.
 
-    ``head`` is the number of most frequent words always pulled for negative
-    sampling; ``points`` (hierarchical softmax) is a CSR of each word's path of
-    inner nodes, shipped once by broadcast.
+    For negative sampling the task first draws a *pool* of ``pool`` negatives per
+    raw word of the batch from the global unigram^0.75 table, pulls those rows, and
+    lets gensim's kernel sample from the pool.  Every single draw then still has
+    the exact global distribution (the pool is an i.i.d. sample of it), so the
+    expected gradient is gensim's; only rows the pool holds travel.  ``pool=None``
+    pulls all of ``syn1neg`` and keeps gensim's table.  For hierarchical softmax,
+    ``points`` is a CSR of each word's path of inner nodes, shipped by broadcast.
     """
 
-    def __init__(self, hs: bool, negative: int, head: int, points=None):
-        self.hs, self.negative, self.head, self.points = hs, negative, head, points
+    def __init__(self, hs: bool, n_rows: int, pool: float | None, cum=None, points=None, seed: int = 1):
+        self.hs, self.n_rows, self.pool, self.cum, self.points, self.seed = hs, n_rows, pool, cum, points, seed
+        self._pools: dict = {}
+        self._drawn = 0
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_pools"], state["_drawn"] = {}, 0
+        return state
 
     def words(self, batch) -> np.ndarray:
         arrays = [a for _, job in batch for a in job]
         return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
 
-    def output_rows(self, words: np.ndarray) -> np.ndarray:
+    def negatives(self, batch, keep: bool = True) -> np.ndarray | None:
+        """This batch's pool of negatives: drawn by ``rows`` before the pull, taken by ``gradient``."""
+        if self.hs or self.pool is None:
+            return None
+        pool = self._pools.get(id(batch)) if keep else self._pools.pop(id(batch), None)
+        if pool is None:
+            from pyspark import TaskContext
+
+            task = TaskContext.get()
+            where = (task.stageId(), task.partitionId(), task.attemptNumber()) if task else (0, 0, 0)
+            self._drawn += 1
+            rng = np.random.default_rng([self.seed, *where, self._drawn])
+            size = max(1, int(self.pool * sum(raw for raw, _ in batch)))
+            cum = self.cum.value  # gensim's cum_table: draw as its kernel does
+            pool = np.searchsorted(cum, rng.integers(0, int(cum[-1]), size), side="left")
+            if keep:
+                self._pools[id(batch)] = pool
+        return pool
+
+    def output_rows(self, batch, words: np.ndarray) -> np.ndarray:
         if self.hs:
             indptr, flat = self.points.value
             parts = [flat[indptr[w]:indptr[w + 1]] for w in words]
             return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-        return np.union1d(words, np.arange(self.head))
+        if self.pool is None:
+            return np.arange(self.n_rows)
+        return np.union1d(words, self.negatives(batch))
 
     def __call__(self, batch) -> dict:
         words = self.words(batch)
-        return {"w2v.wv.vectors": words, _output_name(self.hs): self.output_rows(words),
+        return {"w2v.wv.vectors": words, _output_name(self.hs): self.output_rows(batch, words),
                 "words_done": np.zeros(1, np.int64)}
 
 
@@ -194,12 +225,12 @@ class _Gradient:
         out_name = _output_name(self.rows.hs)
         output = model.syn1 if self.rows.hs else model.syn1neg
         words = self.rows.words(batch)
-        out_rows = self.rows.output_rows(words)
+        out_rows = self.rows.output_rows(batch, words)
         old_in, old_out = model.wv.vectors[words], output[out_rows]
-        if model.negative:
-            weights = np.zeros(len(output))
-            weights[out_rows] = model.wv.expandos["pow_count"][out_rows]
-            model.cum_table = np.round(np.cumsum(weights) / weights.sum() * _CUM_DOMAIN).astype(np.uint32)
+        pool = self.rows.negatives(batch, keep=False)
+        if pool is not None:  # gensim samples from the pool's empirical distribution
+            model.cum_table = np.round(np.cumsum(np.bincount(pool, minlength=len(output)))
+                                       * (_CUM_DOMAIN / len(pool))).astype(np.uint32)
         done = int(served.words_done[0])
         task = TaskContext.get()
         partition = task.partitionId() if task else 0
@@ -312,8 +343,8 @@ class DistributedWord2Vec:
         vector_size, window, min_count, sg, hs, negative, ns_exponent, sample,
             alpha, min_alpha, cbow_mean, epochs, seed, shrink_windows: as
             :class:`gensim.models.Word2Vec` (``alpha`` is the literature's η0).
-        partitions: training partitions (Spark tasks per epoch); by default twice
-            ``sc.defaultParallelism``.
+        partitions: training partitions (Spark tasks per epoch); by default one per
+            executor core.
         job_words: raw words per job handed to gensim's compiled loop (gensim's
             ``batch_words``; at most 10,000).
         batch_jobs: jobs per pull/push round: a task pulls the rows of this many
@@ -321,14 +352,15 @@ class DistributedWord2Vec:
         fetch_every, push_every: as :meth:`deepdist.DeepDist.train`.
         descent: ``"add"`` (add the deltas) or ``"adagrad"`` (:class:`RowAdaGrad`).
         adagrad_lr: AdaGrad's step scale.
-        negative_coverage: pull the most frequent output rows covering this share
-            of the unigram^0.75 mass for negative sampling (1.0 pulls all rows:
-            gensim's exact distribution, at the cost of shipping ``syn1neg`` whole).
-        sync_epochs: one Spark job per epoch (a barrier between epochs; per-epoch
-            records and callbacks).  With False, one Spark job in which each task
-            passes over its partition ``epochs`` times: less scheduling overhead,
-            and the global learning-rate schedule stays balanced as long as all
-            partitions run at once (``partitions`` <= executor cores, the default then).
+        negative_pool: negatives drawn per raw word of a batch into the pool the
+            batch's negative samples come from; only the pool's rows are pulled.
+            None pulls all of ``syn1neg`` and samples from gensim's own table.
+        sync_epochs: True runs one Spark job per epoch (a barrier between epochs).
+            False runs one Spark job in which each task passes over its partition
+            ``epochs`` times: less scheduling overhead, and the global learning-rate
+            schedule stays balanced as long as all partitions run at once
+            (``partitions`` <= executor cores).  None (default) picks False when
+            the partitions fit on the cores and there are no callbacks.
         compute_loss: report gensim's running training loss per word.
         spark: a SparkSession or SparkContext (the active one by default).
         progress: show deepdist's progress line while training.
@@ -348,16 +380,16 @@ class DistributedWord2Vec:
                  hs: int = 0, negative: int = 5, ns_exponent: float = 0.75, sample: float = 1e-3,
                  alpha: float = 0.025, min_alpha: float = 1e-4, cbow_mean: int = 1, epochs: int = 5,
                  seed: int = 1, shrink_windows: bool = True, partitions: int | None = None,
-                 job_words: int = 10_000, batch_jobs: int = 4, fetch_every: int = 1, push_every: int = 1,
-                 descent: str = "add", adagrad_lr: float = 0.05, negative_coverage: float = 0.9,
-                 sync_epochs: bool = True, compute_loss: bool = False, spark=None, progress: bool = True,
+                 job_words: int = 10_000, batch_jobs: int = 8, fetch_every: int = 1, push_every: int = 1,
+                 descent: str = "add", adagrad_lr: float = 0.05, negative_pool: float | None = 2.0,
+                 sync_epochs: bool | None = None, compute_loss: bool = False, spark=None, progress: bool = True,
                  deepdist_options: dict | None = None, callbacks=()):
         self.vector_size, self.window, self.min_count, self.sg, self.hs = vector_size, window, min_count, sg, hs
         self.negative, self.ns_exponent, self.sample = negative, ns_exponent, sample
         self.alpha, self.min_alpha, self.cbow_mean, self.epochs = alpha, min_alpha, cbow_mean, epochs
         self.seed, self.shrink_windows, self.partitions = seed, shrink_windows, partitions
         self.job_words, self.batch_jobs, self.fetch_every, self.push_every = job_words, batch_jobs, fetch_every, push_every
-        self.descent, self.adagrad_lr, self.negative_coverage = descent, adagrad_lr, negative_coverage
+        self.descent, self.adagrad_lr, self.negative_pool = descent, adagrad_lr, negative_pool
         self.sync_epochs, self.compute_loss, self.spark, self.progress = sync_epochs, compute_loss, spark, progress
         self.deepdist_options, self.callbacks = deepdist_options, callbacks
 
@@ -385,7 +417,7 @@ class DistributedWord2Vec:
         check("partitions", self.partitions is None or (isinstance(self.partitions, int) and self.partitions >= 1),
               "None or an integer >= 1")
         check("descent", self.descent in ("add", "adagrad"), "'add' or 'adagrad'")
-        check("negative_coverage", 0 < self.negative_coverage <= 1, "in (0, 1]")
+        check("negative_pool", self.negative_pool is None or self.negative_pool > 0, "None or > 0")
 
     # -- steps ---------------------------------------------------------------------------
     def build_vocab(self, sentences):
@@ -404,12 +436,6 @@ class DistributedWord2Vec:
         model.corpus_total_words = total
         self.corpus_words_, self.corpus_count_ = total, count
         return model
-
-    def _head(self, model) -> int:
-        if self.negative_coverage >= 1:
-            return len(model.wv)
-        mass = np.cumsum(model.wv.expandos["count"].astype(np.float64) ** self.ns_exponent)
-        return int(np.searchsorted(mass, self.negative_coverage * mass[-1]) + 1)
 
     def _points(self, sc, model):
         if not self.hs:
@@ -437,8 +463,10 @@ class DistributedWord2Vec:
 
         started = time.perf_counter()
         cores = executor_cores(sc)
-        partitions = self.partitions or (2 if self.sync_epochs else 1) * cores
-        if not self.sync_epochs and partitions > cores:
+        partitions = self.partitions or cores
+        self.sync_epochs_ = (bool(self.callbacks) or partitions > cores if self.sync_epochs is None
+                             else bool(self.sync_epochs))
+        if not self.sync_epochs_ and partitions > cores:
             log.warning("sync_epochs=False with %d partitions on %d cores: later partitions start after "
                         "earlier ones finished all epochs, at a lower learning rate", partitions, cores)
         vocab = sc.broadcast(model.wv.key_to_index)
@@ -447,14 +475,15 @@ class DistributedWord2Vec:
             sentences = sentences.repartition(partitions)
         # built inside the first training job (no extra Spark pass), cached for the next epochs
         jobs = sentences.mapPartitions(lambda part: _jobs_of(part, vocab.value, job_words))
-        if self.sync_epochs and self.epochs > 1:
+        if self.sync_epochs_ and self.epochs > 1:
             jobs = jobs.cache()
         log.info("vocabulary %d words; %d raw words in %d sentences; %d partitions on %d cores",
                  len(model.wv), self.corpus_words_, self.corpus_count_, partitions, cores)
 
         served = _Served(model)
         points = self._points(sc, model)
-        rows = _Rows(bool(self.hs), self.negative, self._head(model), points)
+        cum = sc.broadcast(model.cum_table) if self.negative and self.negative_pool is not None else None
+        rows = _Rows(bool(self.hs), len(model.wv), self.negative_pool, cum, points, self.seed)
         concurrency = max(1, min(partitions, cores))
         gradient = _Gradient(rows, sg=bool(self.sg), alpha=self.alpha, min_alpha=self.min_alpha,
                              total_words=self.epochs * self.corpus_words_, concurrency=concurrency,
@@ -466,22 +495,23 @@ class DistributedWord2Vec:
         try:
             with DeepDist(served, params=names, spark=sc, progress=self.progress,
                           **(self.deepdist_options or {})) as dd:
-                rounds = self.epochs if self.sync_epochs else 1
-                data = jobs if self.sync_epochs else jobs.mapPartitions(_Repeat(self.epochs))
+                rounds = self.epochs if self.sync_epochs_ else 1
+                data = jobs if self.sync_epochs_ else jobs.mapPartitions(_Repeat(self.epochs))
                 for epoch in range(rounds):
                     before, t0 = dd.status(), time.perf_counter()
                     reports = dd.train(data, gradient, descent, epochs=1, batch_size=self.batch_jobs,
                                        fetch_every=self.fetch_every, push_every=self.push_every, rows=rows)[0]
                     dd.store.drain()
                     self._record(dd, served, gradient, reports, before, time.perf_counter() - t0,
-                                 1 if self.sync_epochs else self.epochs)
+                                 1 if self.sync_epochs_ else self.epochs)
                     for callback in self.callbacks:
-                        callback(epoch + 1 if self.sync_epochs else self.epochs, model)
+                        callback(epoch + 1 if self.sync_epochs_ else self.epochs, model)
         finally:
             jobs.unpersist()
             vocab.unpersist()
-            if points is not None:
-                points.unpersist()
+            for shipped in (points, cum):
+                if shipped is not None:
+                    shipped.unpersist()
         self.timings_["training"] = time.perf_counter() - started
         model.train_count = self.epochs
         model.wv.norms = None

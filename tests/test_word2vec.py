@@ -1,0 +1,279 @@
+"""word2vec on deepdist: the Wikipedia reader, the evaluators and Downpour training on local[2]."""
+
+import bz2
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from gensim.corpora import WikiCorpus
+from gensim.models import KeyedVectors, Word2Vec
+from gensim.test.utils import datapath
+
+from deepdist import DeepDist
+from deepdist.errors import ConfigurationError, NotFittedError
+from deepdist.sparse import SparseRows
+from deepdist.wikipedia import read_articles, sentences, split_heldout
+from deepdist.word2vec import (DistributedWord2Vec, RowAdaGrad, _Gradient, _Rows, _Served, count_vocabulary,
+                               _jobs_of, AddDeltas)
+from deepdist.word2vec_eval import HeldoutSGNSLoss, analogy, wordsim
+
+DUMP = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+
+
+@pytest.fixture(scope="module")
+def articles(sc):
+    """The shipped dump's articles, read by Spark: (title, tokens)."""
+    return read_articles(sc, DUMP, partitions=4).collect()
+
+
+@pytest.fixture(scope="module")
+def corpus(articles):
+    """A small slice: 30 articles as sentences of <= 1000 tokens, and 4 held-out articles."""
+    chosen = sorted(articles)[:34]
+    train = [tokens[i:i + 1000] for _, tokens in chosen[:30] for i in range(0, len(tokens), 1000)]
+    heldout = [tokens for _, tokens in chosen[30:]]
+    return train, heldout
+
+
+# -- reading ---------------------------------------------------------------------------------
+def test_dump_reader_matches_gensim_wikicorpus(articles):
+    corpus = WikiCorpus(DUMP, dictionary={}, processes=1)
+    corpus.metadata = True
+    expected = {title: tokens for tokens, (_, title) in corpus.get_texts()}
+    assert dict(articles) == expected
+
+
+_LOCAL_DUMP = """\
+<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="de">
+  <siteinfo>
+    <namespaces>
+      <namespace key="0" case="first-letter" />
+      <namespace key="1" case="first-letter">Diskussion</namespace>
+      <namespace key="6" case="first-letter">Datei</namespace>
+      <namespace key="14" case="first-letter">Kategorie</namespace>
+    </namespaces>
+  </siteinfo>
+  <page>
+    <title>Berlin</title><ns>0</ns><id>1</id>
+    <revision><text>Berlin ist die Hauptstadt. [[Datei:Bild.jpg|mini|Das Brandenburger Tor]]
+Die Stadt liegt an der [[Spree|Spree]]. [[Kategorie:Ort]]</text></revision>
+  </page>
+  <page>
+    <title>Hauptstadt Deutschlands</title><ns>0</ns><id>2</id><redirect title="Berlin" />
+    <revision><text>#WEITERLEITUNG [[Berlin]] Berlin Berlin Berlin</text></revision>
+  </page>
+  <page>
+    <title>Diskussion:Berlin</title><ns>1</ns><id>3</id>
+    <revision><text>Eine Diskussion über Berlin und die Stadt</text></revision>
+  </page>
+</mediawiki>
+"""
+
+
+def test_dump_reader_uses_the_dumps_own_namespaces(sc, tmp_path):
+    path = tmp_path / "dewiki-test-pages-articles.xml.bz2"
+    path.write_bytes(bz2.compress(_LOCAL_DUMP.encode("utf-8")))
+    got = read_articles(sc, str(path), min_tokens=1).collect()
+    assert [title for title, _ in got] == ["Berlin"]          # no redirect, no talk page
+    tokens = got[0][1]
+    # the localized category link is gone; of the localized file link only the caption is left
+    assert tokens == ["berlin", "ist", "die", "hauptstadt", "das", "brandenburger", "tor",
+                      "die", "stadt", "liegt", "an", "der", "spree"]
+
+
+def test_text_directory_one_article_per_line(sc, tmp_path):
+    (tmp_path / "part-0.txt").write_text("Один два три четыре\nshort\n", encoding="utf-8")
+    (tmp_path / "part-1.txt").write_text("Ein zwei drei vier fünf\n", encoding="utf-8")
+    got = read_articles(sc, str(tmp_path), min_tokens=3).collect()
+    assert sorted(tokens for _, tokens in got) == [["ein", "zwei", "drei", "vier", "fünf"],
+                                                     ["один", "два", "три", "четыре"]]
+    train, heldout = split_heldout(sc.parallelize(got), fraction=0.5, seed=3)
+    assert train.count() + heldout.count() == 2
+    assert sentences(sc.parallelize(got), max_length=2).count() == 5
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+def test_heldout_loss_matches_a_slow_reference():
+    rng = np.random.default_rng(0)
+    counts = {"a": 10, "b": 5, "c": 3, "d": 1}
+    evaluator = HeldoutSGNSLoss(counts, [["a", "b", "x", "c", "d", "a"]], window=2, negative=3, seed=7)
+    vectors, output = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    rows = np.arange(4)
+    ids = [0, 1, 2, 3, 0]  # "x" is dropped before windowing
+    expected, pair = 0.0, 0
+    pairs = [(c, o) for off in (1, 2) for c, o in
+             list(zip(ids[:-off], ids[off:])) + list(zip(ids[off:], ids[:-off]))]
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    for (c, o), negatives in zip(pairs, evaluator.negatives):
+        expected -= np.log(sig(vectors[c] @ output[o]))
+        expected -= sum(np.log(sig(-vectors[c] @ output[n])) for n in negatives)
+        pair += 1
+    assert evaluator.pairs_ == pair == 14 and evaluator.words_ == 5
+    assert evaluator.loss(vectors, output, rows) == pytest.approx(expected / 5)
+
+
+# -- training pieces ------------------------------------------------------------------------------
+def test_vocabulary_is_counted_on_spark(sc, corpus):
+    train, _ = corpus
+    word_freq, total, n = count_vocabulary(sc.parallelize(train, 3), min_count=5)
+    from collections import Counter
+    counts = Counter(w for s in train for w in s)
+    assert word_freq == {w: c for w, c in counts.items() if c >= 5}
+    assert total == sum(counts.values()) and n == len(train)
+
+
+def test_jobs_follow_gensims_batching():
+    vocab = {"a": 0, "b": 1}
+    jobs = list(_jobs_of([["a", "z", "b"], ["b"] * 4, ["a"] * 9], vocab, job_words=8))
+    assert [raw for raw, _ in jobs] == [7, 9]
+    assert [list(a) for a in jobs[0][1]] == [[0, 1], [1, 1, 1, 1]]
+
+
+def test_row_adagrad_scales_rows_and_leaves_others():
+    model = Word2Vec(vector_size=4, min_count=1, seed=1)
+    model.build_vocab_from_freq({"a": 3, "b": 2, "c": 1})
+    served = _Served(model)
+    before = model.wv.vectors.copy()
+    rule = RowAdaGrad(lr=0.1)
+    step = SparseRows(np.array([1]), np.full((1, 4), 2.0, np.float32), model.wv.vectors.shape)
+    rule(served, {"w2v.wv.vectors": step, "words_done": np.array([5])})
+    rule(served, {"w2v.wv.vectors": step, "words_done": np.array([5])})
+    assert served.words_done[0] == 10
+    np.testing.assert_array_equal(model.wv.vectors[[0, 2]], before[[0, 2]])
+    # first step lr * 2 / sqrt(4), second lr * 2 / sqrt(8)
+    expected = before[1] + 0.1 * (1 + 2 / np.sqrt(8))
+    np.testing.assert_allclose(model.wv.vectors[1], expected, rtol=1e-5)
+    assert rule.accumulators["w2v.wv.vectors"].shape == (3,)
+
+
+def test_validation_names_the_parameter():
+    with pytest.raises(ConfigurationError, match="window"):
+        DistributedWord2Vec(window=0)._validate()
+    with pytest.raises(ConfigurationError, match="hs=1"):
+        DistributedWord2Vec(hs=1, negative=5)._validate()
+    with pytest.raises(ConfigurationError, match="descent"):
+        DistributedWord2Vec(descent="adam")._validate()
+    with pytest.raises(NotFittedError):
+        DistributedWord2Vec().wv_
+
+
+def _disjoint_rdd(sc):
+    # partition 0 speaks words a*, partition 1 words b*
+    rng = np.random.default_rng(0)
+    part = lambda p: [[f"{p}{i}" for i in rng.integers(0, 40, 200)] for _ in range(30)]  # noqa: E731
+    return sc.parallelize(part("a") + part("b"), 2)
+
+
+def test_negative_pool_draws_from_the_global_distribution():
+    model = Word2Vec(vector_size=4, min_count=1, seed=1)
+    model.build_vocab_from_freq({f"w{i}": 1000 // (i + 1) for i in range(50)})
+    rows = _Rows(False, len(model.wv), pool=50.0, cum=SimpleNamespace(value=model.cum_table))
+    batch = [(2000, [np.arange(10, dtype=np.int32)])]
+    pool = rows.negatives(batch)
+    assert pool is rows.negatives(batch) and len(pool) == 100_000
+    counts = np.array([model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key]) ** 0.75
+    np.testing.assert_allclose(np.bincount(pool, minlength=50) / len(pool), counts / counts.sum(), atol=0.004)
+    assert rows.negatives(batch, keep=False) is pool and rows.negatives(batch, keep=False) is not pool
+
+
+def test_tasks_pull_and_push_only_their_partitions_rows(sc):
+    rdd = _disjoint_rdd(sc)
+    estimator = DistributedWord2Vec(vector_size=16, min_count=1, epochs=1, progress=False)
+    model = estimator.build_vocab(rdd)
+    served = _Served(model)
+    cum = sc.broadcast(model.cum_table)
+    rows = _Rows(False, len(model.wv), pool=0.01, cum=cum)   # 20 negatives drawn per 2000-word job
+    gradient = _Gradient(rows, sg=True, alpha=0.025, min_alpha=0.0001, total_words=estimator.corpus_words_,
+                         concurrency=2, seed=1, adagrad=False, compute_loss=False)
+    vocab = sc.broadcast(model.wv.key_to_index)
+    jobs = rdd.mapPartitions(lambda part: _jobs_of(part, vocab.value, 2000))
+    seen = []
+
+    def recording(served_model, update):
+        seen.append({name: part.indices.copy() for name, part in update.items() if isinstance(part, SparseRows)})
+        AddDeltas()(served_model, update)
+
+    words = np.array(model.wv.index_to_key)
+    with DeepDist(served, params=["w2v.wv.vectors", "w2v.syn1neg", "words_done"], spark=sc, progress=False) as dd:
+        dd.train(jobs, gradient, recording, batch_size=1, rows=rows)
+        status = dd.status()
+    assert len(seen) == len(jobs.collect()) >= 4
+    for update in seen:
+        prefixes = {w[0] for w in words[update["w2v.wv.vectors"]]}
+        assert len(prefixes) == 1                           # one partition's words only
+        foreign = [w for w in words[update["w2v.syn1neg"]] if w[0] not in prefixes]
+        assert len(foreign) <= 20                           # other words only through the negative pool
+    dense = len(seen) * dd.store.spec.nbytes
+    assert status["bytes_out"] < 0.8 * dense and status["bytes_in"] < 0.8 * dense
+    assert served.words_done[0] == estimator.corpus_words_
+    vocab.unpersist()
+    cum.unpersist()
+
+
+def test_learning_rate_follows_the_servers_global_progress(sc):
+    rdd = _disjoint_rdd(sc)
+    estimator = DistributedWord2Vec(vector_size=16, min_count=1, progress=False)
+    sizes = {}
+    for done in (0, 1_000_000):
+        model = estimator.build_vocab(rdd)
+        served = _Served(model)
+        served.words_done[0] = done  # another task already processed this many words
+        start = model.wv.vectors.copy()
+        gradient = _Gradient(_Rows(False, len(model.wv), None), sg=True, alpha=0.025, min_alpha=0.0001,
+                             total_words=1_000_000, concurrency=2, seed=1, adagrad=False, compute_loss=False)
+        vocab = sc.broadcast(model.wv.key_to_index)
+        jobs = rdd.mapPartitions(lambda part: _jobs_of(part, vocab.value, 2000))
+        with DeepDist(served, params=["w2v.wv.vectors", "w2v.syn1neg", "words_done"], spark=sc,
+                      progress=False) as dd:
+            dd.train(jobs, gradient, AddDeltas(), batch_size=1, rows=gradient.rows)
+        sizes[done] = np.abs(model.wv.vectors - start).sum()
+        vocab.unpersist()
+    assert gradient.alpha_at(0) == 0.025 and gradient.alpha_at(2_000_000) == 0.0001
+    # at the end of the schedule tasks step with min_alpha = alpha / 250
+    assert sizes[1_000_000] < sizes[0] / 50
+
+
+# -- end to end -------------------------------------------------------------------------------------
+def test_fit_trains_a_gensim_model_that_beats_untrained(sc, corpus, tmp_path):
+    train, heldout = corpus
+    rdd = sc.parallelize(train, 4)
+    estimator = DistributedWord2Vec(vector_size=50, epochs=3, seed=3, progress=False, spark=sc)
+    untrained = estimator.build_vocab(rdd)
+    evaluator = HeldoutSGNSLoss({w: untrained.wv.get_vecattr(w, "count") for w in untrained.wv.index_to_key},
+                                heldout, window=5)
+    initial = untrained.wv.vectors.copy()
+    estimator.fit(rdd)
+    model = estimator.model_
+    assert isinstance(model, Word2Vec) and estimator.wv_ is model.wv
+    assert model.wv.index_to_key == untrained.wv.index_to_key
+    assert not np.allclose(model.wv.vectors, initial)
+    trained_loss, untrained_loss = evaluator(model), evaluator(untrained)
+    assert trained_loss < 0.9 * untrained_loss
+    records = estimator.epochs_
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["words_done"] == 3 * estimator.corpus_words_
+    assert records[-1]["alpha"] == pytest.approx(0.0001)
+    assert all(r["bytes_pulled"] < r["dense_bytes_pulled"] for r in records)
+    model.wv.save(str(tmp_path / "vectors.kv"))
+    loaded = KeyedVectors.load(str(tmp_path / "vectors.kv"))
+    np.testing.assert_array_equal(loaded.vectors, model.wv.vectors)
+    assert loaded.most_similar("the", topn=3)
+    assert 0 <= analogy(loaded)["coverage"] <= 1 and -1 <= wordsim(loaded)["spearman"] <= 1
+
+
+@pytest.mark.parametrize("options", [dict(sg=0, hs=1, negative=0), dict(descent="adagrad", adagrad_lr=0.05)],
+                         ids=["cbow-hs", "sg-neg-adagrad"])
+def test_other_modes_train(sc, corpus, options):
+    train, heldout = corpus
+    rdd = sc.parallelize(train, 2)
+    estimator = DistributedWord2Vec(vector_size=32, epochs=1, sync_epochs=False, progress=False, **options)
+    estimator.fit(rdd)
+    model = estimator.model_
+    if options.get("hs"):
+        assert np.abs(model.syn1).sum() > 0 and not len(getattr(model, "syn1neg", []))
+    else:
+        evaluator = HeldoutSGNSLoss({w: model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key}, heldout)
+        untrained = Word2Vec(vector_size=32, min_count=5)
+        untrained.build_vocab_from_freq({w: model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key})
+        assert evaluator(model) < evaluator(untrained)
+    assert estimator.epochs_[0]["words_done"] == estimator.corpus_words_

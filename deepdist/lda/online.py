@@ -11,7 +11,9 @@ topics λ (K × V; gensim's ``state.sstats`` plus the prior η) are refined chun
   the chunk. It pushes back the sufficient statistics, which are non-zero only in the chunk's
   columns, together with the chunk's document count.
 * **M-step, on the driver.** One applier thread merges the statistics in arrival order into a
-  gensim ``LdaState`` (``merge``). Once ``update_every × chunksize`` documents have arrived it
+  gensim ``LdaState`` (``merge``). Once ``update_every × workers × chunksize`` documents have
+  arrived (the rule of gensim's distributed mode and of ``LdaMulticore``; ``workers`` is how
+  many tasks run at once) it
   blends them into the model with gensim's own ``LdaState.blend``. That step uses the weight
   ρ_t = (τ₀ + pass + t / chunksize)^(−κ) from gensim's ``LdaModel.update``, where τ₀ is
   ``offset``, κ is ``decay`` and t counts the documents merged during the first pass. It also
@@ -48,6 +50,8 @@ import contextlib
 import logging
 import math
 import numbers
+import os
+import re
 import time
 
 import numpy as np
@@ -220,14 +224,14 @@ def _chunk_bound(alpha, gamma, elog_beta, local, counts, offsets, max_docs):
 
 
 class _MStep:
-    """``descent(shell, update)`` on the driver: gensim's merge, then blend every ``update_every`` chunks."""
+    """``descent(shell, update)`` on the driver: gensim's merge, then a blend every ``update_after`` documents."""
 
-    def __init__(self, lda, *, chunksize: int, update_every: int, decay: float, offset: float):
+    def __init__(self, lda, *, chunksize: int, update_after: float, decay: float, offset: float):
         from gensim.models.ldamodel import LdaState
 
         self.other = LdaState(lda.eta, lda.state.sstats.shape, lda.dtype)
         self.chunksize = chunksize
-        self.update_after = update_every * chunksize if update_every else math.inf
+        self.update_after = update_after
         self.decay = decay
         self.offset = offset
         self.pass_ = 0
@@ -266,6 +270,15 @@ class _MStep:
         self.rho = rho
 
 
+def _task_slots(sc) -> int:
+    """How many tasks the cluster runs at once: N for ``local[N]``, else Spark's default parallelism."""
+    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:\s*,\s*\d+)?\])?", sc.master.strip())
+    if match:
+        count = match.group(1)
+        return (os.cpu_count() or 1) if count == "*" else int(count or 1)
+    return max(1, sc.defaultParallelism)
+
+
 def _positive_int(name, value, minimum=1):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -283,8 +296,14 @@ class OnlineLDA:
             If None, V is the largest word id in the corpus plus one.
         passes: passes over the corpus per :meth:`fit` or :meth:`update`.
         chunksize: documents per E-step. Each Spark partition is cut into chunks of this size.
-        update_every: an M-step every ``update_every × chunksize`` documents. 0 means batch
-            learning: one M-step per pass.
+        update_every: an M-step every ``update_every × workers × chunksize`` documents, as in
+            gensim's distributed mode and ``LdaMulticore``. 0 means batch learning: one M-step
+            per pass.
+        workers: how many chunks' statistics (times ``update_every``) one M-step merges.
+            By default the number of tasks that run at once: the RDD's partitions, at most the
+            task slots of the cluster (N for ``local[N]``). With ``workers=1`` every chunk has
+            its own M-step, as in single-process gensim, but concurrent chunks then see more
+            stale topics.
         alpha: the document-topic prior α: ``"symmetric"`` (1/K), ``"asymmetric"``, a float or
             K floats. ``"auto"`` is not available (gensim's distributed mode lacks it too).
         eta: the topic-word prior η: None or ``"symmetric"`` (1/K), a float, V floats or a
@@ -310,6 +329,7 @@ class OnlineLDA:
 
     Attributes:
         model_: the trained :class:`gensim.models.LdaModel`.
+        workers_: the ``workers`` of the last fit/update (see ``workers``).
         history_: one dict per pass: seconds, M-steps, last ρ, mean perplexity estimate of
             the chunks (from their variational bound, before their M-step), chunks, bytes pushed.
         status_: the DeepDist server's counters at the end of the last fit/update, including
@@ -323,7 +343,8 @@ class OnlineLDA:
     """
 
     def __init__(self, *, num_topics: int = 100, id2word=None, passes: int = 1, chunksize: int = 2000,
-                 update_every: int = 1, alpha="symmetric", eta=None, decay: float = 0.5,
+                 update_every: int = 1, workers: int | None = None, alpha="symmetric", eta=None,
+                 decay: float = 0.5,
                  offset: float = 1.0, iterations: int = 50, gamma_threshold: float = 0.001,
                  seed: int | None = None, dtype=np.float32, spark=None, progress: bool = True,
                  server_options: dict | None = None, on_pass=None):
@@ -332,6 +353,7 @@ class OnlineLDA:
         self.passes = passes
         self.chunksize = chunksize
         self.update_every = update_every
+        self.workers = workers
         self.alpha = alpha
         self.eta = eta
         self.decay = decay
@@ -351,6 +373,8 @@ class OnlineLDA:
         _positive_int("passes", self.passes)
         _positive_int("chunksize", self.chunksize)
         _positive_int("update_every", self.update_every, minimum=0)
+        if self.workers is not None:
+            _positive_int("workers", self.workers)
         _positive_int("iterations", self.iterations)
         if not (isinstance(self.decay, numbers.Real) and 0.0 < self.decay <= 1.0):
             raise ConfigurationError(f"decay (κ) must be in (0, 1], got {self.decay!r}")
@@ -433,8 +457,11 @@ class OnlineLDA:
                 return lda
             lda.state.numdocs += num_docs
             shell = _Shell(lda)
-            descent = _MStep(lda, chunksize=self.chunksize, update_every=self.update_every,
+            workers = self.workers or min(bow_rdd.getNumPartitions(), _task_slots(sc))
+            update_after = self.update_every * workers * self.chunksize if self.update_every else math.inf
+            descent = _MStep(lda, chunksize=self.chunksize, update_after=update_after,
                              decay=self.decay, offset=self.offset)
+            self.workers_ = workers
             chunks_per_pass = -(-num_docs // self.chunksize)
             if chunks_per_pass * passes < 10:
                 log.warning("OnlineLDA: only %d chunks in %d passes; training might not converge: "

@@ -78,7 +78,7 @@ def count_vocabulary(sentences, min_count: int = 5) -> tuple[dict, int, int]:
         yield _COUNT, n
         yield from counts.items()
 
-    pairs = (sentences.mapPartitions(count).reduceByKey(add)
+    pairs = (sentences.mapPartitions(count).reduceByKey(add, sentences.getNumPartitions())
              .filter(lambda kv: kv[1] >= min_count or kv[0] in (_TOTAL, _COUNT)).collect())
     word_freq = dict(pairs)
     total, n = word_freq.pop(_TOTAL, 0), word_freq.pop(_COUNT, 0)
@@ -500,7 +500,8 @@ class DistributedWord2Vec:
                 for epoch in range(rounds):
                     before, t0 = dd.status(), time.perf_counter()
                     reports = dd.train(data, gradient, descent, epochs=1, batch_size=self.batch_jobs,
-                                       fetch_every=self.fetch_every, push_every=self.push_every, rows=rows)[0]
+                                       fetch_every=self.fetch_every, push_every=self.push_every, rows=rows,
+                                       check_reachable=False)[0]  # an unreachable server fails the task clearly
                     dd.store.drain()
                     self._record(dd, served, gradient, reports, before, time.perf_counter() - t0,
                                  1 if self.sync_epochs_ else self.epochs)

@@ -122,7 +122,7 @@ class _Task:
         # a block recomputed after its job ended (a lost cache block) must not push again
         live = ch.client.status()["epoch"] == self.job
         words, offsets = block.words, block.offsets
-        timing = {"sweep_seconds": 0.0, "pulled_rows": 0}
+        timing = {"sweep_seconds": 0.0, "sweep_cpu_seconds": 0.0, "pulled_rows": 0}
         if self.sweeps == 0:  # the initialisation job: assign topics, push the partition's counts
             topics = self._initial_topics(block)
             if words.size:
@@ -134,22 +134,26 @@ class _Task:
             local = {"word_topic": word_topic, "topic_totals": totals}
             doc_topic = sampler.doc_topic_from_assignments(offsets, topics, K)
             base, version = topics.copy(), 0
+            # rows cost an 8-byte index each on top of the row: dense is smaller when most rows are used
+            pull_rows = self.pull_rows == "rows" or (
+                self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
             for j in range(self.sweeps):
                 if j % self.sync_every == 0:
                     if j:
                         self._push_delta(ch, words, base, topics, version, live)
                         base = topics.copy()
-                    if self.pull_rows:
+                    if pull_rows:
                         version = ch.pull_rows_into(local, {"word_topic": block.rows,
                                                             "topic_totals": np.arange(K, dtype=np.int64)})
                         timing["pulled_rows"] += len(block.rows)
                     else:
                         version = ch.pull_into(local, ["word_topic", "topic_totals"])
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.thread_time()
                 sampler.sweep(offsets, words, topics, doc_topic, word_topic, totals, self.alpha, self.beta,
                               seed=sampler.derive_seed(self.seed, block.partition, self.first_sweep + j),
                               validate=False)
                 timing["sweep_seconds"] += time.perf_counter() - started
+                timing["sweep_cpu_seconds"] += time.thread_time() - cpu
             self._push_delta(ch, words, base, topics, version, live)
         return block.evolve(topics, self._report(ch, block, topics, timing))
 
@@ -377,7 +381,7 @@ class GibbsLDA:
                           and (job % self.optimize_alpha_every == 0))
         task = _Task(dd.channel(job), job=job, first_sweep=done + 1, sweeps=sweeps, sync_every=self.sync_every,
                      seed=self.seed, num_topics=K, num_words=V, alpha=self.alpha_, beta=self.beta,
-                     pull_rows=self._pull_rows(state) if sweeps else False, histograms=histograms,
+                     pull_rows=self.pull, histograms=histograms,
                      initial=initial, hook=self._task_hook)
         new_state = state.mapPartitions(task, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
         if job and job % self.lineage_every == 0:
@@ -415,11 +419,6 @@ class GibbsLDA:
         if self.callback is not None:
             self.callback(self, entry)
         return new_state
-
-    def _pull_rows(self, state) -> bool:
-        if self.pull != "auto":
-            return self.pull == "rows"
-        return True  # rows cost 8 bytes of index per row on top of the row: smaller unless V is all covered
 
     def _phi(self, dd):
         with dd.store.lock:
@@ -472,6 +471,7 @@ class GibbsLDA:
         return {"job": job, "sweeps": done, "seconds": seconds, "tokens": tokens,
                 "log_likelihood": ll, "ll_per_token": ll / max(tokens, 1), "alpha": self.alpha_,
                 "sweep_seconds": [round(r["sweep_seconds"], 4) for r in sorted(reports, key=lambda r: r["partition"])],
+                "sweep_cpu_seconds": sum(r["sweep_cpu_seconds"] for r in reports),
                 "pushes": pushes, "pulls": pulls, "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
                 "bytes_pulled": dd.store.status()["bytes_out"] - out_before,
                 "dense_bytes_pushed": pushes * V * K * 4, "dense_bytes_pulled": pulls * (V * K * 4 + K * 8),

@@ -1,0 +1,324 @@
+"""Gibbs LDA side by side: deepdist GibbsLDA on local[1] and local[2] against its peers.
+
+Contestants, on the same training documents, in one run:
+
+- deepdist ``GibbsLDA`` on ``local[1]`` and ``local[2]`` (each in its own process and
+  SparkSession; session start and input caching excluded), ``sweeps_per_job`` sweeps per Spark
+  job and counts exchanged with the server every ``sync_every`` sweep;
+- tomotopy ``LDAModel`` (collapsed Gibbs), 1 worker, fixed symmetric α (``optim_interval=0``);
+- the ``lda`` package (Cython collapsed Gibbs);
+- gensim ``LdaMulticore`` (online VB, 1 worker, 10 passes);
+- Spark MLlib LDA, ``online`` (learningOffset=10, maxIter 50, subsampling 0.2) and ``em``
+  (maxIter 50), each in its own process and session.
+
+Corpora: ``synthetic`` (drawn from LDA: V=5000, 50 true topics, Poisson(100) tokens, α=0.1,
+β=0.01; 10% of documents held out) and ``wiki`` (the articles of gensim's test Wikipedia dump,
+tokenised by ``WikiCorpus`` rules, gensim's stop words removed; every 10th article held out).
+
+Every model is scored by ONE evaluator, :func:`deepdist.lda.evaluate.completion_log_likelihood`
+(document completion: θ folded in by EM on the first half of each held-out document with the
+model's φ and α fixed, the second half scored), as in BASELINES.md section B.
+
+Rates: ``token-passes/s`` = training tokens × iterations (passes) / wall seconds;
+``per core`` divides by the cores the tool used (1, or 2 for local[2]). For the Gibbs samplers
+``kernel /s/core`` = token-samples / CPU seconds of the sampling itself (deepdist: CPU time of
+the sweeps inside the tasks; tomotopy / lda: process CPU time), which a busy shared machine
+does not inflate. Traffic: bytes deepdist pushed and pulled per sweep, against the dense
+V × K int32 tables the same exchanges would have moved.
+
+    python benchmarks/lda_vs_peers.py                                  # full run (long)
+    python benchmarks/lda_vs_peers.py --docs 1000 --iterations 50 --skip lda mllib-online mllib-em
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("SPARK_CONF_DIR", str(ROOT / "spark-conf"))
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+from deepdist.lda.evaluate import completion_log_likelihood  # noqa: E402
+from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery  # noqa: E402
+
+TOOLS = ["deepdist-1", "deepdist-2", "tomotopy", "lda", "multicore", "mllib-online", "mllib-em"]
+LABELS = {"deepdist-1": "deepdist GibbsLDA local[1]", "deepdist-2": "deepdist GibbsLDA local[2]",
+          "tomotopy": "tomotopy LDAModel workers=1", "lda": "`lda` package (Cython CGS)",
+          "multicore": "gensim LdaMulticore workers=1, 10 passes",
+          "mllib-online": "Spark MLlib LDA online (tau0=10), 50 it", "mllib-em": "Spark MLlib LDA em, 50 it"}
+CORES = {"deepdist-2": 2, "mllib-online": 2, "mllib-em": 2}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpora", nargs="+", default=["synthetic", "wiki"], choices=["synthetic", "wiki"])
+    p.add_argument("--docs", type=int, default=4000, help="synthetic documents (BASELINES B(ii): 4000)")
+    p.add_argument("--topics", type=int, nargs="+", default=[100])
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--sweeps-per-job", type=int, default=10)
+    p.add_argument("--sync-every", type=int, default=1)
+    p.add_argument("--skip", nargs="*", default=[], choices=TOOLS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one Spark contestant
+    p.add_argument("--job", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# -- corpora ------------------------------------------------------------------------------------
+def _renumber(train, held):
+    vocab = np.unique(np.concatenate(train))
+    remap = np.full(int(vocab.max()) + 1 if vocab.size else 0, -1, np.int64)
+    remap[vocab] = np.arange(vocab.size)
+    held = [remap[d[d <= vocab.max()]] for d in held]
+    return [remap[d].astype(np.int32) for d in train], [d[d >= 0].astype(np.int32) for d in held], vocab
+
+
+def synthetic(args):
+    docs, phi = synthetic_lda_corpus(args.docs, 5000, 50, 100, 0.1, 0.01, 2026, poisson_lengths=True)
+    docs = [d for d in docs if len(d)]
+    cut = int(0.9 * len(docs))
+    train, held, vocab = _renumber(docs[:cut], docs[cut:])
+    return {"name": "synthetic", "train": train, "held": held, "V": len(vocab), "true": phi[:, vocab]}
+
+
+def wiki():
+    from gensim.corpora.wikicorpus import WikiCorpus
+    from gensim.parsing.preprocessing import STOPWORDS
+    from gensim.test.utils import datapath
+
+    path = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    texts = [[t for t in tokens if t not in STOPWORDS] for tokens in WikiCorpus(path, dictionary={}, processes=1).get_texts()]
+    train_texts = [t for i, t in enumerate(texts) if i % 10 != 9]
+    counts = {}
+    for text in train_texts:
+        for t in set(text):
+            counts[t] = counts.get(t, 0) + 1
+    words = sorted(t for t, df in counts.items() if df >= 2)
+    ids = {t: i for i, t in enumerate(words)}
+    encode = lambda text: np.array([ids[t] for t in text if t in ids], np.int32)  # noqa: E731
+    train = [encode(t) for t in train_texts]
+    held = [encode(t) for i, t in enumerate(texts) if i % 10 == 9]
+    return {"name": "wiki", "train": [d for d in train if d.size], "held": [d for d in held if d.size],
+            "V": len(words), "true": None}
+
+
+# -- contestants ----------------------------------------------------------------------------------
+def run_tomotopy(corpus, K, args):
+    import tomotopy as tp
+
+    mdl = tp.LDAModel(tw=tp.TermWeight.ONE, min_cf=0, rm_top=0, k=K, alpha=0.1, eta=0.01, seed=args.seed)
+    for doc in corpus["train"]:
+        mdl.add_doc([str(w) for w in doc])
+    mdl.optim_interval = 0
+    mdl.train(0, workers=1)
+    wall, cpu = time.perf_counter(), time.process_time()
+    mdl.train(args.iterations, workers=1)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    phi = np.zeros((K, corpus["V"]))
+    cols = np.array([int(w) for w in mdl.used_vocabs])
+    for k in range(K):
+        phi[k, cols] = mdl.get_topic_word_dist(k)
+    return {"seconds": wall, "kernel_cpu": cpu, "phi": phi, "alpha": 0.1, "passes": args.iterations}
+
+
+def run_lda_package(corpus, K, args):
+    import lda
+    import scipy.sparse as sp
+
+    rows = np.repeat(np.arange(len(corpus["train"])), [len(d) for d in corpus["train"]])
+    X = sp.csr_matrix((np.ones(rows.size, np.int64), (rows, np.concatenate(corpus["train"]))),
+                      shape=(len(corpus["train"]), corpus["V"]))
+    X.sum_duplicates()
+    model = lda.LDA(n_topics=K, n_iter=args.iterations, alpha=0.1, eta=0.01, random_state=args.seed, refresh=10 ** 9)
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.fit(X)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"seconds": wall, "kernel_cpu": cpu, "phi": model.topic_word_, "alpha": 0.1, "passes": args.iterations}
+
+
+def run_multicore(corpus, K, args):
+    from gensim.models import LdaMulticore
+
+    bow = []
+    for d in corpus["train"]:
+        w, c = np.unique(d, return_counts=True)
+        bow.append(list(zip(w.tolist(), c.tolist())))
+    id2word = {i: str(i) for i in range(corpus["V"])}
+    wall = time.perf_counter()
+    model = LdaMulticore(bow, num_topics=K, id2word=id2word, workers=1, passes=10, random_state=args.seed,
+                         eval_every=None, chunksize=2000)
+    wall = time.perf_counter() - wall
+    return {"seconds": wall, "phi": model.get_topics(), "alpha": model.alpha, "passes": 10}
+
+
+def spark_worker(job_path):
+    """In a subprocess: one Spark contestant on its own SparkSession; writes its result next to the job."""
+    import logging
+
+    from pyspark.sql import SparkSession
+
+    logging.basicConfig(level=logging.WARNING)
+    job = json.loads(Path(job_path).read_text())
+    with np.load(job["corpus"]) as data:
+        offsets, words = data["offsets"], data["words"]
+    train = [words[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    tool, K, V = job["tool"], job["K"], job["V"]
+    cores = CORES.get(tool, 1)
+    started = time.perf_counter()
+    spark = (SparkSession.builder.master(f"local[{cores}]").appName(tool)
+             .config("spark.ui.enabled", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    session = time.perf_counter() - started
+    result = {"session_seconds": session}
+    if tool.startswith("deepdist"):
+        from deepdist.lda import GibbsLDA
+
+        rdd = spark.sparkContext.parallelize([d.tolist() for d in train], cores).cache()
+        rdd.count()
+        lda = GibbsLDA(num_topics=K, alpha=0.1, beta=0.01, iterations=job["iterations"], seed=job["seed"],
+                       sweeps_per_job=job["sweeps_per_job"], sync_every=job["sync_every"],
+                       id2word=[str(i) for i in range(V)], progress=False)
+        wall = time.perf_counter()
+        model = lda.fit(rdd)
+        wall = time.perf_counter() - wall
+        sweeps = lda.history_[1:]
+        n = sum(h["sweeps"] - p["sweeps"] for h, p in zip(lda.history_[1:], lda.history_))
+        traffic = {key: sum(h[key] for h in sweeps) / n for key in
+                   ("bytes_pushed", "bytes_pulled", "dense_bytes_pushed", "dense_bytes_pulled")}
+        result.update(seconds=wall, kernel_cpu=sum(h["sweep_cpu_seconds"] for h in sweeps), alpha=0.1,
+                      passes=job["iterations"], traffic=traffic, repairs=lda.repairs_,
+                      ll_first=lda.history_[1]["ll_per_token"], ll_last=lda.history_[-1]["ll_per_token"],
+                      jobs=len(sweeps))
+        phi = model.topic_word_
+    else:
+        from pyspark.ml.clustering import LDA
+        from pyspark.ml.linalg import Vectors
+
+        rows = []
+        for i, d in enumerate(train):
+            w, c = np.unique(d, return_counts=True)
+            rows.append((i, Vectors.sparse(V, w.tolist(), c.astype(float).tolist())))
+        frame = spark.createDataFrame(rows, ["id", "features"]).cache()
+        frame.count()
+        if tool == "mllib-online":
+            est = LDA(k=K, maxIter=50, optimizer="online", learningOffset=10.0, subsamplingRate=0.2, seed=job["seed"])
+        else:
+            est = LDA(k=K, maxIter=50, optimizer="em", seed=job["seed"])
+        wall = time.perf_counter()
+        fitted = est.fit(frame)
+        phi = fitted.topicsMatrix().toArray().T
+        wall = time.perf_counter() - wall
+        result.update(seconds=wall, alpha=fitted.estimatedDocConcentration().toArray().tolist(),
+                      passes=50 * (0.2 if tool == "mllib-online" else 1.0))
+    spark.stop()
+    np.save(job["out"] + ".npy", phi)
+    Path(job["out"] + ".json").write_text(json.dumps(result))
+
+
+def run_spark(tool, corpus, K, args, tmp):
+    from deepdist.lda.sampler import pack_documents
+
+    corpus_path = os.path.join(tmp, f"{corpus['name']}.npz")
+    if not os.path.exists(corpus_path):
+        offsets, words = pack_documents(corpus["train"])
+        np.savez(corpus_path, offsets=offsets, words=words)
+    out = os.path.join(tmp, f"{corpus['name']}-{tool}-{K}")
+    job = {"tool": tool, "K": K, "V": corpus["V"], "corpus": corpus_path, "out": out, "seed": args.seed,
+           "iterations": args.iterations, "sweeps_per_job": args.sweeps_per_job, "sync_every": args.sync_every}
+    Path(out + ".job.json").write_text(json.dumps(job))
+    done = subprocess.run([sys.executable, __file__, "--worker", "spark", "--job", out + ".job.json"],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{tool} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(Path(out + ".json").read_text())
+    result["phi"] = np.load(out + ".npy")
+    return result
+
+
+# -- the run ------------------------------------------------------------------------------------
+def run_corpus(corpus, args, tmp):
+    tokens = int(sum(len(d) for d in corpus["train"]))
+    held_tokens = int(sum(len(d) - len(d) // 2 for d in corpus["held"]))
+    print(f"\n## {corpus['name']}: {len(corpus['train'])} training documents, {tokens:,} tokens, V={corpus['V']:,}; "
+          f"held out {len(corpus['held'])} documents ({held_tokens:,} scored tokens); {args.iterations} Gibbs "
+          f"iterations", flush=True)
+    for K in args.topics:
+        rows = {}
+        for tool in [t for t in TOOLS if t not in args.skip]:
+            if tool.startswith(("deepdist", "mllib")):
+                result = run_spark(tool, corpus, K, args, tmp)
+            else:
+                result = {"tomotopy": run_tomotopy, "lda": run_lda_package, "multicore": run_multicore}[tool](corpus, K, args)
+            total, n = completion_log_likelihood(corpus["held"], result["phi"], result["alpha"])
+            result["heldout"] = total / n
+            if corpus["true"] is not None:
+                result["recovery"] = topic_recovery(corpus["true"], result["phi"])
+            rows[tool] = result
+            print(f"  K={K} {tool:13s} {result['seconds']:8.2f}s  held-out ll/token {result['heldout']:.4f}", flush=True)
+        report(corpus, K, rows, tokens)
+
+
+def report(corpus, K, rows, tokens):
+    print(f"\n### {corpus['name']}, K={K}\n")
+    head = "| tool | train s | token-passes/s | per core | kernel /s/core | held-out ll/token | vs tomotopy |"
+    line = "|---|---|---|---|---|---|---|"
+    if corpus["true"] is not None:
+        head, line = head + " recovery |", line + "---|"
+    print(head)
+    print(line)
+    tomo = rows.get("tomotopy")
+    for tool, r in rows.items():
+        rate = tokens * r["passes"] / r["seconds"]
+        kernel = f"{tokens * r['passes'] / r['kernel_cpu']:,.0f}" if r.get("kernel_cpu") else "n/a"
+        diff = f"{(r['heldout'] - tomo['heldout']) / abs(tomo['heldout']):+.2%}" if tomo else "n/a"
+        cells = [LABELS[tool], f"{r['seconds']:.2f}", f"{rate:,.0f}", f"{rate / CORES.get(tool, 1):,.0f}", kernel,
+                 f"{r['heldout']:.4f}", diff]
+        if corpus["true"] is not None:
+            cells.append(f"{r['recovery']:.3f}")
+        print("| " + " | ".join(cells) + " |")
+    one, two = rows.get("deepdist-1"), rows.get("deepdist-2")
+    print()
+    if one and two:
+        print(f"deepdist local[2] vs local[1]: {one['seconds'] / two['seconds']:.2f}x faster (wall)")
+    for tool in ("tomotopy", "lda", "mllib-online", "mllib-em"):
+        if tool in rows and (one or two):
+            ours = two or one
+            print(f"deepdist {'local[2]' if two else 'local[1]'} vs {LABELS[tool]}: "
+                  f"{rows[tool]['seconds'] / ours['seconds']:.2f}x faster, held-out ll/token "
+                  f"{ours['heldout']:.4f} vs {rows[tool]['heldout']:.4f}")
+    for tool in ("deepdist-1", "deepdist-2"):
+        if tool in rows:
+            t = rows[tool]["traffic"]
+            print(f"{LABELS[tool]} traffic per sweep: pushed {t['bytes_pushed'] / 1e3:,.1f} kB sparse vs "
+                  f"{t['dense_bytes_pushed'] / 1e3:,.1f} kB dense ({t['bytes_pushed'] / t['dense_bytes_pushed']:.1%}); "
+                  f"pulled {t['bytes_pulled'] / 1e3:,.1f} kB rows vs {t['dense_bytes_pulled'] / 1e3:,.1f} kB dense "
+                  f"({t['bytes_pulled'] / t['dense_bytes_pulled']:.1%}); {rows[tool]['jobs']} Spark jobs, "
+                  f"count repairs {rows[tool]['repairs']}, train ll/token {rows[tool]['ll_first']:.4f} -> "
+                  f"{rows[tool]['ll_last']:.4f}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return spark_worker(args.job)
+    print(f"# lda_vs_peers: load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} cores; "
+          f"K={args.topics}, {args.iterations} iterations, deepdist sweeps_per_job={args.sweeps_per_job} "
+          f"sync_every={args.sync_every}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.corpora:
+            run_corpus(synthetic(args) if name == "synthetic" else wiki(), args, tmp)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at end")
+
+
+if __name__ == "__main__":
+    main()

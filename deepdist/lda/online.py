@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 __all__ = ["OnlineLDA"]
 
 #: Documents of each chunk whose variational bound estimates the perplexity on the progress line.
-_PERPLEXITY_DOCS = 256
+_PERPLEXITY_DOCS = 128
 
 
 class _Shell:
@@ -150,10 +150,17 @@ class _EStep:
         self.num_topics = num_topics
         self.num_terms = num_terms
         self._random = {}
+        self._flat = None  # (chunk, its flat arrays): rows() and __call__ see the same chunk
+
+    def flatten(self, chunk):
+        """:func:`_flatten` of ``chunk``, computed once for ``rows`` and ``__call__``."""
+        if self._flat is None or self._flat[0] is not chunk:
+            self._flat = (chunk, _flatten(chunk))
+        return self._flat[1]
 
     def rows(self, chunk) -> dict:
         """The rows a chunk needs: λ of its words, all K topic sums and the weight of η."""
-        words = np.unique(_flatten(chunk)[0])
+        words = np.unique(self.flatten(chunk)[0])
         _check_words(words, self.num_terms)
         return {"sstats_t": words, "sstats_sum": np.arange(self.num_topics),
                 "eta_weight": np.zeros(1, np.int64)}
@@ -176,7 +183,8 @@ class _EStep:
         from ..worker import report
 
         lda = shell.lda
-        words, counts, offsets = _flatten(chunk)
+        words, counts, offsets = self.flatten(chunk)
+        self._flat = None
         ids, local = np.unique(words, return_inverse=True)
         # λ for the chunk's words only, and exactly gensim's expElogbeta[:, ids]
         eta, weight = lda.eta, float(shell.eta_weight[0])

@@ -129,6 +129,9 @@ class _Served:
     def __init__(self, model):
         self.w2v = model
         self.words_done = np.zeros(1, np.int64)
+        # pushes applied to each row of the input and output matrices (per-row staleness)
+        self.updates_in = np.zeros(len(model.wv), np.int64)
+        self.updates_out = np.zeros(len(model.wv), np.int64)
 
     def __getstate__(self):
         model = copy.copy(self.w2v)
@@ -136,7 +139,8 @@ class _Served:
         model.wv.key_to_index = range(len(self.w2v.wv.index_to_key))
         model.wv.index_to_key = []
         model.wv.expandos = {k: v for k, v in self.w2v.wv.expandos.items() if k != "count"}
-        return {"w2v": model, "words_done": self.words_done}
+        return {"w2v": model, "words_done": self.words_done, "updates_in": self.updates_in,
+                "updates_out": self.updates_out}
 
 
 def _output_name(hs: bool) -> str:
@@ -199,8 +203,9 @@ class _Rows:
 
     def __call__(self, batch) -> dict:
         words = self.words(batch)
-        return {"w2v.wv.vectors": words, _output_name(self.hs): self.output_rows(batch, words),
-                "words_done": np.zeros(1, np.int64)}
+        out_rows = self.output_rows(batch, words)
+        return {"w2v.wv.vectors": words, _output_name(self.hs): out_rows, "updates_in": words,
+                "updates_out": out_rows, "words_done": np.zeros(1, np.int64)}
 
 
 class _Gradient:
@@ -261,10 +266,13 @@ class _Gradient:
             metrics["loss"] = model.running_training_loss / max(effective, 1)
         report(**metrics)
         update = {"words_done": np.array([raw], np.int64)}
-        for name, rows, delta, full in (("w2v.wv.vectors", words, d_in, model.wv.vectors),
-                                        (out_name, out_rows, d_out, output)):
-            touched = np.flatnonzero(np.any(delta != 0, axis=1))
-            update[name] = SparseRows(rows[touched].astype(np.int64), delta[touched], full.shape)
+        for name, seen, rows, delta, full in (("w2v.wv.vectors", served.updates_in, words, d_in, model.wv.vectors),
+                                              (out_name, served.updates_out, out_rows, d_out, output)):
+            touched = rows[np.flatnonzero(np.any(delta != 0, axis=1))].astype(np.int64)
+            update[name] = SparseRows(touched, delta[np.any(delta != 0, axis=1)], full.shape)
+            # the rows' push counts as pulled: the driver learns how stale each row was
+            update["updates_in" if name == "w2v.wv.vectors" else "updates_out"] = SparseRows(
+                touched, seen[touched], seen.shape)
         return update
 
 
@@ -291,12 +299,48 @@ def _add_rows(param: np.ndarray, part) -> None:
         param += part.astype(param.dtype, copy=False)
 
 
+def _row_scales(served, update: dict, name: str, part: SparseRows, stale_rows: bool) -> np.ndarray | None:
+    """Per-row step scale ``1 / (1 + staleness)``; counts the push on its rows.
+
+    A row's staleness is the number of pushes applied to it since the task pulled it
+    (Zhang et al. 2016, per row).  Rows only one task touches (most words) keep
+    their whole delta; frequent rows that every task moves concurrently get the
+    average of the concurrent deltas instead of their sum, which overshoots.
+    """
+    counts = served.updates_in if name == "w2v.wv.vectors" else served.updates_out
+    seen = update.get("updates_in" if name == "w2v.wv.vectors" else "updates_out")
+    scales = None
+    if stale_rows and seen is not None:
+        staleness = np.maximum(counts[seen.indices] - seen.values, 0)
+        scales = 1.0 / (1.0 + staleness)
+    np.add.at(counts, part.indices, 1)
+    return scales
+
+
+def _delta_names(update: dict):
+    return [n for n in update if n not in ("words_done", "updates_in", "updates_out")]
+
+
 class AddDeltas:
-    """``descent="add"``: add each pushed row delta to the model (and count the words)."""
+    """``descent="add"``: add each pushed row delta to the model (and count the words).
+
+    With ``stale_rows`` (default) each row's delta is scaled by ``1 / (1 + its
+    staleness)`` (:func:`_row_scales`).
+    """
+
+    def __init__(self, stale_rows: bool = True):
+        self.stale_rows = stale_rows
 
     def __call__(self, served, update: dict) -> None:
-        for name, part in update.items():
-            _add_rows(served.words_done if name == "words_done" else _param(served, name), part)
+        if "words_done" in update:
+            _add_rows(served.words_done, update["words_done"])
+        for name in _delta_names(update):
+            part, param = update[name], _param(served, name)
+            scales = _row_scales(served, update, name, part, self.stale_rows)
+            if scales is not None and (scales < 1).any():
+                part = SparseRows(part.indices, part.values * scales[:, None].astype(part.values.dtype),
+                                  part.shape)
+            _add_rows(param, part)
 
 
 class RowAdaGrad:
@@ -308,23 +352,24 @@ class RowAdaGrad:
     element keeps the driver's extra memory at one float per word.
     """
 
-    def __init__(self, lr: float = 0.05, eps: float = 1e-6):
+    def __init__(self, lr: float = 0.05, eps: float = 1e-6, stale_rows: bool = True):
         if not lr > 0:
             raise ConfigurationError(f"adagrad_lr must be > 0, got {lr!r}")
-        self.lr, self.eps = float(lr), float(eps)
+        self.lr, self.eps, self.stale_rows = float(lr), float(eps), stale_rows
         self.accumulators: dict = {}
 
     def __call__(self, served, update: dict) -> None:
-        for name, part in update.items():
-            if name == "words_done":
-                _add_rows(served.words_done, part)
-                continue
-            param = _param(served, name)
+        if "words_done" in update:
+            _add_rows(served.words_done, update["words_done"])
+        for name in _delta_names(update):
+            part, param = update[name], _param(served, name)
+            scales = _row_scales(served, update, name, part, self.stale_rows)
             acc = self.accumulators.get(name)
             if acc is None:
                 acc = self.accumulators[name] = np.zeros(len(param), np.float64)
-            part = part.coalesce()
             rows, u = part.indices, part.values.astype(np.float64)
+            if scales is not None:
+                u = u * scales[:, None]
             acc[rows] += np.mean(u * u, axis=1)
             param[rows] += (self.lr * u / np.sqrt(acc[rows] + self.eps)[:, None]).astype(param.dtype)
 
@@ -355,6 +400,9 @@ class DistributedWord2Vec:
         negative_pool: negatives drawn per raw word of a batch into the pool the
             batch's negative samples come from; only the pool's rows are pulled.
             None pulls all of ``syn1neg`` and samples from gensim's own table.
+        stale_rows: scale each pushed row delta by ``1 / (1 + staleness)``, where a
+            row's staleness counts the pushes applied to it since the task pulled it:
+            rows several tasks move at once get the mean of their deltas, not the sum.
         sync_epochs: True runs one Spark job per epoch (a barrier between epochs).
             False runs one Spark job in which each task passes over its partition
             ``epochs`` times: less scheduling overhead, and the global learning-rate
@@ -380,9 +428,9 @@ class DistributedWord2Vec:
                  hs: int = 0, negative: int = 5, ns_exponent: float = 0.75, sample: float = 1e-3,
                  alpha: float = 0.025, min_alpha: float = 1e-4, cbow_mean: int = 1, epochs: int = 5,
                  seed: int = 1, shrink_windows: bool = True, partitions: int | None = None,
-                 job_words: int = 10_000, batch_jobs: int = 8, fetch_every: int = 1, push_every: int = 1,
+                 job_words: int = 10_000, batch_jobs: int = 16, fetch_every: int = 1, push_every: int = 1,
                  descent: str = "add", adagrad_lr: float = 0.05, negative_pool: float | None = 2.0,
-                 sync_epochs: bool | None = None, compute_loss: bool = False, spark=None, progress: bool = True,
+                 stale_rows: bool = True, sync_epochs: bool | None = None, compute_loss: bool = False, spark=None, progress: bool = True,
                  deepdist_options: dict | None = None, callbacks=()):
         self.vector_size, self.window, self.min_count, self.sg, self.hs = vector_size, window, min_count, sg, hs
         self.negative, self.ns_exponent, self.sample = negative, ns_exponent, sample
@@ -390,6 +438,7 @@ class DistributedWord2Vec:
         self.seed, self.shrink_windows, self.partitions = seed, shrink_windows, partitions
         self.job_words, self.batch_jobs, self.fetch_every, self.push_every = job_words, batch_jobs, fetch_every, push_every
         self.descent, self.adagrad_lr, self.negative_pool = descent, adagrad_lr, negative_pool
+        self.stale_rows = stale_rows
         self.sync_epochs, self.compute_loss, self.spark, self.progress = sync_epochs, compute_loss, spark, progress
         self.deepdist_options, self.callbacks = deepdist_options, callbacks
 
@@ -417,6 +466,8 @@ class DistributedWord2Vec:
         check("partitions", self.partitions is None or (isinstance(self.partitions, int) and self.partitions >= 1),
               "None or an integer >= 1")
         check("descent", self.descent in ("add", "adagrad"), "'add' or 'adagrad'")
+        check("push_every", self.push_every == 1 or not self.stale_rows,
+              "1 with stale_rows=True (row push counts cannot be summed)")
         check("negative_pool", self.negative_pool is None or self.negative_pool > 0, "None or > 0")
 
     # -- steps ---------------------------------------------------------------------------
@@ -488,8 +539,9 @@ class DistributedWord2Vec:
         gradient = _Gradient(rows, sg=bool(self.sg), alpha=self.alpha, min_alpha=self.min_alpha,
                              total_words=self.epochs * self.corpus_words_, concurrency=concurrency,
                              seed=self.seed, adagrad=self.descent == "adagrad", compute_loss=self.compute_loss)
-        descent = RowAdaGrad(self.adagrad_lr) if self.descent == "adagrad" else AddDeltas()
-        names = ["w2v.wv.vectors", _output_name(bool(self.hs)), "words_done"]
+        descent = (RowAdaGrad(self.adagrad_lr, stale_rows=self.stale_rows) if self.descent == "adagrad"
+                   else AddDeltas(stale_rows=self.stale_rows))
+        names = ["w2v.wv.vectors", _output_name(bool(self.hs)), "words_done", "updates_in", "updates_out"]
         started = time.perf_counter()
         self.epochs_ = []
         try:

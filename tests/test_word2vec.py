@@ -17,6 +17,7 @@ from deepdist.word2vec import (DistributedWord2Vec, RowAdaGrad, _Gradient, _Rows
                                _jobs_of, AddDeltas)
 from deepdist.word2vec_eval import HeldoutSGNSLoss, analogy, wordsim
 
+PARAMS = ["w2v.wv.vectors", "w2v.syn1neg", "words_done", "updates_in", "updates_out"]
 DUMP = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 
 
@@ -146,6 +147,24 @@ def test_row_adagrad_scales_rows_and_leaves_others():
     assert rule.accumulators["w2v.wv.vectors"].shape == (3,)
 
 
+def test_stale_rows_get_a_share_of_their_delta():
+    model = Word2Vec(vector_size=2, min_count=1, seed=1)
+    model.build_vocab_from_freq({"a": 3, "b": 2, "c": 1})
+    served = _Served(model)
+    start = model.wv.vectors.copy()
+    one = np.ones((2, 2), np.float32)
+    rule = AddDeltas()
+    # two tasks pulled rows 0 and 1 (row 1 also pushed once before): counts seen 0 and 1
+    served.updates_in[1] = 1
+    for seen in ([0, 1], [0, 1]):
+        rule(served, {"w2v.wv.vectors": SparseRows(np.array([0, 1]), one, model.wv.vectors.shape),
+                      "updates_in": SparseRows(np.array([0, 1]), np.array(seen), (3,))})
+    # the first push is fresh (whole delta), the second finds both rows pushed once since its pull
+    np.testing.assert_allclose(model.wv.vectors[:2] - start[:2], [[1.5, 1.5], [1.5, 1.5]])
+    assert served.updates_in.tolist() == [2, 3, 0]
+    np.testing.assert_array_equal(model.wv.vectors[2], start[2])
+
+
 def test_validation_names_the_parameter():
     with pytest.raises(ConfigurationError, match="window"):
         DistributedWord2Vec(window=0)._validate()
@@ -194,7 +213,7 @@ def test_tasks_pull_and_push_only_their_partitions_rows(sc):
         AddDeltas()(served_model, update)
 
     words = np.array(model.wv.index_to_key)
-    with DeepDist(served, params=["w2v.wv.vectors", "w2v.syn1neg", "words_done"], spark=sc, progress=False) as dd:
+    with DeepDist(served, params=PARAMS, spark=sc, progress=False) as dd:
         dd.train(jobs, gradient, recording, batch_size=1, rows=rows)
         status = dd.status()
     assert len(seen) == len(jobs.collect()) >= 4
@@ -223,8 +242,7 @@ def test_learning_rate_follows_the_servers_global_progress(sc):
                              total_words=1_000_000, concurrency=2, seed=1, adagrad=False, compute_loss=False)
         vocab = sc.broadcast(model.wv.key_to_index)
         jobs = rdd.mapPartitions(lambda part: _jobs_of(part, vocab.value, 2000))
-        with DeepDist(served, params=["w2v.wv.vectors", "w2v.syn1neg", "words_done"], spark=sc,
-                      progress=False) as dd:
+        with DeepDist(served, params=PARAMS, spark=sc, progress=False) as dd:
             dd.train(jobs, gradient, AddDeltas(), batch_size=1, rows=gradient.rows)
         sizes[done] = np.abs(model.wv.vectors - start).sum()
         vocab.unpersist()

@@ -57,6 +57,7 @@ def test_recovers_planted_topics_and_likelihood_rises(sc, corpus):
         assert lls[-1] > lls[1] > lls[0]
         assert np.allclose(model.topic_word_.sum(axis=1), 1.0)
         assert lda.repairs_ == 0
+        assert "log_likelihood" in lda.status_["metrics"]  # the training log-likelihood is on /status
         assert np.array_equal(counts_from_state(lda, V, K), model.word_topic_)
         # traffic: sparse pushes are smaller than dense tables
         last = lda.history_[-1]

@@ -412,6 +412,7 @@ class GibbsLDA:
         entry["elapsed"] = time.perf_counter() - started
         self.history_.append(entry)
         self._describe = f"ll/token {entry['ll_per_token']:.4f}"
+        dd.store.metrics["log_likelihood"].add(entry["log_likelihood"])  # shown on /status
         log.info("GibbsLDA %s: log p(w,z) %.6g (%.4f per token)%s, %.2fs, pushed %d B, pulled %d B%s",
                  label, entry["log_likelihood"], entry["ll_per_token"],
                  f", held-out {entry['heldout_ll_per_token']:.4f}" if "heldout_ll_per_token" in entry else "",

@@ -153,7 +153,7 @@ def test_stale_rows_get_a_share_of_their_delta():
     served = _Served(model)
     start = model.wv.vectors.copy()
     one = np.ones((2, 2), np.float32)
-    rule = AddDeltas()
+    rule = AddDeltas(stale_rows=True)
     # two tasks pulled rows 0 and 1 (row 1 also pushed once before): counts seen 0 and 1
     served.updates_in[1] = 1
     for seen in ([0, 1], [0, 1]):

@@ -208,7 +208,7 @@ def test_more_passes_do_not_hurt_and_progress_is_reported(fitted, corpus):
 
 def test_update_continues_online(sc, corpus):
     train, held_out = corpus[0], corpus[1]
-    lda = OnlineLDA(num_topics=K, id2word=_id2word(), passes=2, chunksize=120, seed=1, progress=False)
+    lda = OnlineLDA(num_topics=K, id2word=_id2word(), passes=2, chunksize=120, seed=1, progress=True)
     model = lda.fit(sc.parallelize(train[:720], 2))
     before = _perplexity(model, held_out)
     updates = model.num_updates

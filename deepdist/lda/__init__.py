@@ -8,7 +8,8 @@ importing this package stays cheap (no numba compilation, no Spark).
 """
 
 # -- GibbsLDA (deepdist.lda.gibbs): exported lazily, so importing deepdist.lda stays cheap --------
-_GIBBS_EXPORTS = {"GibbsLDA": "gibbs", "GibbsLDAModel": "gibbs_model"}
+_GIBBS_EXPORTS = {"GibbsLDA": "gibbs", "GibbsLDAModel": "gibbs_model",
+                  "OnlineLDA": "online", "build_dictionary": "dictionary"}
 
 
 def __getattr__(name):

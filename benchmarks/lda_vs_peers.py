@@ -301,7 +301,7 @@ def report(corpus, K, rows, tokens):
             t = rows[tool]["traffic"]
             print(f"{LABELS[tool]} traffic per sweep: pushed {t['bytes_pushed'] / 1e3:,.1f} kB sparse vs "
                   f"{t['dense_bytes_pushed'] / 1e3:,.1f} kB dense ({t['bytes_pushed'] / t['dense_bytes_pushed']:.1%}); "
-                  f"pulled {t['bytes_pulled'] / 1e3:,.1f} kB rows vs {t['dense_bytes_pulled'] / 1e3:,.1f} kB dense "
+                  f"pulled {t['bytes_pulled'] / 1e3:,.1f} kB (rows or dense, per task) vs {t['dense_bytes_pulled'] / 1e3:,.1f} kB dense "
                   f"({t['bytes_pulled'] / t['dense_bytes_pulled']:.1%}); {rows[tool]['jobs']} Spark jobs, "
                   f"count repairs {rows[tool]['repairs']}, train ll/token {rows[tool]['ll_first']:.4f} -> "
                   f"{rows[tool]['ll_last']:.4f}")

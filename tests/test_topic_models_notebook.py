@@ -1,0 +1,43 @@
+"""The topic-models notebook (Gibbs LDA and online LDA on Wikipedia) under nbclient (slow)."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_topic_models_notebook_runs():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(ROOT / "notebooks" / "topic_models.ipynb", as_version=4)
+    env = dict(SPARK_MASTER="local[2]", SPARK_CONF_DIR=str(ROOT / "spark-conf"), PYSPARK_PYTHON=sys.executable,
+               PYSPARK_DRIVER_PYTHON=sys.executable, MPLBACKEND="Agg")
+    old = dict(os.environ)
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
+                                         resources={"metadata": {"path": str(ROOT / "notebooks")}})
+        client.execute()  # raises CellExecutionError if any cell fails
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "Gibbs LDA, largest topics:" in text and "online LDA:" in text
+    lines = [line for line in text.splitlines() if line.startswith("RESULTS ")]
+    assert len(lines) == 1, text[-2000:]
+    results = json.loads(lines[0][len("RESULTS "):])
+    assert results["num_topics"] == 20 and results["heldout_docs"] > 0
+    unigram = results["baseline"]["unigram"]
+    assert unigram < results["baseline"]["uniform"]
+    for name in ("gibbs", "online"):
+        curve = results[name]["curve"]
+        assert len(curve) >= 2 and all(t > 0 for t, _ in curve)
+        assert results[name]["perplexity"] < unigram, (name, results[name]["perplexity"], unigram)

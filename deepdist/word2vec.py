@@ -54,7 +54,10 @@ import numpy as np
 
 from .errors import ConfigurationError, NotFittedError
 from .sparse import SparseRows
+from .word2vec_descent import AddDeltas, RowAdaGrad
 from .worker import report
+
+__all__ = ["AddDeltas", "DistributedWord2Vec", "RowAdaGrad", "count_vocabulary", "executor_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +252,7 @@ class _Gradient:
         model.running_training_loss = 0.0
         work = np.zeros(model.wv.vector_size, np.float32)
         neu1 = np.zeros(model.wv.vector_size, np.float32)
-        started, cpu, raw, effective, alpha_sum = time.perf_counter(), time.thread_time(), 0, 0, 0.0
+        started, raw, effective, alpha_sum = time.perf_counter(), 0, 0, 0.0
         for raw_words, job in batch:
             alpha = self.alpha_at(done + self.concurrency * raw)
             sentences = [a.tolist() for a in job]
@@ -260,14 +263,14 @@ class _Gradient:
             raw += raw_words
             alpha_sum += alpha * raw_words
         seconds = time.perf_counter() - started
-        cpu = time.thread_time() - cpu
         d_in = model.wv.vectors[words] - old_in
         d_out = output[out_rows] - old_out
         if self.adagrad:  # push the step direction, without the learning rate it was taken with
             scale = raw / alpha_sum if alpha_sum > 0 else 1.0
             d_in *= scale
             d_out *= scale
-        metrics = {"words_per_sec": raw / max(seconds, 1e-9), "alpha": alpha, "cpu_share": cpu / max(seconds, 1e-9)}
+        metrics = {"words_per_sec": raw / max(seconds, 1e-9), "alpha": alpha,
+                   "progress": min(1.0, (done + self.concurrency * raw) / self.total_words)}
         if self.compute_loss:
             metrics["loss"] = model.running_training_loss / max(effective, 1)
         report(**metrics)
@@ -294,96 +297,6 @@ class _Repeat:
             yield from jobs
 
 
-# -- descent on the driver -----------------------------------------------------------------------
-def _add_rows(param: np.ndarray, part) -> None:
-    if isinstance(part, SparseRows):
-        if len(np.unique(part.indices)) == len(part.indices):
-            param[part.indices] += part.values.astype(param.dtype, copy=False)
-        else:
-            part.add_to(param)
-    else:
-        param += part.astype(param.dtype, copy=False)
-
-
-def _row_scales(served, update: dict, name: str, part: SparseRows, stale_rows: bool) -> np.ndarray | None:
-    """Per-row step scale ``1 / (1 + staleness)``; counts the push on its rows.
-
-    A row's staleness is the number of pushes applied to it since the task pulled it
-    (Zhang et al. 2016, per row).  Rows only one task touches (most words) keep
-    their whole delta; frequent rows that every task moves concurrently get the
-    average of the concurrent deltas instead of their sum, which overshoots.
-    """
-    counts = served.updates_in if name == "w2v.wv.vectors" else served.updates_out
-    seen = update.get("updates_in" if name == "w2v.wv.vectors" else "updates_out")
-    scales = None
-    if stale_rows and seen is not None:
-        staleness = np.maximum(counts[seen.indices] - seen.values, 0)
-        scales = 1.0 / (1.0 + staleness)
-    np.add.at(counts, part.indices, 1)
-    return scales
-
-
-def _delta_names(update: dict):
-    return [n for n in update if n not in ("words_done", "updates_in", "updates_out")]
-
-
-class AddDeltas:
-    """``descent="add"``: add each pushed row delta to the model (and count the words).
-
-    With ``stale_rows`` each row's delta is scaled by ``1 / (1 + its
-    staleness)`` (:func:`_row_scales`).
-    """
-
-    def __init__(self, stale_rows: bool = False):
-        self.stale_rows = stale_rows
-
-    def __call__(self, served, update: dict) -> None:
-        if "words_done" in update:
-            _add_rows(served.words_done, update["words_done"])
-        for name in _delta_names(update):
-            part, param = update[name], _param(served, name)
-            scales = _row_scales(served, update, name, part, self.stale_rows)
-            if scales is not None and (scales < 1).any():
-                part = SparseRows(part.indices, part.values * scales[:, None].astype(part.values.dtype),
-                                  part.shape)
-            _add_rows(param, part)
-
-
-class RowAdaGrad:
-    """``descent="adagrad"``: AdaGrad with one accumulator per row (Duchi et al. 2011).
-
-    Tasks push step directions ``u`` (their row deltas divided by the learning rate
-    they used); for each row ``r``: ``G_r += mean(u_r^2)`` and
-    ``w_r += lr * u_r / sqrt(G_r + eps)``.  One accumulator per row rather than per
-    element keeps the driver's extra memory at one float per word.
-    """
-
-    def __init__(self, lr: float = 0.05, eps: float = 1e-6, stale_rows: bool = False):
-        if not lr > 0:
-            raise ConfigurationError(f"adagrad_lr must be > 0, got {lr!r}")
-        self.lr, self.eps, self.stale_rows = float(lr), float(eps), stale_rows
-        self.accumulators: dict = {}
-
-    def __call__(self, served, update: dict) -> None:
-        if "words_done" in update:
-            _add_rows(served.words_done, update["words_done"])
-        for name in _delta_names(update):
-            part, param = update[name], _param(served, name)
-            scales = _row_scales(served, update, name, part, self.stale_rows)
-            acc = self.accumulators.get(name)
-            if acc is None:
-                acc = self.accumulators[name] = np.zeros(len(param), np.float64)
-            rows, u = part.indices, part.values.astype(np.float64)
-            if scales is not None:
-                u = u * scales[:, None]
-            acc[rows] += np.mean(u * u, axis=1)
-            param[rows] += (self.lr * u / np.sqrt(acc[rows] + self.eps)[:, None]).astype(param.dtype)
-
-
-def _param(served, name: str) -> np.ndarray:
-    return served.w2v.wv.vectors if name == "w2v.wv.vectors" else getattr(served.w2v, name.split(".")[-1])
-
-
 # -- the estimator -------------------------------------------------------------------------------
 class DistributedWord2Vec:
     """Train a gensim ``Word2Vec`` on an RDD of token lists with deepdist.
@@ -400,6 +313,8 @@ class DistributedWord2Vec:
             ``batch_words``; at most 10,000).
         batch_jobs: jobs per pull/push round: a task pulls the rows of this many
             jobs, trains on them, then pushes; smaller is fresher, larger is less HTTP.
+            By default 4, but small enough that a task makes at least 5 rounds per
+            epoch: summed deltas of long local runs overshoot on small corpora.
         fetch_every, push_every: as :meth:`deepdist.DeepDist.train`.
         descent: ``"add"`` (add the deltas) or ``"adagrad"`` (:class:`RowAdaGrad`).
         adagrad_lr: AdaGrad's step scale.
@@ -435,7 +350,7 @@ class DistributedWord2Vec:
                  hs: int = 0, negative: int = 5, ns_exponent: float = 0.75, sample: float = 1e-3,
                  alpha: float = 0.025, min_alpha: float = 1e-4, cbow_mean: int = 1, epochs: int = 5,
                  seed: int = 1, shrink_windows: bool = True, partitions: int | None = None,
-                 job_words: int = 10_000, batch_jobs: int = 4, fetch_every: int = 1, push_every: int = 1,
+                 job_words: int = 10_000, batch_jobs: int | None = None, fetch_every: int = 1, push_every: int = 1,
                  descent: str = "add", adagrad_lr: float = 0.05, negative_pool: float | None = 2.0,
                  stale_rows: bool = False, sync_epochs: bool | None = None, compute_loss: bool = False, spark=None, progress: bool = True,
                  deepdist_options: dict | None = None, callbacks=()):
@@ -469,7 +384,8 @@ class DistributedWord2Vec:
         check("min_alpha", 0 <= self.min_alpha <= self.alpha, "in [0, alpha]")
         check("job_words", isinstance(self.job_words, int) and 1 <= self.job_words <= 10_000,
               "an integer in [1, 10000] (gensim's MAX_WORDS_IN_BATCH)")
-        check("batch_jobs", isinstance(self.batch_jobs, int) and self.batch_jobs >= 1, "an integer >= 1")
+        check("batch_jobs", self.batch_jobs is None or (isinstance(self.batch_jobs, int) and self.batch_jobs >= 1),
+              "None or an integer >= 1")
         check("partitions", self.partitions is None or (isinstance(self.partitions, int) and self.partitions >= 1),
               "None or an integer >= 1")
         check("descent", self.descent in ("add", "adagrad"), "'add' or 'adagrad'")
@@ -540,6 +456,8 @@ class DistributedWord2Vec:
 
         served = _Served(model)
         points = self._points(sc, model)
+        per_partition = self.corpus_words_ / (partitions * self.job_words)
+        self.batch_jobs_ = self.batch_jobs or int(min(4, max(1, per_partition // 5)))
         cum = sc.broadcast(model.cum_table) if self.negative and self.negative_pool is not None else None
         rows = _Rows(bool(self.hs), len(model.wv), self.negative_pool, cum, points, self.seed)
         concurrency = max(1, min(partitions, cores))
@@ -558,7 +476,7 @@ class DistributedWord2Vec:
                 data = jobs if self.sync_epochs_ else jobs.mapPartitions(_Repeat(self.epochs))
                 for epoch in range(rounds):
                     before, t0 = dd.status(), time.perf_counter()
-                    reports = dd.train(data, gradient, descent, epochs=1, batch_size=self.batch_jobs,
+                    reports = dd.train(data, gradient, descent, epochs=1, batch_size=self.batch_jobs_,
                                        fetch_every=self.fetch_every, push_every=self.push_every, rows=rows,
                                        check_reachable=False)[0]  # an unreachable server fails the task clearly
                     dd.store.drain()

@@ -266,7 +266,7 @@ def test_fit_trains_a_gensim_model_that_beats_untrained(sc, corpus, tmp_path):
     assert model.wv.index_to_key == untrained.wv.index_to_key
     assert not np.allclose(model.wv.vectors, initial)
     trained_loss, untrained_loss = evaluator(model), evaluator(untrained)
-    assert trained_loss < 0.9 * untrained_loss
+    assert trained_loss < 0.9 * untrained_loss, (trained_loss, untrained_loss)
     records = estimator.epochs_
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[-1]["words_done"] == 3 * estimator.corpus_words_

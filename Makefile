@@ -14,7 +14,7 @@ export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 .PHONY: run test test-fast bench java venv clean
 
 run: java $(STAMP)
-	$(PY) examples/linear_regression.py $(ARGS)
+	$(PY) examples/word2vec_wikipedia.py $(ARGS)
 
 test: java $(STAMP)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)

@@ -19,8 +19,26 @@ from .worker import TaskChannel, report
 
 __version__ = "0.1.0"
 
+# The model families import gensim and numba; load them on first use so that
+# `import deepdist` (in every Spark task) stays cheap.
+_LAZY = {
+    "DistributedWord2Vec": "deepdist.word2vec",
+    "GibbsLDA": "deepdist.lda.gibbs",
+    "GibbsLDAModel": "deepdist.lda.gibbs_model",
+    "OnlineLDA": "deepdist.lda.online",
+    "build_dictionary": "deepdist.lda.dictionary",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deepdist' has no attribute {name!r}")
+
 __all__ = [
-    "AdaGrad", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist",
+    "AdaGrad", "DistributedWord2Vec", "GibbsLDA", "GibbsLDAModel", "OnlineLDA", "build_dictionary", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist",
     "DeepDistError", "DescentFailedError", "InvalidUpdateError", "ModelClient", "ModelShapeError",
     "NotFittedError", "ParamAdapter", "SGD", "ServerConfig", "ServerError", "ServerUnreachableError",
     "SparseRows", "SupersededAttemptError", "TaskChannel", "TrainingFailedError", "WireFormatError", "report",

@@ -11,6 +11,13 @@ ratios, the parity checks and deepdist's traffic per epoch against whole matrice
 
     python benchmarks/word2vec_vs_peers.py                 # 3 seeds, 5 epochs (~5 minutes)
     python benchmarks/word2vec_vs_peers.py --seeds 1 --epochs 1 --skip-mllib   # smoke run
+    python benchmarks/word2vec_vs_peers.py --objective hs  # only the MLlib-matched configuration
+
+``--objective`` picks the output layer gensim and deepdist train: ``neg`` is skip-gram with
+negative sampling and gensim's default subsampling (sample=1e-3); ``hs`` is the configuration
+MLlib trains (skip-gram, hierarchical softmax, negative=0, no subsampling: sample=0), the
+apples-to-apples comparison with MLlib; ``both`` (default) runs the two.  MLlib is run once per
+seed and shown beside each.  The held-out SGNS loss needs ``syn1neg``, so it is n/a for ``hs``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ def parse_args():
     parser.add_argument("--dim", type=int, default=100)
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--min-count", type=int, default=5)
-    parser.add_argument("--negative", type=int, default=5)
+    parser.add_argument("--negative", type=int, default=5, help="negatives per pair for --objective neg")
+    parser.add_argument("--objective", choices=("neg", "hs", "both"), default="both",
+                        help="neg: sg + negative sampling, sample=1e-3 (gensim's defaults); hs: sg + hierarchical "
+                             "softmax, negative=0, sample=0 (what MLlib trains); both (default)")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--sentence-length", type=int, default=1000)
     parser.add_argument("--skip-mllib", action="store_true")
@@ -73,20 +83,27 @@ def keyed_vectors(words, vectors):
     return kv
 
 
-def run_gensim(args, seed, train):
+def objective_params(args, objective: str) -> dict:
+    """The output layer and subsampling of a configuration; alpha 0.025 as MLlib's stepSize."""
+    if objective == "hs":  # MLlib: skip-gram + hierarchical softmax, no subsampling
+        return dict(sg=1, hs=1, negative=0, sample=0.0, alpha=0.025)
+    return dict(sg=1, hs=0, negative=args.negative, sample=1e-3, alpha=0.025)
+
+
+def run_gensim(args, seed, train, objective="neg"):
     from gensim.models import Word2Vec
 
     started = time.perf_counter()
-    model = Word2Vec(train, vector_size=args.dim, window=args.window, min_count=args.min_count, sg=1,
-                     negative=args.negative, epochs=args.epochs, seed=seed, workers=2)
+    model = Word2Vec(train, vector_size=args.dim, window=args.window, min_count=args.min_count,
+                     epochs=args.epochs, seed=seed, workers=2, **objective_params(args, objective))
     return time.perf_counter() - started, model, {}
 
 
-def run_deepdist(args, seed, rdd):
+def run_deepdist(args, seed, rdd, objective="neg"):
     from deepdist.word2vec import DistributedWord2Vec
 
-    estimator = DistributedWord2Vec(vector_size=args.dim, window=args.window, min_count=args.min_count, sg=1,
-                                    negative=args.negative, epochs=args.epochs, seed=seed, progress=False)
+    estimator = DistributedWord2Vec(vector_size=args.dim, window=args.window, min_count=args.min_count,
+                                    epochs=args.epochs, seed=seed, progress=False, **objective_params(args, objective))
     started = time.perf_counter()
     estimator.fit(rdd)
     seconds = time.perf_counter() - started
@@ -130,6 +147,64 @@ def fmt(stat, spec=".3f", pct=False):
     return f"{f(stat['mean'])} ± {f(stat['sd'])}"
 
 
+def report(args, obj, stats, results):
+    """The table, ratios, parity checks and deepdist's traffic for one objective (MLlib beside it)."""
+    tools = [f"gensim-{obj}", f"deepdist-{obj}"] + (["mllib-hs"] if "mllib-hs" in stats else [])
+    config = ("negative sampling, negative %d, sample 1e-3" % args.negative if obj == "neg"
+              else "hierarchical softmax, negative 0, sample 0 (MLlib-matched)")
+    labels = {f"gensim-{obj}": f"gensim Word2Vec workers=2 ({obj})", f"deepdist-{obj}": f"deepdist {args.master} ({obj})",
+              "mllib-hs": f"Spark MLlib Word2Vec {args.master} (hs, numPartitions=2)"}
+    print(f"\n=== objective {obj}: word2vec, skip-gram, {config}, dim {args.dim}, window {args.window}, "
+          f"min_count {args.min_count}, alpha 0.025, {args.epochs} epochs, seeds {args.seeds} (mean ± sd)\n")
+    print("| tool | fit wall s | words/s | analogy acc | analogy coverage | wordsim353 Spearman | held-out SGNS loss/word |")
+    print("|---|---|---|---|---|---|---|")
+    for tool in tools:
+        s = stats[tool]
+        print(f"| {labels[tool]} | {fmt(s['seconds'], '.1f')} | {fmt(s['words_per_sec'], ',.0f')} | "
+              f"{fmt(s['analogy'], pct=True)} | {fmt(s['coverage'], pct=True)} | {fmt(s['wordsim'])} | "
+              f"{fmt(s['heldout_loss'])} |")
+
+    g, d = stats[f"gensim-{obj}"], stats[f"deepdist-{obj}"]
+    m = stats.get("mllib-hs")
+    print(f"\nratios (means, {obj})")
+    print(f"  deepdist / gensim wall time: {d['seconds']['mean'] / g['seconds']['mean']:.2f}x "
+          "(target <= 1.5x, stretch 1.2x)")
+    if m:
+        print(f"  MLlib / deepdist wall time:  {m['seconds']['mean'] / d['seconds']['mean']:.2f}x (target > 1)")
+        print(f"  deepdist / MLlib analogy:    {d['analogy']['mean'] / m['analogy']['mean']:.2f}x; "
+              f"wordsim {d['wordsim']['mean'] / m['wordsim']['mean']:.2f}x (target >= 1)")
+        print(f"  gensim / MLlib analogy:      {g['analogy']['mean'] / m['analogy']['mean']:.2f}x; "
+              f"wordsim {g['wordsim']['mean'] / m['wordsim']['mean']:.2f}x")
+    if obj == "neg":
+        print(f"  deepdist / gensim held-out loss: {d['heldout_loss']['mean'] / g['heldout_loss']['mean']:.4f} "
+              "(target within 2%)")
+
+    print(f"\nparity with gensim ({obj}; deepdist mean vs gensim's seed-to-seed spread)")
+    for key in ("analogy", "wordsim"):
+        within = g[key]["min"] <= d[key]["mean"] <= g[key]["max"]
+        two_sd = abs(d[key]["mean"] - g[key]["mean"]) <= 2 * g[key]["sd"]
+        print(f"  {key:8s} deepdist {d[key]['mean']:.4f}; gensim range [{g[key]['min']:.4f}, {g[key]['max']:.4f}]: "
+              f"{'within' if within else 'OUTSIDE'}; within gensim mean ± 2 sd: {'yes' if two_sd else 'no'}")
+    if obj == "neg":
+        loss_ok = abs(d["heldout_loss"]["mean"] / g["heldout_loss"]["mean"] - 1) <= 0.02
+        print(f"  held-out loss within 2% of gensim's: {'yes' if loss_ok else 'NO'}")
+    if m:
+        print(f"  vs MLlib: analogy deepdist {d['analogy']['mean']:.4f} / gensim {g['analogy']['mean']:.4f} / "
+              f"MLlib {m['analogy']['mean']:.4f}; wordsim deepdist {d['wordsim']['mean']:.3f} / "
+              f"gensim {g['wordsim']['mean']:.3f} / MLlib {m['wordsim']['mean']:.3f}; deepdist no worse than MLlib: "
+              f"{'yes' if d['analogy']['mean'] >= m['analogy']['mean'] and d['wordsim']['mean'] >= m['wordsim']['mean'] else 'NO'}")
+
+    t = {k: statistics.fmean(r[k] for r in results[f"deepdist-{obj}"]) for k in
+         ("bytes_pulled", "bytes_pushed", "dense_bytes_pulled", "dense_bytes_pushed", "pulls", "pushes",
+          "vocabulary", "training")}
+    print(f"\ndeepdist ({obj}) traffic per epoch ({t['pulls']:.0f} pulls, {t['pushes']:.0f} pushes of sparse rows):")
+    print(f"  pulled {t['bytes_pulled'] / 1e6:.1f} MB vs {t['dense_bytes_pulled'] / 1e6:.1f} MB as whole matrices "
+          f"({t['bytes_pulled'] / t['dense_bytes_pulled']:.0%})")
+    print(f"  pushed {t['bytes_pushed'] / 1e6:.1f} MB vs {t['dense_bytes_pushed'] / 1e6:.1f} MB as whole matrices "
+          f"({t['bytes_pushed'] / t['dense_bytes_pushed']:.0%})")
+    print(f"  deepdist fit = vocabulary on Spark {t['vocabulary']:.1f}s + training {t['training']:.1f}s (means)")
+
+
 def main():
     args = parse_args()
     from gensim.models import Word2Vec
@@ -163,77 +238,37 @@ def main():
     frame.count()
     print(f"Spark session start {session_seconds:.1f}s (excluded from the fit times below)")
 
-    tools = ["gensim", "deepdist"] + ([] if args.skip_mllib else ["mllib"])
-    results = {tool: [] for tool in tools}
+    objectives = ["neg", "hs"] if args.objective == "both" else [args.objective]
+    runs = [(tool, obj) for obj in objectives for tool in ("gensim", "deepdist")]
+    runs += [] if args.skip_mllib else [("mllib", "hs")]
+    results = {f"{tool}-{obj}": [] for tool, obj in runs}
     for seed in args.seeds:
-        for tool in tools:
+        for tool, obj in runs:
             if tool == "gensim":
-                seconds, model, extra = run_gensim(args, seed, train)
+                seconds, model, extra = run_gensim(args, seed, train, obj)
             elif tool == "deepdist":
-                seconds, model, extra = run_deepdist(args, seed, rdd)
+                seconds, model, extra = run_deepdist(args, seed, rdd, obj)
             else:
                 seconds, model, extra = run_mllib(args, seed, frame, counts)
             wv = model if tool == "mllib" else model.wv
             record = {"seed": seed, "seconds": seconds, "words_per_sec": words * args.epochs / seconds,
                       "analogy": analogy(wv), "wordsim": wordsim(wv)["spearman"],
-                      "heldout_loss": None if tool == "mllib" else evaluator(model), **extra}
-            results[tool].append(record)
-            print(f"  seed {seed} {tool:8s} {seconds:6.1f}s  {record['words_per_sec']:>9,.0f} words/s  "
+                      "heldout_loss": evaluator(model) if tool != "mllib" and obj == "neg" else None, **extra}
+            results[f"{tool}-{obj}"].append(record)
+            print(f"  seed {seed} {tool + '-' + obj:12s} {seconds:6.1f}s  {record['words_per_sec']:>9,.0f} words/s  "
                   f"analogy {record['analogy']['score']:.2%}  wordsim {record['wordsim']:.3f}  "
                   f"held-out loss {record['heldout_loss'] if record['heldout_loss'] is None else round(record['heldout_loss'], 3)}",
                   flush=True)
 
-    stats = {tool: {"seconds": summarize([r["seconds"] for r in rs]),
-                    "words_per_sec": summarize([r["words_per_sec"] for r in rs]),
-                    "analogy": summarize([r["analogy"]["score"] for r in rs]),
-                    "coverage": summarize([r["analogy"]["coverage"] for r in rs]),
-                    "wordsim": summarize([r["wordsim"] for r in rs]),
-                    "heldout_loss": summarize([r["heldout_loss"] for r in rs])}
-             for tool, rs in results.items()}
-    labels = {"gensim": "gensim Word2Vec workers=2", "deepdist": f"deepdist {args.master}",
-              "mllib": f"Spark MLlib Word2Vec {args.master}"}
-    print(f"\nword2vec, skip-gram, dim {args.dim}, window {args.window}, min_count {args.min_count}, "
-          f"{args.epochs} epochs, seeds {args.seeds} (mean ± sd)\n")
-    print("| tool | fit wall s | words/s | analogy acc | analogy coverage | wordsim353 Spearman | held-out SGNS loss/word |")
-    print("|---|---|---|---|---|---|---|")
-    for tool in tools:
-        s = stats[tool]
-        print(f"| {labels[tool]} | {fmt(s['seconds'], '.1f')} | {fmt(s['words_per_sec'], ',.0f')} | "
-              f"{fmt(s['analogy'], pct=True)} | {fmt(s['coverage'], pct=True)} | {fmt(s['wordsim'])} | "
-              f"{fmt(s['heldout_loss'])} |")
-
-    g, d = stats["gensim"], stats["deepdist"]
-    print("\nratios (means)")
-    print(f"  deepdist / gensim wall time: {d['seconds']['mean'] / g['seconds']['mean']:.2f}x "
-          "(target <= 1.5x, stretch 1.2x)")
-    if "mllib" in stats:
-        m = stats["mllib"]
-        print(f"  MLlib / deepdist wall time:  {m['seconds']['mean'] / d['seconds']['mean']:.2f}x (target > 1)")
-    print(f"  deepdist / gensim held-out loss: {d['heldout_loss']['mean'] / g['heldout_loss']['mean']:.4f} "
-          "(target within 2%)")
-
-    print("\nparity with gensim (deepdist mean vs gensim's seed-to-seed spread)")
-    for key in ("analogy", "wordsim"):
-        within = g[key]["min"] <= d[key]["mean"] <= g[key]["max"]
-        two_sd = abs(d[key]["mean"] - g[key]["mean"]) <= 2 * g[key]["sd"]
-        print(f"  {key:8s} deepdist {d[key]['mean']:.4f}; gensim range [{g[key]['min']:.4f}, {g[key]['max']:.4f}]: "
-              f"{'within' if within else 'OUTSIDE'}; within gensim mean ± 2 sd: {'yes' if two_sd else 'no'}")
-    loss_ok = abs(d["heldout_loss"]["mean"] / g["heldout_loss"]["mean"] - 1) <= 0.02
-    print(f"  held-out loss within 2% of gensim's: {'yes' if loss_ok else 'NO'}")
-    if "mllib" in stats:
-        m = stats["mllib"]
-        print(f"  vs MLlib: analogy {d['analogy']['mean']:.4f} vs {m['analogy']['mean']:.4f}, "
-              f"wordsim {d['wordsim']['mean']:.3f} vs {m['wordsim']['mean']:.3f}")
-
-    t = {k: statistics.fmean(r[k] for r in results["deepdist"]) for k in
-         ("bytes_pulled", "bytes_pushed", "dense_bytes_pulled", "dense_bytes_pushed", "pulls", "pushes",
-          "vocabulary", "training")}
-    print(f"\ndeepdist traffic per epoch ({t['pulls']:.0f} pulls, {t['pushes']:.0f} pushes of sparse rows):")
-    print(f"  pulled {t['bytes_pulled'] / 1e6:.1f} MB vs {t['dense_bytes_pulled'] / 1e6:.1f} MB as whole matrices "
-          f"({t['bytes_pulled'] / t['dense_bytes_pulled']:.0%})")
-    print(f"  pushed {t['bytes_pushed'] / 1e6:.1f} MB vs {t['dense_bytes_pushed'] / 1e6:.1f} MB as whole matrices "
-          f"({t['bytes_pushed'] / t['dense_bytes_pushed']:.0%})")
-    print(f"  deepdist fit = vocabulary on Spark {t['vocabulary']:.1f}s + training {t['training']:.1f}s (means)")
+    stats = {key: {"seconds": summarize([r["seconds"] for r in rs]),
+                   "words_per_sec": summarize([r["words_per_sec"] for r in rs]),
+                   "analogy": summarize([r["analogy"]["score"] for r in rs]),
+                   "coverage": summarize([r["analogy"]["coverage"] for r in rs]),
+                   "wordsim": summarize([r["wordsim"] for r in rs]),
+                   "heldout_loss": summarize([r["heldout_loss"] for r in rs])}
+             for key, rs in results.items()}
+    for obj in objectives:
+        report(args, obj, stats, results)
 
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

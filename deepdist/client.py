@@ -168,6 +168,15 @@ class ModelClient:
             target[name][part.indices] = part.values
         return version
 
+    def pull_changes(self, since: int, partition: int, attempt: int):
+        """``(version, {name: SparseRows})``: the other tasks' updates after ``since``.
+
+        The arrays are None when the server cannot tell (pull the model instead).
+        """
+        frame = self._frame(self._request("GET", "/changes", stream=True, params={
+            "since": since, "partition": partition, "attempt": attempt}))
+        return int(frame.meta["version"]), None if frame.meta.get("full", True) else frame.arrays
+
     def push(self, update: dict, meta: wire.UpdateMeta) -> int:
         """Send an update; return its size in bytes.  Blocks under back-pressure."""
         body = wire.encode(update, meta.to_json())

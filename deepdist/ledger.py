@@ -15,16 +15,56 @@ from __future__ import annotations
 import threading
 
 from .errors import DeepDistError
-from .sparse import negate, sum_updates
+from .sparse import negate, sum_many
+
+# Below this many bytes of pending updates an attempt does not compact them yet.
+_COMPACT_FLOOR = 1 << 20
 
 
 class _Attempt:
-    __slots__ = ("total", "applied", "updates")
+    """The running sum of one attempt's updates.
+
+    The sum is only read for a rollback or a re-apply (rare: retries), while every push adds
+    to it, so updates are kept as a list and summed lazily. Summing each push into the total
+    as it arrives cost a sort of the whole total per push (a Gibbs task's sparse total grows
+    to the size of the count table). The pending list is compacted whenever it outgrows the
+    total (and a floor), so the work stays O(n log n) overall and memory within about twice
+    the total.
+    """
+
+    __slots__ = ("_total", "_pending", "_pending_bytes", "applied", "updates")
 
     def __init__(self):
-        self.total = None      # sum of every update of this attempt that was applied
+        self._total = None     # compacted sum of earlier updates (owned: safe to add into)
+        self._pending = []     # later updates, not summed yet
+        self._pending_bytes = 0
         self.applied = False   # is `total` currently part of the model?
         self.updates = 0
+
+    def add(self, update: dict) -> None:
+        self._pending.append(update)
+        self._pending_bytes += _nbytes(update)
+        self.updates += 1
+        if self._pending_bytes > max(_COMPACT_FLOOR, _nbytes(self._total)):
+            self._compact()
+
+    def _compact(self) -> None:
+        if self._pending:
+            parts = self._pending if self._total is None else [self._total] + self._pending
+            self._total = sum_many(parts, owned_first=self._total is not None)
+            self._pending, self._pending_bytes = [], 0
+
+    @property
+    def total(self):
+        """Sum of every update of this attempt that was recorded (None before the first)."""
+        self._compact()
+        return self._total
+
+
+def _nbytes(update) -> int:
+    if update is None:
+        return 0
+    return sum(getattr(part, "nbytes", 0) for part in update.values())
 
 
 class AttemptLedger:
@@ -55,8 +95,7 @@ class AttemptLedger:
         """
         attempts = self._attempts.setdefault((epoch, partition), {})
         entry = attempts.setdefault(attempt, _Attempt())
-        entry.total = sum_updates(entry.total, update)
-        entry.updates += 1
+        entry.add(update)
         if any(number > attempt for number in attempts):
             return False, []
         corrections = []

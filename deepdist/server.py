@@ -9,6 +9,9 @@ Routes (every one needs ``Authorization: Bearer <secret>``):
   (base version, epoch, partition, attempt, sequence number, metrics).
   202 when queued; 400 when invalid; 409 when a newer task attempt owns the
   partition; 503 when the queue stayed full (retry later) or descent failed.
+* ``GET /changes?since=V&partition=P&attempt=A`` (additive models): the sum of
+  the other tasks' updates after version V, as sparse rows, or ``"full": true``
+  in the frame's meta when the task must pull the model instead.
 * ``GET /status``: counters as JSON.
 * ``GET /health``: ``{"ok": true}``.
 """
@@ -94,6 +97,15 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
         except (WireFormatError, InvalidUpdateError) as err:
             return _error(400, str(err))
         version, body = store.rows(wanted)
+        return _frame_response(body, version)
+
+    @app.get("/changes")
+    def get_changes():
+        try:
+            since, partition, attempt = (int(request.args[k]) for k in ("since", "partition", "attempt"))
+        except (KeyError, ValueError):
+            return _error(400, "/changes needs integer since, partition and attempt")
+        version, body = store.changes(since, partition, attempt)
         return _frame_response(body, version)
 
     @app.post("/update")

@@ -112,6 +112,36 @@ def sum_updates(left: dict | None, right: dict) -> dict:
     return merged
 
 
+def sum_many(updates: list, owned_first: bool = False) -> dict:
+    """Sum a list of updates name by name, sparse parts with one sort rather than one per pair.
+
+    ``owned_first``: the first update's dense arrays belong to the caller and may be added into.
+    """
+    names = {}
+    for update in updates:
+        for name, part in update.items():
+            names.setdefault(name, []).append(part)
+    merged = {}
+    for name, parts in names.items():
+        sparse = [p for p in parts if isinstance(p, SparseRows)]
+        dense = [p for p in parts if not isinstance(p, SparseRows)]
+        total = None
+        if sparse:
+            total = sparse[0] if len(sparse) == 1 else SparseRows(
+                np.concatenate([p.indices for p in sparse]), np.concatenate([p.values for p in sparse]),
+                sparse[0].shape).coalesce()
+        if dense:
+            owned = owned_first and dense[0] is parts[0]
+            out = dense[0] if owned else np.array(dense[0], copy=True)
+            for part in dense[1:]:
+                out += part
+            if total is not None:
+                total.add_to(out)
+            total = out
+        merged[name] = total
+    return merged
+
+
 def negate(update: dict) -> dict:
     return {name: -part for name, part in update.items()}
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 
+import numpy as np
 
 from . import wire
 from .config import ServerConfig
@@ -87,6 +88,11 @@ class ParameterStore:
         self._descent = None
         self._additive = False
         self._ledger = AttemptLedger()
+        # additive mode: the updates behind the latest versions, so a task can fetch what
+        # others changed since its last pull instead of the whole model (see changes())
+        self._log: list = []          # (tag, update) for versions _log_floor+1 .. version
+        self._log_floor = 0
+        self._log_bytes = 0
         self._queue: queue.Queue = queue.Queue(maxsize=self.config.queue_size)
         self._pending = 0
         self._idle = threading.Condition()
@@ -120,6 +126,8 @@ class ParameterStore:
             raise ConfigurationError("staleness='scale' cannot scale integer parameters")
         self._descent = descent
         self._additive = additive
+        with self.lock:
+            self._reset_log()
 
     @property
     def params(self) -> dict:
@@ -230,7 +238,8 @@ class ParameterStore:
                 steps = corrections + [update]
             try:
                 for step in steps:
-                    self._descend(step)
+                    # corrections carry no tag: whoever reads past one needs the whole model
+                    self._descend(step, (meta.partition, meta.attempt) if step is update else None)
             except BaseException as exc:  # re-raised on the driver by train()
                 self.error = exc
                 log.error("descent raised %r; training will stop", exc)
@@ -244,13 +253,27 @@ class ParameterStore:
         if self.checkpointer is not None:
             self.checkpointer.after_update(self, version)
 
-    def _descend(self, update: dict) -> None:
+    def _descend(self, update: dict, tag=None) -> None:
         result = self._descent(self.model, update)
         # descent updates in place; returning {name: new array} also works
         if isinstance(result, dict) and result is not self.model:
             self.adapter.set(self.model, result)
         self.spec.check(self.params)
         self.version += 1
+        if self._additive:
+            self._log_update(tag, update)
+
+    def _log_update(self, tag, update: dict) -> None:
+        self._log.append((tag, update))
+        self._log_bytes += sum(getattr(part, "nbytes", 0) for part in update.values())
+        if self._log_bytes > self.spec.nbytes:  # past that, a full pull is cheaper anyway
+            drop = max(1, len(self._log) // 2)
+            self._log_bytes -= sum(sum(getattr(p, "nbytes", 0) for p in u.values()) for _, u in self._log[:drop])
+            del self._log[:drop]
+            self._log_floor += drop
+
+    def _reset_log(self) -> None:
+        self._log, self._log_bytes, self._log_floor = [], 0, self.version
 
     def apply_corrections(self, corrections: list) -> None:
         """Apply ledger corrections directly (between epochs, the queue drained)."""
@@ -265,6 +288,8 @@ class ParameterStore:
             self._seen = {key for key in self._seen if key[0] != epoch}
         if self.error is None and self._additive:
             self.apply_corrections(self._ledger.reconcile(epoch, winners))
+        with self.lock:
+            self._reset_log()
 
     # -- reads -----------------------------------------------------------------------
     def snapshot(self, names=None) -> tuple[int, bytes]:
@@ -297,6 +322,40 @@ class ParameterStore:
             picked = {name: SparseRows(rows, params[name][rows], params[name].shape)
                       for name, rows in wanted.items()}
             return self.version, wire.encode(picked, self._frame_meta())
+
+    def changes(self, since: int, partition: int, attempt: int) -> tuple[int, bytes]:
+        """What the other tasks added after version ``since``, as sparse rows (repeats add up), encoded.
+
+        Additive mode only: a task holding the model at ``since`` plus its own updates (those
+        of ``(partition, attempt)`` are left out: it has them) reaches the latest version by
+        adding these. The frame's meta says ``"full": true`` (and holds no arrays) when that
+        is not possible: ``since`` is older than the log, a correction (ledger rollback or
+        repair) happened since, or an update had dense parts; the task then pulls the model.
+        """
+        with self.lock:
+            start = since - self._log_floor
+            entries = self._log[start:] if self._additive and 0 <= start <= len(self._log) else None
+            parts: dict = {}
+            for tag, update in entries or ():
+                if tag is None:
+                    entries = None
+                    break
+                if tag == (partition, attempt):
+                    continue
+                for name, part in update.items():
+                    if not isinstance(part, SparseRows):
+                        entries = None
+                        break
+                    parts.setdefault(name, []).append(part)
+                if entries is None:
+                    break
+            meta = {**self._frame_meta(), "full": entries is None}
+            if entries is None:
+                return self.version, wire.encode({}, meta)
+            merged = {name: SparseRows(np.concatenate([p.indices for p in ps]),
+                                       np.concatenate([p.values for p in ps]), ps[0].shape)
+                      for name, ps in parts.items()}
+            return self.version, wire.encode(merged, meta)
 
     def _frame_meta(self) -> dict:
         return {"version": self.version, "epoch": self.epoch}

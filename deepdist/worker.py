@@ -133,6 +133,11 @@ class TaskChannel:
         self.stats["pulls"] += 1
         return self.client.pull_rows_into(params, rows)
 
+    def pull_changes(self, since: int):
+        """``(version, {name: SparseRows} | None)``: what other tasks added after ``since``."""
+        self.stats["pulls"] += 1
+        return self.client.pull_changes(since, self.partition, self.attempt)
+
     def push(self, update: dict, version: int) -> None:
         """Send ``update``, computed from model ``version``, with the metrics reported so far."""
         meta = wire.UpdateMeta(version=version, epoch=self.epoch, partition=self.partition,

@@ -5,10 +5,12 @@ import threading
 import numpy as np
 import pytest
 
+from deepdist import ledger, wire
 from deepdist.config import ServerConfig
 from deepdist.errors import ConfigurationError, SupersededAttemptError
 from deepdist.optim import add
 from deepdist.store import ParameterStore, QueueFullError, staleness_bucket
+from deepdist.sparse import SparseRows
 from deepdist.wire import UpdateMeta
 
 
@@ -143,3 +145,53 @@ def test_descent_that_breaks_the_shape_is_caught(store):
 
 def test_staleness_buckets():
     assert [staleness_bucket(s) for s in (0, 1, 3, 4, 7, 8, 100)] == ["0", "1", "3", "4-7", "4-7", "8-15", "64-127"]
+
+
+def _rows(index, value, size=64):
+    return {"w": SparseRows(np.asarray(index, np.int64), np.asarray(value, np.int64), (size,))}
+
+
+def test_changes_hold_the_other_tasks_updates_since_a_version():
+    store = ParameterStore({"w": np.zeros(64, np.int64)})  # the log keeps up to the model's size
+    store.set_descent(add, additive=True)
+    store.start()
+    try:
+        store.submit(_rows([0], [1]), UpdateMeta(version=0, epoch=0, partition=0, seq=0))
+        store.drain()
+        since = store.version
+        store.submit(_rows([1, 2], [2, 3]), UpdateMeta(version=1, epoch=0, partition=1, seq=0))
+        store.submit(_rows([0, 5], [4, 4]), UpdateMeta(version=1, epoch=0, partition=0, seq=1))
+        store.submit(_rows([2], [-1]), UpdateMeta(version=1, epoch=0, partition=2, seq=0))
+        store.drain()
+        version, body = store.changes(since, partition=0, attempt=0)
+        frame = wire.decode(body)
+        assert version == store.version == 4 and frame.meta["full"] is False
+        local = np.zeros(64, np.int64)
+        frame.arrays["w"].add_to(local)
+        assert local[:6].tolist() == [0, 2, 2, 0, 0, 0] and not local[6:].any()  # partition 0's own updates left out
+        # a correction (rollback or repair) cannot be told apart: the task must pull everything
+        store.apply_corrections([_rows([3], [1])])
+        assert wire.decode(store.changes(since, 0, 0)[1]).meta["full"] is True
+        assert wire.decode(store.changes(store.version, 0, 0)[1]).meta["full"] is False
+        store.end_epoch(0, {0: (0, 2), 1: (0, 1), 2: (0, 1)})
+        assert wire.decode(store.changes(since, 0, 0)[1]).meta["full"] is True  # older than the log
+    finally:
+        store.stop()
+
+
+def test_retry_rolls_back_many_sparse_updates_exactly(monkeypatch):
+    """The ledger sums an attempt's updates lazily, compacting as it goes: the rollback stays exact."""
+    monkeypatch.setattr(ledger, "_COMPACT_FLOOR", 0)
+    store = ParameterStore({"w": np.zeros(64, np.int64)})
+    store.set_descent(add, additive=True)
+    store.start()
+    try:
+        rng = np.random.default_rng(0)
+        for seq in range(40):
+            store.submit(_rows(rng.integers(0, 6, 3), rng.integers(-3, 4, 3)),
+                         UpdateMeta(version=0, epoch=0, partition=0, attempt=0, seq=seq))
+        store.submit(_rows([4], [7]), UpdateMeta(version=0, epoch=0, partition=0, attempt=1, seq=0))
+        store.end_epoch(0, {0: (1, 1)})
+        assert store.model["w"][:6].tolist() == [0, 0, 0, 0, 7, 0] and not store.model["w"][6:].any()
+    finally:
+        store.stop()

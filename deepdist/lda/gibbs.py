@@ -9,9 +9,10 @@ Redis:
 * the word-topic counts n_wk (int32, V × K) and topic totals n_k are the shared model;
 * each iteration is one Spark job. Every task pulls the counts (only the rows of its own
   words when that is smaller), runs ``sweeps_per_job`` SparseLDA sweeps
-  (:mod:`deepdist.lda.sampler`) against its local copy, pulling again every ``sync_every``
-  sweeps, and pushes the change of n_wk as sparse int32 COO entries. Kernel randomness comes
-  from (seed, partition, sweep), so runs are reproducible.
+  (:mod:`deepdist.lda.sampler`) against its local copy and every ``sync_every`` sweeps
+  pushes the change of n_wk as sparse int32 COO entries and adds the other tasks' changes
+  since its last sync (``/changes``: a sweep's deltas, not the dense tables). Kernel
+  randomness comes from (seed, partition, sweep), so runs are reproducible.
 
 **Exactness.** Spark retries failed tasks, so a partition's deltas can arrive twice or
 half-done. The server books every push under (iteration, partition, attempt) and, at the end
@@ -122,7 +123,8 @@ class _Task:
         # a block recomputed after its job ended (a lost cache block) must not push again
         live = ch.client.status()["epoch"] == self.job
         words, offsets = block.words, block.offsets
-        timing = {"sweep_seconds": 0.0, "sweep_cpu_seconds": 0.0, "pulled_rows": 0}
+        timing = {"sweep_seconds": 0.0, "sweep_cpu_seconds": 0.0, "pulled_rows": 0, "changed_entries": 0,
+                  "sync_seconds": 0.0}
         if self.sweeps == 0:  # the initialisation job: assign topics, push the partition's counts
             topics = self._initial_topics(block)
             if words.size:
@@ -139,15 +141,27 @@ class _Task:
                 self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
             for j in range(self.sweeps):
                 if j % self.sync_every == 0:
+                    synced, changes = time.perf_counter(), None
                     if j:
                         self._push_delta(ch, words, base, topics, version, live)
                         base = topics.copy()
-                    if pull_rows:
+                        # only what the other tasks added since our last sync: the local copy
+                        # already holds our own deltas (even those still queued on the server),
+                        # and a sweep's changes are far smaller than the tables
+                        version_now, changes = ch.pull_changes(version)
+                    if changes is not None:
+                        version = version_now
+                        for part in changes.values():
+                            sampler.apply_sparse_delta(word_topic, totals, part.indices.astype(np.int64),
+                                                       part.values.astype(np.int32, copy=False))
+                        timing["changed_entries"] += sum(len(part.indices) for part in changes.values())
+                    elif pull_rows:
                         version = ch.pull_rows_into(local, {"word_topic": block.rows,
                                                             "topic_totals": np.arange(K, dtype=np.int64)})
                         timing["pulled_rows"] += len(block.rows)
                     else:
                         version = ch.pull_into(local, ["word_topic", "topic_totals"])
+                    timing["sync_seconds"] += time.perf_counter() - synced
                 started, cpu = time.perf_counter(), time.thread_time()
                 sampler.sweep(offsets, words, topics, doc_topic, word_topic, totals, self.alpha, self.beta,
                               seed=sampler.derive_seed(self.seed, block.partition, self.first_sweep + j),
@@ -228,11 +242,14 @@ class GibbsLDA:
         alpha: the symmetric document-topic prior α (per topic).
         beta: the symmetric topic-word prior β (η in gensim).
         iterations: Gibbs sweeps over the corpus.
-        sync_every: sweeps between a task's pulls of fresh counts (and pushes of its deltas).
+        sync_every: sweeps between a task's pushes of its deltas and pulls of fresh counts (after
+            the first pull, only the other tasks' deltas since the last one: ``/changes``).
         sweeps_per_job: sweeps per Spark job (one job = one "iteration" of the progress line,
             the exactness check and the checkpoints). More sweeps per job amortise Spark's
             per-job overhead; with ``sync_every`` < ``sweeps_per_job`` tasks still exchange
-            counts between their sweeps.
+            counts between their sweeps. None (default): all iterations in one job, or one
+            sweep per job when ``eval_every``, ``checkpoint_every``, ``optimize_alpha_every``
+            or ``callback`` ask for work between jobs.
         seed: seed of the initial assignments and of every sweep.
         id2word: the vocabulary (list or dict id -> word, or a gensim Dictionary) when the
             documents are word ids or bags of words; otherwise Spark builds it from tokens.
@@ -266,7 +283,7 @@ class GibbsLDA:
     """
 
     def __init__(self, *, num_topics: int = 100, alpha: float = 0.1, beta: float = 0.01, iterations: int = 200,
-                 sync_every: int = 1, sweeps_per_job: int = 1, seed: int = 0, id2word=None, min_count: int = 1,
+                 sync_every: int = 1, sweeps_per_job: int | None = None, seed: int = 0, id2word=None, min_count: int = 1,
                  max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, hash_buckets: int | None = None,
                  optimize_alpha_every: int = 0, optimize_alpha_after: int = 50, eval_every: int = 0,
                  checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False, lineage_every: int = 10,
@@ -286,6 +303,8 @@ class GibbsLDA:
     def _validate(self) -> None:
         for name in ("num_topics", "iterations", "sync_every", "sweeps_per_job", "lineage_every"):
             value = getattr(self, name)
+            if name == "sweeps_per_job" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("optimize_alpha_every", "optimize_alpha_after", "eval_every", "checkpoint_every", "seed"):
@@ -358,7 +377,7 @@ class GibbsLDA:
             if initial is not None:
                 initial.unpersist()
             while done < self.iterations:
-                sweeps = min(self.sweeps_per_job, self.iterations - done)
+                sweeps = min(self._sweeps_per_job(), self.iterations - done)
                 state = self._run_job(dd, state, len(self.history_), done, sweeps, None, started, heldout_ids)
                 done += sweeps
             with dd.store.lock:
@@ -372,6 +391,14 @@ class GibbsLDA:
         del self._dd
         log.info("GibbsLDA: %d sweeps in %.1fs, %d count repairs", done, time.perf_counter() - started, self.repairs_)
         return self.model_
+
+    def _sweeps_per_job(self) -> int:
+        if self.sweeps_per_job is not None:
+            return self.sweeps_per_job
+        # a job costs a Spark job, a verification and a log-likelihood: run the whole fit as one
+        # job unless something has to happen between jobs (evaluation, checkpoints, α, callback)
+        per_job = self.eval_every or self.checkpoint_every or self.optimize_alpha_every or self.callback
+        return 1 if per_job else self.iterations
 
     def _run_job(self, dd, state, job, done, sweeps, initial, started, heldout_ids):
         from pyspark import StorageLevel
@@ -473,6 +500,7 @@ class GibbsLDA:
                 "log_likelihood": ll, "ll_per_token": ll / max(tokens, 1), "alpha": self.alpha_,
                 "sweep_seconds": [round(r["sweep_seconds"], 4) for r in sorted(reports, key=lambda r: r["partition"])],
                 "sweep_cpu_seconds": sum(r["sweep_cpu_seconds"] for r in reports),
+                "sync_seconds": [round(r["sync_seconds"], 4) for r in sorted(reports, key=lambda r: r["partition"])],
                 "pushes": pushes, "pulls": pulls, "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
                 "bytes_pulled": dd.store.status()["bytes_out"] - out_before,
                 "dense_bytes_pushed": pushes * V * K * 4, "dense_bytes_pulled": pulls * (V * K * 4 + K * 8),

@@ -182,3 +182,9 @@ class ModelClient:
         body = wire.encode(update, meta.to_json())
         self._request("POST", "/update", data=body).close()
         return len(body)
+
+    def push_pull_changes(self, update: dict, meta: wire.UpdateMeta, since: int):
+        """:meth:`push`, then :meth:`pull_changes` in the same round trip: ``(bytes, version, arrays)``."""
+        body = wire.encode(update, meta.to_json())
+        frame = self._frame(self._request("POST", "/update", data=body, params={"since": since}, stream=True))
+        return len(body), int(frame.meta["version"]), None if frame.meta.get("full", True) else frame.arrays

@@ -7,9 +7,10 @@ Routes (every one needs ``Authorization: Bearer <secret>``):
   (``{name: int array}``) answers those rows only, as sparse rows.
 * ``POST /update``: a wire frame holding an update and its header
   (base version, epoch, partition, attempt, sequence number, metrics).
+  With ``?since=V`` the 202 answer is the ``/changes`` frame for V (saves a round trip).
   202 when queued; 400 when invalid; 409 when a newer task attempt owns the
   partition; 503 when the queue stayed full (retry later) or descent failed.
-* ``GET /changes?since=V&partition=P&attempt=A`` (additive models): the sum of
+* ``GET /changes?since=V&partition=P&attempt=A`` (additive models): the
   the other tasks' updates after version V, as sparse rows, or ``"full": true``
   in the frame's meta when the task must pull the model instead.
 * ``GET /status``: counters as JSON.
@@ -119,6 +120,11 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
             store._count_rejected("invalid")
             log.warning("refused an update: %s", err)
             return _error(400, str(err))
+        since = request.args.get("since")
+        try:
+            since = None if since is None else int(since)
+        except ValueError:
+            return _error(400, f"since must be an integer, got {since!r}")
         try:
             store.submit(update, meta, nbytes=len(body))
         except SupersededAttemptError as err:
@@ -129,6 +135,11 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
             return _error(503, str(err))
         except ConfigurationError as err:
             return _error(409, str(err))
+        if since is not None:  # the sender's /changes in the same round trip
+            version, changes = store.changes(since, meta.partition, meta.attempt)
+            response = _frame_response(changes, version)
+            response.status_code = 202
+            return response
         return jsonify({"queued": True, "version": store.version}), 202
 
     def _frame_response(body: bytes, version: int):

@@ -138,12 +138,23 @@ class TaskChannel:
         self.stats["pulls"] += 1
         return self.client.pull_changes(since, self.partition, self.attempt)
 
-    def push(self, update: dict, version: int) -> None:
-        """Send ``update``, computed from model ``version``, with the metrics reported so far."""
+    def push(self, update: dict, version: int, changes_since: int | None = None):
+        """Send ``update``, computed from model ``version``, with the metrics reported so far.
+
+        With ``changes_since``, also fetch :meth:`pull_changes` in the same round trip and
+        return its ``(version, arrays)``.
+        """
         meta = wire.UpdateMeta(version=version, epoch=self.epoch, partition=self.partition,
                                attempt=self.attempt, seq=self.stats["pushed"], metrics=_take_metrics())
-        self.stats["bytes_pushed"] += self.client.push(update, meta)
+        changes = None
+        if changes_since is None:
+            self.stats["bytes_pushed"] += self.client.push(update, meta)
+        else:
+            nbytes, *changes = self.client.push_pull_changes(update, meta, changes_since)
+            self.stats["bytes_pushed"] += nbytes
+            self.stats["pulls"] += 1
         self.stats["pushed"] += 1
+        return changes
 
     def report(self, **extra) -> dict:
         """What the driver needs from this task: partition, attempt, pushes (plus ``extra``)."""

@@ -129,3 +129,23 @@ def test_unknown_route_and_method(served):
     _, client = served
     assert client.get("/nope", headers=AUTH).status_code == 404
     assert client.delete("/model", headers=AUTH).status_code == 405
+
+
+def test_changes_since_a_version_alone_or_with_a_push(served):
+    store, client = served
+    store.set_descent(add, additive=True)
+    rows = lambda i, v: SparseRows(np.array([i]), np.array([v], np.int64), (5,))  # noqa: E731
+    response = client.post("/update", headers=AUTH, data=_update({"c": rows(1, 4)}, partition=1, seq=0))
+    assert response.status_code == 202
+    store.drain()
+    # partition 0 pushes and asks, in the same request, what others added since version 0
+    response = client.post("/update?since=0", headers=AUTH, data=_update({"c": rows(2, 7)}, partition=0, seq=0))
+    assert response.status_code == 202
+    frame = wire.decode(response.data)
+    assert frame.meta["full"] is False and frame.arrays["c"].to_dense().tolist() == [0, 4, 0, 0, 0]
+    store.drain()
+    frame = wire.decode(client.get("/changes?since=0&partition=1&attempt=0", headers=AUTH).data)
+    assert frame.meta["version"] == 2 and frame.arrays["c"].to_dense().tolist() == [0, 0, 7, 0, 0]
+    assert client.get("/changes?since=x&partition=1&attempt=0", headers=AUTH).status_code == 400
+    assert client.post("/update?since=x", headers=AUTH, data=_update({"c": rows(2, 1)}, partition=0, seq=1)
+                       ).status_code == 400

@@ -27,7 +27,6 @@ Example::
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 __all__ = ["completion_log_likelihood", "completion_perplexity", "fold_in_em", "split_documents"]
 
@@ -61,6 +60,8 @@ def _counts(docs, num_words):
     cols = np.concatenate(docs) if len(docs) else np.zeros(0, np.int64)
     if len(cols) and (cols.min() < 0 or cols.max() >= num_words):
         raise ValueError(f"word ids must lie in [0, {num_words}), got [{cols.min()}, {cols.max()}]")
+    import scipy.sparse as sp  # here, not at the top: Spark tasks import this module without needing it
+
     matrix = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(docs), num_words))
     matrix.sum_duplicates()
     return matrix

@@ -112,11 +112,14 @@ class _Task:
             for block in blocks:
                 yield self._run(block, ch)
 
-    def _push(self, ch, update, version, live):
+    def _push(self, ch, update, version, live, changes=False):
+        """Push ``update``; with ``changes``, return the other tasks' changes since ``version``."""
         if live:
-            ch.push(update, version)
+            result = ch.push(update, version, changes_since=version if changes else None)
             if self.hook is not None:
                 self.hook(job=self.job, partition=ch.partition, attempt=ch.attempt, event="pushed")
+            return result
+        return None
 
     def _run(self, block, ch):
         K, V = self.K, self.V
@@ -143,12 +146,12 @@ class _Task:
                 if j % self.sync_every == 0:
                     synced, changes = time.perf_counter(), None
                     if j:
-                        self._push_delta(ch, words, base, topics, version, live)
-                        base = topics.copy()
                         # only what the other tasks added since our last sync: the local copy
                         # already holds our own deltas (even those still queued on the server),
                         # and a sweep's changes are far smaller than the tables
-                        version_now, changes = ch.pull_changes(version)
+                        answer = self._push_delta(ch, words, base, topics, version, live, changes=True)
+                        version_now, changes = answer if answer is not None else ch.pull_changes(version)
+                        base = topics.copy()
                     if changes is not None:
                         version = version_now
                         for part in changes.values():
@@ -171,10 +174,11 @@ class _Task:
             self._push_delta(ch, words, base, topics, version, live)
         return block.evolve(topics, self._report(ch, block, topics, timing))
 
-    def _push_delta(self, ch, words, old, new, version, live):
+    def _push_delta(self, ch, words, old, new, version, live, changes=False):
         index, value = sampler.sparse_delta(words, old, new, self.K)
         if index.size:
-            self._push(ch, _coo(index, value, self.V * self.K), version, live)
+            return self._push(ch, _coo(index, value, self.V * self.K), version, live, changes)
+        return None
 
     def _initial_topics(self, block):
         if self.initial is not None:

@@ -24,11 +24,10 @@ perplexity moves by ~5% from one order to another), so each seed shuffles the tr
 the same way for every tool, and seeds the tools; the table shows means over seeds.
 
 The ratio lines compare deepdist with each peer: speed-up = peer seconds / deepdist seconds,
-and perplexity ratio = deepdist / peer. deepdist runs twice: with its default ``workers`` (an
-M-step every 2 × chunksize documents on local[2], LdaMulticore's schedule) and with
-``workers=1`` (an M-step per chunk, single-process LdaModel's schedule). Fewer, larger M-steps
-give lower perplexity after the same passes, so each variant's "same M-step schedule" line is
-the like-for-like comparison. The traffic line gives the bytes deepdist pushed per
+and perplexity ratio = deepdist / peer. On local[2] deepdist blends one M-step per round of
+2 chunks (one per partition), as LdaMulticore(workers=2) does; single-process LdaModel blends
+one per chunk. Fewer, larger M-steps give lower perplexity after the same passes, so the line
+marked "same M-step schedule" is the like-for-like comparison. The traffic line gives the bytes deepdist pushed per
 chunk against a dense K × V float32 matrix (what gensim's distributed mode and LdaMulticore
 pickle per chunk).
 
@@ -78,9 +77,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                    help="synthetic corpus: one run per seed (document order and random state); means shown")
     p.add_argument("--wiki-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
-    p.add_argument("--tools", nargs="+", default=["gensim", "multicore", "mllib", "deepdist", "deepdist-w1"],
-                   choices=["gensim", "multicore", "mllib", "deepdist", "deepdist-w1"],
-                   help="deepdist-w1: OnlineLDA(workers=1), an M-step per chunk as in single-process LdaModel")
+    p.add_argument("--max-staleness", type=int, default=2, help="deepdist's OnlineLDA max_staleness")
+    p.add_argument("--tools", nargs="+", default=["gensim", "multicore", "mllib", "deepdist"],
+                   choices=["gensim", "multicore", "mllib", "deepdist"])
     return p.parse_args(argv)
 
 
@@ -160,9 +159,9 @@ def run_mllib(frame, corpus, seed):
     return (topics, alpha), seconds, {"maxIter": iterations, "subsamplingRate": round(rate, 4)}
 
 
-def run_deepdist(rdd, corpus, seed, workers=None):
+def run_deepdist(rdd, corpus, seed, max_staleness=2):
     lda = OnlineLDA(num_topics=corpus["topics"], id2word=corpus["id2word"], passes=corpus["passes"],
-                    chunksize=corpus["chunksize"], seed=seed, workers=workers, progress=False)
+                    chunksize=corpus["chunksize"], seed=seed, max_staleness=max_staleness, progress=False)
     started = time.perf_counter()
     model = lda.fit(rdd)
     seconds = time.perf_counter() - started
@@ -173,6 +172,7 @@ def run_deepdist(rdd, corpus, seed, workers=None):
         "dense_bytes_per_chunk": lda.history_[0]["dense_bytes_per_chunk"],
         "staleness": lda.status_["staleness_histogram"],
         "pass_seconds": [round(h["seconds"], 2) for h in lda.history_],
+        "wait_seconds": round(sum(h["wait_seconds"] for h in lda.history_), 2),
     }
     return model, seconds, extra
 
@@ -195,10 +195,7 @@ def evaluate(result, corpus):
 
 # -- the run -----------------------------------------------------------------------------------------
 LABELS = {"gensim": "gensim LdaModel", "multicore": "gensim LdaMulticore(workers=2)",
-          "mllib": "Spark MLlib LDA online (learningOffset=10)", "deepdist": "deepdist OnlineLDA local[2]",
-          "deepdist-w1": "deepdist OnlineLDA local[2], workers=1"}
-#: the peer whose M-step schedule each deepdist variant follows (an M-step per workers x chunksize docs)
-SCHEDULE_PEER = {"deepdist": "multicore", "deepdist-w1": "gensim"}
+          "mllib": "Spark MLlib LDA online (learningOffset=10)", "deepdist": "deepdist OnlineLDA local[2]"}
 
 
 def run_corpus(corpus, args, spark):
@@ -223,7 +220,7 @@ def run_corpus(corpus, args, spark):
             elif tool == "mllib":
                 model, seconds, extra = run_mllib(frame, corpus, seed)
             else:
-                model, seconds, extra = run_deepdist(rdd, corpus, seed, 1 if tool == "deepdist-w1" else None)
+                model, seconds, extra = run_deepdist(rdd, corpus, seed, args.max_staleness)
             scores = evaluate(model, corpus)
             rows[tool].append({"seconds": seconds, **scores, **extra})
             print(f"  seed {seed} {tool:9s} {seconds:7.2f}s  perplexity {scores['perplexity']:.1f}  "
@@ -259,21 +256,17 @@ def report(corpus, rows, tokens):
         if corpus["true_topics"] is not None:
             cells.append(f"{_mean(runs, 'recovery'):.3f}")
         print("| " + " | ".join(cells) + " |")
-    print()
-    for variant, same_schedule in SCHEDULE_PEER.items():
-        if variant not in rows:
-            continue
-        ours = rows[variant]
-        for tool, runs in rows.items():
-            if tool in SCHEDULE_PEER:
-                continue
-            speed = _mean(runs, "seconds") / _mean(ours, "seconds")
-            ratio = _mean(ours, "perplexity") / _mean(runs, "perplexity")
-            print(f"{LABELS[variant]} vs {LABELS[tool]}: speed-up {speed:.2f}x, held-out perplexity ratio "
-                  f"{ratio:.4f} ({100 * (ratio - 1):+.2f}%){'  <- same M-step schedule' if tool == same_schedule else ''}")
     if "deepdist" not in rows:
         return
     ours = rows["deepdist"]
+    print()
+    for tool, runs in rows.items():
+        if tool == "deepdist":
+            continue
+        speed = _mean(runs, "seconds") / _mean(ours, "seconds")
+        ratio = _mean(ours, "perplexity") / _mean(runs, "perplexity")
+        print(f"deepdist vs {LABELS[tool]}: speed-up {speed:.2f}x, held-out perplexity ratio {ratio:.4f} "
+              f"({100 * (ratio - 1):+.2f}%){'  <- same M-step schedule' if tool == 'multicore' else ''}")
     pushed, dense = _mean(ours, "bytes_pushed_per_chunk"), _mean(ours, "dense_bytes_per_chunk")
     print(f"traffic per chunk: pushed {pushed / 1e3:,.1f} kB column-sparse vs {dense / 1e3:,.1f} kB dense "
           f"K x V float32 ({pushed / dense:.1%}); pulled {_mean(ours, 'bytes_pulled_per_chunk') / 1e3:,.1f} kB "

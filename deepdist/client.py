@@ -66,7 +66,7 @@ class ModelClient:
     def _session(self) -> requests.Session:
         return _session_for((self.url, self.secret))
 
-    def _request(self, method: str, path: str, data=None, params=None, stream=False):
+    def _request(self, method: str, path: str, data=None, params=None, stream=False, timeout=None):
         headers = {"Authorization": f"Bearer {self.secret}"}
         if data is not None:
             headers["Content-Type"] = wire.CONTENT_TYPE
@@ -77,7 +77,7 @@ class ModelClient:
             try:
                 response = self._session.request(
                     method, url, data=data, params=params, headers=headers, stream=stream,
-                    timeout=(self.connect_timeout, self.read_timeout))
+                    timeout=(self.connect_timeout, timeout or self.read_timeout))
             except (requests.ConnectionError, requests.Timeout) as err:
                 attempt += 1
                 if attempt > self.retries:
@@ -155,17 +155,31 @@ class ModelClient:
             np.copyto(target[name], array)
         return version
 
+    def _pull_rows(self, rows: dict, params=None, timeout=None) -> wire.Frame:
+        request = {name: np.asarray(idx, dtype=np.int64) for name, idx in rows.items()}
+        return self._frame(self._request("POST", "/model", data=wire.encode(request), params=params,
+                                         stream=True, timeout=timeout))
+
     def pull_rows(self, rows: dict) -> tuple[int, dict]:
         """Selected rows ``{name: indices}``: ``(version, {name: SparseRows})``."""
-        request = {name: np.asarray(idx, dtype=np.int64) for name, idx in rows.items()}
-        frame = self._frame(self._request("POST", "/model", data=wire.encode(request), stream=True))
+        frame = self._pull_rows(rows)
         return int(frame.meta["version"]), frame.arrays
+
+    def pull_rows_when(self, rows: dict, name: str, at_least: float, timeout: float) -> tuple[int, dict, bool]:
+        """:meth:`pull_rows` once the model's ``name[0] >= at_least``: ``(version, arrays, ready)``.
+
+        The server holds the answer (no polling) for at most ``timeout`` seconds; ``ready`` is
+        False when it ran out of time and sent the rows as they were.
+        """
+        frame = self._pull_rows(rows, params={"wait": name, "at_least": repr(float(at_least)),
+                                              "timeout": repr(float(timeout))},
+                                timeout=self.read_timeout + timeout)
+        return int(frame.meta["version"]), frame.arrays, bool(frame.meta.get("ready", True))
 
     def pull_rows_into(self, target: dict, rows: dict) -> int:
         """Copy selected rows of the latest model into ``target``; return its version."""
         version, arrays = self.pull_rows(rows)
-        for name, part in arrays.items():
-            target[name][part.indices] = part.values
+        _copy_rows(target, arrays)
         return version
 
     def pull_changes(self, since: int, partition: int, attempt: int):
@@ -188,3 +202,8 @@ class ModelClient:
         body = wire.encode(update, meta.to_json())
         frame = self._frame(self._request("POST", "/update", data=body, params={"since": since}, stream=True))
         return len(body), int(frame.meta["version"]), None if frame.meta.get("full", True) else frame.arrays
+
+
+def _copy_rows(target: dict, arrays: dict) -> None:
+    for name, part in arrays.items():
+        target[name][part.indices] = part.values

@@ -25,7 +25,7 @@ from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerU
                      find_tagged_error)
 from .params import DictAdapter, adapter_for
 from .progress import ProgressLine
-from .server import ServerThread, create_app
+from .server import MAX_WAIT_SECONDS, ServerThread, create_app
 from .store import ParameterStore
 from .worker import PartitionTrainer, TaskChannel
 
@@ -273,7 +273,7 @@ class DeepDist:
 
     def train(self, rdd, gradient, descent, *, epochs: int = 1, batch_size: int | None = None,
               fetch_every: int = 1, push_every: int = 1, additive: bool = False, rows=None,
-              check_reachable: bool = True) -> list:
+              check_reachable: bool = True, wait_for=None, wait_timeout: float = 60.0) -> list:
         """Train on ``rdd`` for ``epochs`` passes; return each epoch's task reports.
 
         Parameters:
@@ -289,6 +289,12 @@ class DeepDist:
                 Spark retried.
             rows: optional ``rows(batch) -> {name: row indices}``; tasks then pull
                 only the rows their next ``fetch_every`` batches need.
+            wait_for: optional ``wait_for(n) -> (name, minimum) | None`` (needs ``rows``):
+                before the pull for its ``n``-th mini-batch (from 0) a task waits until
+                the model's ``name[0] >= minimum``, e.g. a count of synchronisation
+                rounds the driver keeps: stale-synchronous training. The server holds
+                the request, without polling, for at most ``wait_timeout`` seconds; after
+                a timeout the task logs a warning and stops waiting.
         """
         self._require_open()
         for name, value in (("epochs", epochs), ("fetch_every", fetch_every), ("push_every", push_every)):
@@ -296,6 +302,10 @@ class DeepDist:
                 raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigurationError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+        if wait_for is not None and (rows is None or not callable(wait_for)):
+            raise ConfigurationError("wait_for must be callable and needs rows (the wait rides on the row pull)")
+        if not (isinstance(wait_timeout, (int, float)) and 0 < wait_timeout <= MAX_WAIT_SECONDS):
+            raise ConfigurationError(f"wait_timeout must be in (0, {MAX_WAIT_SECONDS:g}] seconds, got {wait_timeout!r}")
         if not callable(gradient):
             raise ConfigurationError(f"gradient must be callable, got {type(gradient).__name__}")
         self.store.set_descent(descent, additive=additive)
@@ -308,7 +318,8 @@ class DeepDist:
             trainer = PartitionTrainer(
                 channel=self.channel(epoch), context_id=self._context_id, spec=self.store.spec,
                 adapter=self.store.adapter, skeleton=skeleton, gradient=gradient, batch_size=batch_size,
-                fetch_every=fetch_every, push_every=push_every, rows=rows)
+                fetch_every=fetch_every, push_every=push_every, rows=rows, wait_for=wait_for,
+                wait_timeout=wait_timeout)
             reports.append(self.run_epoch(epoch, lambda: rdd.mapPartitions(trainer).collect(),
                                           label=f"epoch {epoch + 1}/{epochs}"))
         return reports

@@ -5,6 +5,9 @@ Routes (every one needs ``Authorization: Bearer <secret>``):
 * ``GET /model``: the latest snapshot as a wire frame; ``?names=a,b`` limits
   it to some parameters.  ``POST /model`` with a frame of row indices
   (``{name: int array}``) answers those rows only, as sparse rows.
+  ``?wait=NAME&at_least=X&timeout=T`` holds the answer until the parameter's first
+  element reaches X (bounded staleness: e.g. an M-step count), at most T seconds;
+  the frame's meta says ``"ready": false`` when the time ran out first.
 * ``POST /update``: a wire frame holding an update and its header
   (base version, epoch, partition, attempt, sequence number, metrics).
   With ``?since=V`` the 202 answer is the ``/changes`` frame for V (saves a round trip).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import threading
 
 from flask import Flask, Response, jsonify, request
@@ -97,7 +101,14 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
             wanted = wire.validate_row_request(wire.decode(_body()), store.spec)
         except (WireFormatError, InvalidUpdateError) as err:
             return _error(400, str(err))
-        version, body = store.rows(wanted)
+        ready = True
+        if "wait" in request.args:
+            try:
+                name, at_least, timeout = _wait_args(request.args, store)
+            except ValueError as err:
+                return _error(400, str(err))
+            ready = store.wait_for(name, at_least, timeout)
+        version, body = store.rows(wanted, ready=ready)
         return _frame_response(body, version)
 
     @app.get("/changes")
@@ -149,6 +160,25 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
         return response
 
     return app
+
+
+#: the longest a row request may wait for the model (the client's read timeout must exceed it)
+MAX_WAIT_SECONDS = 300.0
+
+
+def _wait_args(args, store: ParameterStore) -> tuple[str, float, float]:
+    """``?wait=NAME&at_least=X&timeout=T``: answer once ``NAME[0] >= X``, or after T seconds."""
+    name = args["wait"]
+    if name not in store.spec:
+        raise ValueError(f"wait: unknown parameter {name!r}; the model has {sorted(store.spec)}")
+    try:
+        at_least, timeout = float(args.get("at_least", "")), float(args.get("timeout", ""))
+    except ValueError:
+        raise ValueError("wait needs numeric at_least and timeout query arguments") from None
+    if not math.isfinite(at_least) or not 0.0 <= timeout <= MAX_WAIT_SECONDS:
+        raise ValueError(f"wait: at_least must be finite and timeout in [0, {MAX_WAIT_SECONDS:g}] seconds, "
+                         f"got {at_least!r} and {timeout!r}")
+    return name, at_least, timeout
 
 
 def _body() -> bytes:

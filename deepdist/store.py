@@ -83,6 +83,8 @@ class ParameterStore:
         self.spec = ModelSpec.of(self.adapter.get(model))
         self.checkpointer = checkpointer
         self.lock = threading.RLock()
+        #: notified (under ``lock``) whenever the version moves: waiters of :meth:`wait_for`
+        self._changed = threading.Condition(self.lock)
         self.version = 0
         self.epoch = 0
         self._descent = None
@@ -260,6 +262,7 @@ class ParameterStore:
             self.adapter.set(self.model, result)
         self.spec.check(self.params)
         self.version += 1
+        self._changed.notify_all()
         if self._additive:
             self._log_update(tag, update)
 
@@ -274,6 +277,21 @@ class ParameterStore:
 
     def _reset_log(self) -> None:
         self._log, self._log_bytes, self._log_floor = [], 0, self.version
+
+    def bump(self) -> None:
+        """A new version for a change the driver made itself (outside ``descent``): readers refetch."""
+        with self._changed:
+            self.version += 1
+            self._changed.notify_all()
+
+    def wait_for(self, name: str, at_least: float, timeout: float) -> bool:
+        """Block until ``params[name].flat[0] >= at_least``; False if ``timeout`` seconds pass first.
+
+        This is how a task waits for the model to reach a state (e.g. an M-step count: bounded
+        staleness) without polling: every applied update wakes the waiters.
+        """
+        with self._changed:
+            return bool(self._changed.wait_for(lambda: self.params[name].flat[0] >= at_least, timeout))
 
     def apply_corrections(self, corrections: list) -> None:
         """Apply ledger corrections directly (between epochs, the queue drained)."""
@@ -315,13 +333,13 @@ class ParameterStore:
                 self._snapshot = (version, body)
             return version, body
 
-    def rows(self, wanted: dict) -> tuple[int, bytes]:
-        """Selected rows ``{name: indices}`` of the latest model, encoded."""
+    def rows(self, wanted: dict, **meta) -> tuple[int, bytes]:
+        """Selected rows ``{name: indices}`` of the latest model, encoded (``meta`` joins the frame's)."""
         with self.lock:
             params = self.params
             picked = {name: SparseRows(rows, params[name][rows], params[name].shape)
                       for name, rows in wanted.items()}
-            return self.version, wire.encode(picked, self._frame_meta())
+            return self.version, wire.encode(picked, {**self._frame_meta(), **meta})
 
     def changes(self, since: int, partition: int, attempt: int) -> tuple[int, bytes]:
         """What the other tasks added after version ``since``, as sparse rows (repeats add up), encoded.

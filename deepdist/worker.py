@@ -3,7 +3,8 @@
 For every mini-batch of its partition a task
 
 * pulls the model every ``fetch_every`` batches (only the rows the next
-  batches need, when a ``rows`` function says which),
+  batches need, when a ``rows`` function says which; with ``wait_for``, once
+  the model has reached the state that function names: bounded staleness),
 * calls ``gradient(model, batch)`` on its local copy,
 * sums updates locally and pushes them every ``push_every`` batches,
 
@@ -14,6 +15,7 @@ partition, the Spark task attempt and a sequence number (Dean et al. 2012).
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 
@@ -24,6 +26,7 @@ from .errors import DeepDistError
 from .params import allocate
 from .sparse import sum_updates
 
+log = logging.getLogger(__name__)
 _local = threading.local()
 _models: dict = {}
 
@@ -112,7 +115,8 @@ class TaskChannel:
         self.partition = task.partitionId() if task else 0
         self.attempt = task.attemptNumber() if task else 0
         self.stats = {"partition": self.partition, "attempt": self.attempt, "pushed": 0,
-                      "pulls": 0, "bytes_pushed": 0, "started": time.perf_counter()}
+                      "pulls": 0, "bytes_pushed": 0, "wait_seconds": 0.0, "wait_timeouts": 0,
+                      "started": time.perf_counter()}
         _local.metrics = {}
         return self
 
@@ -129,9 +133,23 @@ class TaskChannel:
         self.stats["pulls"] += 1
         return self.client.pull_into(params, names)
 
-    def pull_rows_into(self, params: dict, rows: dict) -> int:
+    def pull_rows_into(self, params: dict, rows: dict, wait=None) -> int:
+        """Copy the latest ``rows`` into ``params``; return the version.
+
+        ``wait=(name, at_least, timeout)`` first waits, on the server, until the model's
+        ``name[0] >= at_least`` (bounded staleness); a wait that timed out counts in the
+        report's ``wait_timeouts`` and the rows come as they were.
+        """
         self.stats["pulls"] += 1
-        return self.client.pull_rows_into(params, rows)
+        if wait is None:
+            return self.client.pull_rows_into(params, rows)
+        started = time.perf_counter()
+        version, arrays, ready = self.client.pull_rows_when(rows, *wait)
+        self.stats["wait_seconds"] += time.perf_counter() - started
+        self.stats["wait_timeouts"] += not ready
+        for name, part in arrays.items():
+            params[name][part.indices] = part.values
+        return version
 
     def pull_changes(self, since: int):
         """``(version, {name: SparseRows} | None)``: what other tasks added after ``since``."""
@@ -172,7 +190,7 @@ class PartitionTrainer:
     """
 
     def __init__(self, *, channel, context_id, spec, adapter, skeleton, gradient,
-                 batch_size, fetch_every, push_every, rows=None):
+                 batch_size, fetch_every, push_every, rows=None, wait_for=None, wait_timeout=60.0):
         self.channel = channel
         self.context_id = context_id
         self.spec = spec
@@ -183,6 +201,8 @@ class PartitionTrainer:
         self.fetch_every = fetch_every
         self.push_every = push_every
         self.rows = rows
+        self.wait_for = wait_for
+        self.wait_timeout = wait_timeout
 
     def local_model(self):
         """This process's copy of the model: the broadcast skeleton plus parameter arrays."""
@@ -213,7 +233,15 @@ class PartitionTrainer:
             if self.rows is None:
                 version = channel.pull_into(params)
             else:
-                version = channel.pull_rows_into(params, _union_rows([self.rows(b) for b in window]))
+                wanted = _union_rows([self.rows(b) for b in window])
+                condition = self.wait_for(done) if self.wait_for is not None else None
+                if condition is not None and not channel.stats["wait_timeouts"]:
+                    version = channel.pull_rows_into(params, wanted, (*condition, self.wait_timeout))
+                    if channel.stats["wait_timeouts"]:  # the others are not running: stop waiting
+                        log.warning("partition %d: the model did not reach %s >= %s within %.0fs; this task "
+                                    "goes on without waiting", channel.partition, *condition, self.wait_timeout)
+                else:
+                    version = channel.pull_rows_into(params, wanted)
             for batch in window:
                 update = self.gradient(model, batch)
                 if update:

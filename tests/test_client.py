@@ -1,6 +1,7 @@
 """The executor-side client against a live server on loopback."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +68,30 @@ def test_pull_and_pull_rows(live):
     target = {"w": np.zeros((10, 2), np.float32)}
     client.pull_rows_into(target, {"w": [7, 2]})
     assert target["w"][7].tolist() == [14, 15] and target["w"][0].tolist() == [0, 0]
+
+
+def test_a_row_pull_can_wait_for_the_model_to_reach_a_state(live):
+    """Bounded staleness: the server holds the answer until rounds[0] >= 2, without polling."""
+    store, client = live({"w": np.zeros((4, 2)), "rounds": np.zeros(1)})
+    answers = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        client.pull_rows_when({"w": [1]}, "rounds", 2, timeout=30)))
+    waiter.start()
+    for seq in range(2):
+        assert waiter.is_alive()  # not before the second update
+        client.push({"w": np.ones((4, 2)), "rounds": np.ones(1)}, wire.UpdateMeta(version=0, seq=seq))
+        store.drain()
+    waiter.join(10)
+    version, arrays, ready = answers[0]
+    assert ready and version == 2 and arrays["w"].values.tolist() == [[2.0, 2.0]]
+    started = time.perf_counter()
+    version, _, ready = client.pull_rows_when({"w": [0]}, "rounds", 3, timeout=0.2)
+    assert not ready and version == 2 and time.perf_counter() - started >= 0.2
+    for query in ({"wait": "nope", "at_least": "1", "timeout": "1"}, {"wait": "rounds", "at_least": "x", "timeout": "1"},
+                  {"wait": "rounds", "at_least": "nan", "timeout": "1"}, {"wait": "rounds", "at_least": "1", "timeout": "1e9"}):
+        with pytest.raises(InvalidUpdateError):
+            client._pull_rows({"w": [0]}, params=query)
+    assert store.version == 2
 
 
 def test_backpressure_slows_clients_but_loses_nothing(live):

@@ -13,6 +13,7 @@ from deepdist.lda.dictionary import build_dictionary
 from deepdist.lda.evaluate import completion_log_likelihood, completion_perplexity, fold_in_em
 from deepdist.lda.online import OnlineLDA, _EStep, _MStep, _Shell
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
+from deepdist.sparse import SparseRows
 
 K, V = 8, 300
 
@@ -44,14 +45,14 @@ def test_sequential_e_and_m_steps_reproduce_gensim_update(corpus):
     ours = copy.deepcopy(reference)
     reference.update(train)
 
-    shell = _Shell(ours)
-    estep = _EStep(seed=0, pass_=0, num_topics=K, num_terms=V)
-    estep.random_state = lambda: ours.random_state  # gensim's own stream, for an exact comparison
-    mstep = _MStep(ours, chunksize=100, update_after=100, decay=0.6, offset=2.0)
+    shell = _Shell(ours, partitions=1, rounds=6)
+    mstep = _MStep(ours, chunksize=100, chunks=[6], update_every=1, decay=0.6, offset=2.0)
     ours.state.numdocs += len(train)
     pushed = dense = 0
     for pass_ in range(2):
-        mstep.pass_ = pass_
+        estep = _EStep(seed=0, pass_=pass_, num_topics=K, num_terms=V, partitions=1, rounds=6)
+        estep.random_state = lambda: ours.random_state  # gensim's own stream, for an exact comparison
+        mstep.start_pass(pass_)
         for start in range(0, len(train), 100):
             update = estep(shell, train[start:start + 100])
             pushed += update["sstats_t"].nbytes
@@ -78,17 +79,17 @@ def test_first_e_step_is_gensims_on_the_pulled_columns(corpus):
     rows = update["sstats_t"]
     assert len(rows.indices) == len({w for doc in chunk for w, _ in doc}) < V
     np.testing.assert_allclose(rows.to_dense().T, expected.sstats, rtol=1e-4, atol=1e-4)
-    assert update["numdocs"][0] == 100
+    assert update["chunk_docs"].indices.tolist() == [0] and update["chunk_docs"].values.tolist() == [100]
 
 
 def test_update_every_merges_chunks_before_one_blend(corpus):
-    """Two chunks' statistics are merged, then blended once (update_every=2, or 2 workers)."""
+    """Two chunks' statistics are merged, then blended once (update_every=2)."""
     train = corpus[0][:200]
     model = LdaModel(num_topics=K, id2word=_id2word(), chunksize=50, eval_every=None, random_state=1)
-    shell = _Shell(model)
+    shell = _Shell(model, partitions=1, rounds=4)
     model.state.numdocs += 200
-    estep = _EStep(seed=0, pass_=0, num_topics=K, num_terms=V)
-    mstep = _MStep(model, chunksize=50, update_after=100, decay=0.5, offset=1.0)
+    estep = _EStep(seed=0, pass_=0, num_topics=K, num_terms=V, partitions=1, rounds=4)
+    mstep = _MStep(model, chunksize=50, chunks=[4], update_every=2, decay=0.5, offset=1.0)
     expected = LdaState(model.eta, model.state.sstats.shape, model.dtype)
     before = model.state.sstats.copy()
     for start in (0, 50):
@@ -96,12 +97,38 @@ def test_update_every_merges_chunks_before_one_blend(corpus):
         expected.sstats[:, update["sstats_t"].indices] += update["sstats_t"].values.T
         expected.numdocs += 50
         mstep(shell, update)
-    assert mstep.msteps == 1 and model.num_updates == 100 and mstep.rho == 1.0
+    assert mstep.msteps == 1 and model.num_updates == 100 and mstep.rho == 1.0 and shell.msteps[0] == 1
     reference = LdaState(model.eta, before.shape, model.dtype)
     reference.sstats[...] = before
     reference.numdocs = 200
     reference.blend(1.0, expected)
     np.testing.assert_allclose(model.state.sstats, reference.sstats, rtol=1e-5)
+
+
+def _chunk_update(partition, chunk, rounds, word, docs=10.0):
+    sstats = SparseRows(np.array([word], np.int32), np.full((1, K), 1.0, np.float32), (V, K))
+    return {"sstats_t": sstats, "chunk_docs": SparseRows(np.array([partition * rounds + chunk]),
+                                                         np.array([docs]), (2 * rounds,))}
+
+
+def test_m_steps_take_whole_rounds_in_order_whatever_the_arrival_order():
+    """Partition 0 has 3 chunks, partition 1 has 2: M-steps merge {0:0, 1:0}, {0:1, 1:1}, {0:2}."""
+    model = LdaModel(num_topics=K, id2word=_id2word(), chunksize=10, eval_every=None, random_state=1)
+    model.state.numdocs += 50
+    shell = _Shell(model, partitions=2, rounds=3)
+    mstep = _MStep(model, chunksize=10, chunks=[3, 2], update_every=1, decay=0.5, offset=1.0)
+    blended = []
+    mstep.mstep = lambda shell, other: blended.append(sorted(np.flatnonzero(other.sstats.sum(axis=0))))
+    for partition, chunk in [(0, 0), (0, 1), (1, 0)]:  # partition 0 ran ahead
+        mstep(shell, _chunk_update(partition, chunk, 3, word=10 * partition + chunk))
+    assert blended == [[0, 10]]  # round 1 waits for partition 1's chunk
+    mstep(shell, _chunk_update(0, 0, 3, word=99))  # a retried attempt repeats its first chunk
+    assert blended == [[0, 10]] and mstep.next_block == 1
+    mstep(shell, _chunk_update(1, 1, 3, word=11))
+    assert blended == [[0, 10], [1, 11, 99]]  # the repeat joins the next M-step, uncounted
+    mstep(shell, _chunk_update(0, 2, 3, word=2))
+    assert blended == [[0, 10], [1, 11, 99], [2]] and not mstep.pending
+    assert shell.chunk_docs.tolist() == [20.0, 10.0, 10.0, 10.0, 10.0, 0.0]
 
 
 def test_completion_evaluator_against_a_slow_reference():
@@ -204,6 +231,19 @@ def test_more_passes_do_not_hurt_and_progress_is_reported(fitted, corpus):
     assert sum(lda.status_["staleness_histogram"].values()) == lda.status_["updates_applied"]
     for record in lda.history_:
         assert record["bytes_pushed"] / record["chunks"] < record["dense_bytes_per_chunk"]
+
+
+def test_a_seeded_fit_on_two_partitions_is_reproducible(sc, corpus):
+    """Rounds and bounded staleness take task timing out of the result: same seed, same topics."""
+    rdd = sc.parallelize(corpus[0][:960], 2).cache()
+    fits = [OnlineLDA(num_topics=K, id2word=_id2word(), passes=2, chunksize=80, seed=4, max_staleness=0,
+                      progress=False) for _ in range(2)]
+    topics = [lda.fit(rdd).get_topics() for lda in fits]
+    np.testing.assert_array_equal(topics[0], topics[1])
+    for lda in fits:
+        assert [h["msteps"] for h in lda.history_] == [6, 6]  # 6 rounds of 2 chunks per pass
+        assert lda.status_["staleness_histogram"].get("0", 0) > 0
+        assert sum(h["wait_timeouts"] for h in lda.history_) == 0
 
 
 def test_update_continues_online(sc, corpus):

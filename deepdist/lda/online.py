@@ -10,22 +10,30 @@ topics λ (K × V; gensim's ``state.sstats`` plus the prior η) are refined chun
   columns of ``expElogbeta = exp(E[log β])``. gensim's own ``LdaModel.inference`` then runs on
   the chunk. It pushes back the sufficient statistics, which are non-zero only in the chunk's
   columns, together with the chunk's document count.
-* **M-step, on the driver.** One applier thread merges the statistics in arrival order into a
-  gensim ``LdaState`` (``merge``). Once ``update_every × workers × chunksize`` documents have
-  arrived (the rule of gensim's distributed mode and of ``LdaMulticore``; ``workers`` is how
-  many tasks run at once) it
-  blends them into the model with gensim's own ``LdaState.blend``. That step uses the weight
-  ρ_t = (τ₀ + pass + t / chunksize)^(−κ) from gensim's ``LdaModel.update``, where τ₀ is
-  ``offset``, κ is ``decay`` and t counts the documents merged during the first pass. It also
-  stretches the chunk's statistics to the corpus size.
+* **M-step, on the driver, in rounds.** Round r is the r-th chunk of every partition (the RDD
+  is coalesced to the cluster's task slots, so all partitions run at once). One applier thread
+  merges the statistics of a round into a gensim ``LdaState`` (``merge``); once every chunk of
+  ``update_every`` rounds has arrived (gensim's distributed mode: ``update_every × workers``
+  chunks, workers = partitions) it blends them into the model with gensim's own
+  ``LdaState.blend``. That step uses the weight ρ_t = (τ₀ + pass + t / chunksize)^(−κ) from
+  gensim's ``LdaModel.update``, where τ₀ is ``offset``, κ is ``decay`` and t counts the
+  documents merged during the first pass. It also stretches the statistics to the corpus size.
 
-Training is asynchronous, as in gensim's ``LdaMulticore``: a chunk's statistics may be computed
-against a model a few M-steps old. The server counts each contribution's staleness (the model
-versions that passed between pull and apply) in ``status()["staleness_histogram"]``.
+**Bounded staleness.** Before the E-step of a chunk in M-step block b, a task waits, on the
+server and without polling, until block b − 1 − ``max_staleness`` has been blended. The default
+``max_staleness=2`` is about the lag of ``LdaMulticore``'s job queue (2 × workers chunks
+dispatched ahead with the topics of their time), and matches its held-out perplexity. With
+``max_staleness=0`` every chunk starts from the topics of all earlier rounds, as in gensim's
+distributed mode, and which statistics meet in which M-step no longer depends on task timing:
+with a fixed ``seed`` and two partitions a fit is bit-for-bit reproducible (with more, only
+float summation order varies).
+The server counts each contribution's staleness (the model versions that passed between pull
+and apply) in ``status()["staleness_histogram"]``.
 
-If Spark retries a task, the statistics its failed attempt pushed stay merged: like a
-stochastic gradient, an online VB step tolerates seeing some documents twice (a Gibbs sampler's
-counts would not, see DESIGN.md).
+If Spark retries a task, the statistics its failed attempt pushed stay merged (a repeated chunk
+joins the next M-step): like a stochastic gradient, an online VB step tolerates seeing some
+documents twice (a Gibbs sampler's counts would not, see DESIGN.md). A task that waits in vain
+(``wait_timeout``, e.g. executors lost) goes on without waiting and logs a warning.
 
 The server stores the statistics transposed, V × K, so a chunk's column-sparse K × V statistics
 travel as a few rows (:class:`~deepdist.SparseRows`) instead of the dense matrix that gensim's
@@ -80,24 +88,31 @@ class _Shell:
         eta_weight: 1.0 when ``expElogbeta`` includes the prior η, as after any M-step;
             0.0 for a new model, whose first ``expElogbeta`` gensim computes from the
             random initial statistics alone (float64, 1).
+        msteps: M-steps blended so far (float64, 1): what tasks wait for.
+        chunk_docs: documents received per (partition, chunk), flat ``partition × rounds +
+            chunk`` (float64); an update names its chunk by the one entry it sends.
     """
 
-    def __init__(self, lda):
+    def __init__(self, lda, partitions: int = 1, rounds: int = 1):
         self.lda = lda
         self.sstats_sum = lda.state.sstats.sum(axis=1, dtype=np.float64)
         self.numdocs = np.zeros(1, np.float64)
         self.eta_weight = np.array([0.0 if lda.num_updates == 0 else 1.0])
+        self.msteps = np.zeros(1, np.float64)
+        self.rounds = max(1, rounds)
+        self.chunk_docs = np.zeros(max(1, partitions) * self.rounds, np.float64)
 
 
 class _LdaParams(ParamAdapter):
     """The parameter arrays of a :class:`_Shell`: ``sstats_t`` is ``lda.state.sstats.T`` (V × K)."""
 
     def __init__(self):
-        super().__init__(["sstats_t", "sstats_sum", "numdocs", "eta_weight"])
+        super().__init__(["sstats_t", "sstats_sum", "numdocs", "eta_weight", "msteps", "chunk_docs"])
 
     def get(self, shell) -> dict:
         return {"sstats_t": shell.lda.state.sstats.T, "sstats_sum": shell.sstats_sum,
-                "numdocs": shell.numdocs, "eta_weight": shell.eta_weight}
+                "numdocs": shell.numdocs, "eta_weight": shell.eta_weight, "msteps": shell.msteps,
+                "chunk_docs": shell.chunk_docs}
 
     def set(self, shell, params: dict) -> None:
         for name, array in params.items():
@@ -137,19 +152,42 @@ def _check_words(words, num_terms):
             f"holds ids {words.min()}..{words.max()}; was the corpus made with the model's id2word?")
 
 
+def _block(chunk: int, update_every: int) -> int:
+    """The M-step block of a partition's ``chunk``-th chunk: ``update_every`` rounds per block."""
+    return chunk // update_every if update_every else 0
+
+
+class _Rounds:
+    """``wait_for(n)``: before its n-th chunk a task waits for M-step block b(n) − 1 − staleness."""
+
+    def __init__(self, update_every: int, max_staleness: int, msteps_before: float):
+        self.update_every = update_every
+        self.max_staleness = max_staleness
+        self.msteps_before = msteps_before
+
+    def __call__(self, chunk: int):
+        needed = _block(chunk, self.update_every) - self.max_staleness
+        return None if needed <= 0 else ("msteps", self.msteps_before + needed)
+
+
 class _EStep:
     """``gradient(shell, chunk)`` run on the executors: gensim's E-step on one chunk.
 
     Carries configuration only (it travels in the task closure): the seed and the pass, from
-    which each partition derives its own random state.
+    which each partition derives its own random state, and ``partitions`` and ``rounds`` (most
+    chunks in a partition), by which it names its chunks in ``chunk_docs``.
     """
 
-    def __init__(self, seed: int, pass_: int, num_topics: int, num_terms: int):
+    def __init__(self, seed: int, pass_: int, num_topics: int, num_terms: int, partitions: int = 1,
+                 rounds: int = 1):
         self.seed = seed
         self.pass_ = pass_
         self.num_topics = num_topics
         self.num_terms = num_terms
+        self.partitions = max(1, partitions)
+        self.rounds = max(1, rounds)
         self._random = {}
+        self._chunks = {}  # (partition, attempt) -> chunks done
         self._flat = None  # (chunk, its flat arrays): rows() and __call__ see the same chunk
 
     def flatten(self, chunk):
@@ -165,12 +203,16 @@ class _EStep:
         return {"sstats_t": words, "sstats_sum": np.arange(self.num_topics),
                 "eta_weight": np.zeros(1, np.int64)}
 
-    def random_state(self):
-        """This partition's random state, derived from (seed, pass, partition, attempt)."""
+    @staticmethod
+    def _task_key():
         from pyspark import TaskContext
 
         task = TaskContext.get()
-        key = (task.partitionId(), task.attemptNumber()) if task else (0, 0)
+        return (task.partitionId(), task.attemptNumber()) if task else (0, 0)
+
+    def random_state(self):
+        """This partition's random state, derived from (seed, pass, partition, attempt)."""
+        key = self._task_key()
         state = self._random.get(key)
         if state is None:
             sequence = np.random.SeedSequence([self.seed, self.pass_, key[0], key[1]])
@@ -203,8 +245,16 @@ class _EStep:
         bound, scored = _chunk_bound(lda.alpha, gamma, elog, local, counts, offsets, _PERPLEXITY_DOCS)
         if scored:
             report(perplexity=math.exp(-bound / scored))
+        key = self._task_key()
+        chunk_no = self._chunks.get(key, 0)
+        self._chunks[key] = chunk_no + 1
+        if chunk_no >= self.rounds:
+            raise ConfigurationError(f"partition {key[0]} has more than the {self.rounds} chunks counted before "
+                                     "the pass: the input RDD must give the same documents every time (cache it, "
+                                     "or make it deterministic)")
+        slot = np.array([key[0] * self.rounds + chunk_no], np.int64)
         return {"sstats_t": SparseRows(ids.astype(np.int32), sstats.T, (self.num_terms, self.num_topics)),
-                "numdocs": np.array([len(chunk)], np.float64)}
+                "chunk_docs": SparseRows(slot, np.array([len(chunk)], np.float64), (self.partitions * self.rounds,))}
 
 
 def _chunk_bound(alpha, gamma, elog_beta, local, counts, offsets, max_docs):
@@ -232,50 +282,90 @@ def _chunk_bound(alpha, gamma, elog_beta, local, counts, offsets, max_docs):
 
 
 class _MStep:
-    """``descent(shell, update)`` on the driver: gensim's merge, then a blend every ``update_after`` documents."""
+    """``descent(shell, update)`` on the driver: gensim's merge per block of rounds, then its blend.
 
-    def __init__(self, lda, *, chunksize: int, update_after: float, decay: float, offset: float):
-        from gensim.models.ldamodel import LdaState
+    A block is ``update_every`` rounds (all of a pass when it is 0); its M-step happens when
+    every partition's chunks of the block have arrived, blocks in order. A chunk seen before
+    (a retried task) is merged into the next M-step without counting towards its completion.
+    """
 
-        self.other = LdaState(lda.eta, lda.state.sstats.shape, lda.dtype)
+    def __init__(self, lda, *, chunksize: int, chunks, update_every: int, decay: float, offset: float):
+        self.lda = lda
         self.chunksize = chunksize
-        self.update_after = update_after
+        self.update_every = update_every
         self.decay = decay
         self.offset = offset
+        self.rounds = max([1, *chunks])
+        self.need: dict[int, int] = {}  # block -> chunks it waits for
+        for count in chunks:
+            for chunk in range(count):
+                block = _block(chunk, update_every)
+                self.need[block] = self.need.get(block, 0) + 1
         self.pass_ = 0
         self.msteps = 0
         self.rho = None
+        self.start_pass(0)
+
+    def start_pass(self, pass_: int) -> None:
+        self.pass_ = pass_
+        self.next_block = 0
+        self.pending: dict = {}   # block -> LdaState of its merged statistics
+        self.arrived: dict = {}   # block -> {(partition, chunk)}
 
     def __call__(self, shell, update):
-        part = update.get("sstats_t")
-        if part is not None and len(part.indices):
+        from gensim.models.ldamodel import LdaState
+
+        tag = update["chunk_docs"]
+        slot, docs = int(tag.indices[0]), float(tag.values[0])
+        partition, chunk = divmod(slot, self.rounds)
+        block = _block(chunk, self.update_every)
+        repeated = block < self.next_block or (partition, chunk) in self.arrived.get(block, ())
+        block = max(block, self.next_block)
+        other = self.pending.get(block)
+        if other is None:
+            other = self.pending[block] = LdaState(self.lda.eta, self.lda.state.sstats.shape, self.lda.dtype)
+        part = update["sstats_t"]
+        if len(part.indices):
             part = part.coalesce()
-            self.other.sstats[:, part.indices] += part.values.T
-        docs = float(update["numdocs"][0])
-        self.other.numdocs += docs
+            other.sstats[:, part.indices] += part.values.T
+        other.numdocs += docs
         shell.numdocs += docs
-        if self.other.numdocs >= self.update_after:
-            self.mstep(shell)
+        shell.chunk_docs[slot] += docs
+        if not repeated:
+            self.arrived.setdefault(block, set()).add((partition, chunk))
+        while (self.next_block in self.pending
+               and len(self.arrived.get(self.next_block, ())) >= self.need.get(self.next_block, 0)):
+            self.mstep(shell, self.pending.pop(self.next_block))
+            self.arrived.pop(self.next_block, None)
+            self.next_block += 1
 
     def flush(self, shell) -> bool:
         """Blend what is merged but not yet blended (gensim does this at the end of each pass)."""
-        if self.other.numdocs > 0:
-            self.mstep(shell)
-            return True
-        return False
+        blended = False
+        for block in sorted(self.pending):
+            other = self.pending.pop(block)
+            if other.numdocs > 0:
+                self.mstep(shell, other)
+                blended = True
+        self.arrived.clear()
+        return blended
 
-    def mstep(self, shell) -> None:
+    def mstep(self, shell, other) -> None:
         """gensim's ``LdaModel.do_mstep``, without its logging of topics and of the topic change."""
-        lda = shell.lda
+        lda = self.lda
         rho = pow(self.offset + self.pass_ + lda.num_updates / self.chunksize, -self.decay)
-        lda.state.blend(rho, self.other)
+        lda.state.blend(rho, other)
         if self.pass_ == 0:  # gensim counts updates in the first pass only
-            lda.num_updates += self.other.numdocs
+            lda.num_updates += other.numdocs
         shell.sstats_sum[:] = lda.state.sstats.sum(axis=1, dtype=np.float64)
         shell.eta_weight[0] = 1.0  # expElogbeta now comes from λ = η + sstats
-        self.other.reset()
+        shell.msteps[0] += 1
         self.msteps += 1
         self.rho = rho
+
+
+def _count(documents):
+    yield sum(1 for _ in documents)
 
 
 def _task_slots(sc) -> int:
@@ -304,14 +394,17 @@ class OnlineLDA:
             If None, V is the largest word id in the corpus plus one.
         passes: passes over the corpus per :meth:`fit` or :meth:`update`.
         chunksize: documents per E-step. Each Spark partition is cut into chunks of this size.
-        update_every: an M-step every ``update_every × workers × chunksize`` documents, as in
-            gensim's distributed mode and ``LdaMulticore``. 0 means batch learning: one M-step
-            per pass.
-        workers: how many chunks' statistics (times ``update_every``) one M-step merges.
-            By default the number of tasks that run at once: the RDD's partitions, at most the
-            task slots of the cluster (N for ``local[N]``). With ``workers=1`` every chunk has
-            its own M-step, as in single-process gensim, but concurrent chunks then see more
-            stale topics.
+        update_every: an M-step every ``update_every`` rounds, a round being one chunk of
+            every partition: ``update_every × partitions`` chunks, as in gensim's distributed
+            mode with one worker per partition. 0 means batch learning: one M-step per pass.
+            The RDD is coalesced to the task slots of the cluster (N for ``local[N]``) when it
+            has more partitions, so that all of them run at once.
+        max_staleness: how many M-steps behind the previous block the topics a chunk's
+            E-step starts from may be: 2 (default) is about ``LdaMulticore``'s lag; 0 waits
+            for the previous block's M-step, as gensim's distributed mode does, and makes a
+            seeded fit reproducible.
+        wait_timeout: the longest a task waits for an M-step (seconds) before it gives up
+            waiting and goes on with the topics it has (e.g. when executors were lost).
         alpha: the document-topic prior α: ``"symmetric"`` (1/K), ``"asymmetric"``, a float or
             K floats. ``"auto"`` is not available (gensim's distributed mode lacks it too).
         eta: the topic-word prior η: None or ``"symmetric"`` (1/K), a float, V floats or a
@@ -337,9 +430,10 @@ class OnlineLDA:
 
     Attributes:
         model_: the trained :class:`gensim.models.LdaModel`.
-        workers_: the ``workers`` of the last fit/update (see ``workers``).
+        partitions_: the partitions (one chunk each per round) of the last fit/update.
         history_: one dict per pass: seconds, M-steps, last ρ, mean perplexity estimate of
-            the chunks (from their variational bound, before their M-step), chunks, bytes pushed.
+            the chunks (from their variational bound, before their M-step), chunks, bytes pushed,
+            seconds the tasks spent in row pulls that waited for an M-step, and wait timeouts.
         status_: the DeepDist server's counters at the end of the last fit/update, including
             ``staleness_histogram``.
 
@@ -351,7 +445,8 @@ class OnlineLDA:
     """
 
     def __init__(self, *, num_topics: int = 100, id2word=None, passes: int = 1, chunksize: int = 2000,
-                 update_every: int = 1, workers: int | None = None, alpha="symmetric", eta=None,
+                 update_every: int = 1, max_staleness: int = 2, wait_timeout: float = 60.0,
+                 alpha="symmetric", eta=None,
                  decay: float = 0.5,
                  offset: float = 1.0, iterations: int = 50, gamma_threshold: float = 0.001,
                  seed: int | None = None, dtype=np.float32, spark=None, progress: bool = True,
@@ -361,7 +456,8 @@ class OnlineLDA:
         self.passes = passes
         self.chunksize = chunksize
         self.update_every = update_every
-        self.workers = workers
+        self.max_staleness = max_staleness
+        self.wait_timeout = wait_timeout
         self.alpha = alpha
         self.eta = eta
         self.decay = decay
@@ -381,8 +477,9 @@ class OnlineLDA:
         _positive_int("passes", self.passes)
         _positive_int("chunksize", self.chunksize)
         _positive_int("update_every", self.update_every, minimum=0)
-        if self.workers is not None:
-            _positive_int("workers", self.workers)
+        _positive_int("max_staleness", self.max_staleness, minimum=0)
+        if not (isinstance(self.wait_timeout, numbers.Real) and 0 < self.wait_timeout <= 300):
+            raise ConfigurationError(f"wait_timeout must be in (0, 300] seconds, got {self.wait_timeout!r}")
         _positive_int("iterations", self.iterations)
         if not (isinstance(self.decay, numbers.Real) and 0.0 < self.decay <= 1.0):
             raise ConfigurationError(f"decay (κ) must be in (0, 1], got {self.decay!r}")
@@ -455,25 +552,29 @@ class OnlineLDA:
 
         lda = self.model_
         sc = spark_context(self.spark if self.spark is not None else bow_rdd.context)
+        slots = _task_slots(sc)
+        if bow_rdd.getNumPartitions() > slots:
+            # a round needs every partition's chunk: all partitions must run at once
+            log.info("OnlineLDA: coalescing %d partitions to the %d task slots", bow_rdd.getNumPartitions(), slots)
+            bow_rdd = bow_rdd.coalesce(slots)
         persisted = not bow_rdd.is_cached
         if persisted:
             bow_rdd = bow_rdd.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            num_docs = bow_rdd.count()
+            sizes = bow_rdd.mapPartitions(_count).collect()
+            num_docs = sum(sizes)
             if num_docs == 0:
                 log.warning("OnlineLDA: the corpus is empty; nothing to train")
                 return lda
             lda.state.numdocs += num_docs
-            shell = _Shell(lda)
-            workers = self.workers or min(bow_rdd.getNumPartitions(), _task_slots(sc))
-            update_after = self.update_every * workers * self.chunksize if self.update_every else math.inf
-            descent = _MStep(lda, chunksize=self.chunksize, update_after=update_after,
+            chunks = [-(-size // self.chunksize) for size in sizes]
+            shell = _Shell(lda, partitions=len(sizes), rounds=max(chunks))
+            descent = _MStep(lda, chunksize=self.chunksize, chunks=chunks, update_every=self.update_every,
                              decay=self.decay, offset=self.offset)
-            self.workers_ = workers
-            chunks_per_pass = -(-num_docs // self.chunksize)
-            if chunks_per_pass * passes < 10:
+            self.partitions_ = len(sizes)
+            if sum(chunks) * passes < 10:
                 log.warning("OnlineLDA: only %d chunks in %d passes; training might not converge: "
-                            "consider more passes or a smaller chunksize", chunks_per_pass, passes)
+                            "consider more passes or a smaller chunksize", sum(chunks), passes)
             options = dict(self.server_options or {})
             options.setdefault("progress", self.progress)
             with DeepDist(shell, params=_LdaParams(), spark=sc, **options) as dd:
@@ -491,14 +592,17 @@ class OnlineLDA:
         started = time.perf_counter()
         metric = dd.store.metrics.get("perplexity")
         before = (metric.total, metric.count) if metric is not None else (0.0, 0)
-        descent.pass_ = pass_
+        descent.start_pass(pass_)
         msteps = descent.msteps
-        estep = _EStep(self._base_seed, self._passes_done, lda.num_topics, lda.num_terms)
+        estep = _EStep(self._base_seed, self._passes_done, lda.num_topics, lda.num_terms,
+                       partitions=len(shell.chunk_docs) // shell.rounds, rounds=shell.rounds)
+        rounds = _Rounds(self.update_every, self.max_staleness, float(shell.msteps[0]))
         reports = dd.train(bow_rdd, estep, descent, epochs=1, batch_size=self.chunksize,
-                           fetch_every=1, push_every=1, rows=estep.rows)[0]
+                           fetch_every=1, push_every=1, rows=estep.rows, wait_for=rounds,
+                           wait_timeout=self.wait_timeout)[0]
         with dd.store.lock:
             if descent.flush(shell):
-                dd.store.version += 1  # the snapshot served to readers must change with the model
+                dd.store.bump()  # the snapshot served to readers must change with the model
         self._passes_done += 1
         metric = dd.store.metrics.get("perplexity")
         total, count = (metric.total, metric.count) if metric is not None else (0.0, 0)
@@ -508,6 +612,8 @@ class OnlineLDA:
             "msteps": descent.msteps - msteps, "rho": descent.rho, "chunks": chunks,
             "perplexity": (total - before[0]) / (count - before[1]) if count > before[1] else None,
             "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
+            "wait_seconds": sum(r["wait_seconds"] for r in reports),
+            "wait_timeouts": sum(r["wait_timeouts"] for r in reports),
             "dense_bytes_per_chunk": lda.num_topics * lda.num_terms * np.dtype(lda.dtype).itemsize,
         }
         self.history_.append(record)

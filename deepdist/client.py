@@ -36,6 +36,9 @@ def _session_for(key) -> requests.Session:
         session = _sessions.get(key)
         if session is None:
             session = _sessions[key] = requests.Session()
+            # the driver is reached directly: an HTTP(S)_PROXY meant for the internet must not
+            # catch it, and skipping the environment lookups saves time on every request
+            session.trust_env = False
         return session
 
 

@@ -49,6 +49,7 @@ import copy
 import logging
 import time
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -156,65 +157,83 @@ def _output_name(hs: bool) -> str:
     return "w2v.syn1" if hs else "w2v.syn1neg"
 
 
+class _Plan(NamedTuple):
+    """What one batch of jobs reads and writes: input rows, output rows, negative pool counts."""
+
+    words: np.ndarray
+    out_rows: np.ndarray
+    pool: np.ndarray | None  # per output row: how often the pool holds it (negative sampling)
+
+
 class _Rows:
     """``rows(batch)``: the rows a batch of jobs reads and writes.
 
     For negative sampling the task first draws a *pool* of ``pool`` negatives per
-    raw word of the batch from the global unigram^0.75 table, pulls those rows, and
-    lets gensim's kernel sample from the pool.  Every single draw then still has
-    the exact global distribution (the pool is an i.i.d. sample of it), so the
-    expected gradient is gensim's; only rows the pool holds travel.  ``pool=None``
-    pulls all of ``syn1neg`` and keeps gensim's table.  For hierarchical softmax,
-    ``points`` is a CSR of each word's path of inner nodes, shipped by broadcast.
+    raw word of the batch from the global unigram^0.75 distribution, pulls those
+    rows, and lets gensim's kernel sample from the pool.  Every single draw then
+    still has the exact global distribution (the pool is an i.i.d. sample of it),
+    so the expected gradient is gensim's; only rows the pool holds travel.  The
+    pool is drawn as its counts, one multinomial over the vocabulary.
+    ``pool=None`` pulls all of ``syn1neg`` and keeps gensim's table.  For
+    hierarchical softmax, ``points`` is a CSR of each word's path of inner nodes,
+    shipped by broadcast.  The plan made for the pull is kept for the gradient.
     """
 
     def __init__(self, hs: bool, n_rows: int, pool: float | None, cum=None, points=None, seed: int = 1):
         self.hs, self.n_rows, self.pool, self.cum, self.points, self.seed = hs, n_rows, pool, cum, points, seed
-        self._pools: dict = {}
+        self._plans: dict = {}
         self._drawn = 0
+        self._p = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_pools"], state["_drawn"] = {}, 0
+        state["_plans"], state["_drawn"], state["_p"] = {}, 0, None
         return state
 
-    def words(self, batch) -> np.ndarray:
+    def _unigram(self) -> np.ndarray:
+        """gensim's negative-sampling distribution, from its ``cum_table``."""
+        if self._p is None:
+            cum = self.cum.value.astype(np.float64)
+            self._p = np.diff(cum, prepend=0.0) / cum[-1]
+        return self._p
+
+    def _pool_counts(self, batch) -> np.ndarray:
+        from pyspark import TaskContext
+
+        task = TaskContext.get()
+        where = (task.stageId(), task.partitionId(), task.attemptNumber()) if task else (0, 0, 0)
+        self._drawn += 1
+        rng = np.random.default_rng([self.seed, *where, self._drawn])
+        size = max(1, int(self.pool * sum(raw for raw, _ in batch)))
+        return rng.multinomial(size, self._unigram())
+
+    def plan(self, batch, keep: bool = True) -> _Plan:
+        """This batch's rows: made by ``rows`` before the pull, taken by ``gradient`` (``keep=False``)."""
+        plan = self._plans.get(id(batch)) if keep else self._plans.pop(id(batch), None)
+        if plan is not None:
+            return plan
         arrays = [a for _, job in batch for a in job]
-        return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
-
-    def negatives(self, batch, keep: bool = True) -> np.ndarray | None:
-        """This batch's pool of negatives: drawn by ``rows`` before the pull, taken by ``gradient``."""
-        if self.hs or self.pool is None:
-            return None
-        pool = self._pools.get(id(batch)) if keep else self._pools.pop(id(batch), None)
-        if pool is None:
-            from pyspark import TaskContext
-
-            task = TaskContext.get()
-            where = (task.stageId(), task.partitionId(), task.attemptNumber()) if task else (0, 0, 0)
-            self._drawn += 1
-            rng = np.random.default_rng([self.seed, *where, self._drawn])
-            size = max(1, int(self.pool * sum(raw for raw, _ in batch)))
-            cum = self.cum.value  # gensim's cum_table: draw as its kernel does
-            pool = np.searchsorted(cum, rng.integers(0, int(cum[-1]), size), side="left")
-            if keep:
-                self._pools[id(batch)] = pool
-        return pool
-
-    def output_rows(self, batch, words: np.ndarray) -> np.ndarray:
+        seen = np.bincount(np.concatenate(arrays), minlength=self.n_rows) if arrays else np.zeros(self.n_rows, np.int64)
+        words = np.flatnonzero(seen)
+        pool = None
         if self.hs:
             indptr, flat = self.points.value
             parts = [flat[indptr[w]:indptr[w + 1]] for w in words]
-            return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-        if self.pool is None:
-            return np.arange(self.n_rows)
-        return np.union1d(words, self.negatives(batch))
+            out_rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        elif self.pool is None:
+            out_rows = np.arange(self.n_rows)
+        else:
+            pool = self._pool_counts(batch)
+            out_rows = np.flatnonzero(seen + pool)
+        plan = _Plan(words, out_rows, pool)
+        if keep:
+            self._plans[id(batch)] = plan
+        return plan
 
     def __call__(self, batch) -> dict:
-        words = self.words(batch)
-        out_rows = self.output_rows(batch, words)
-        return {"w2v.wv.vectors": words, _output_name(self.hs): out_rows, "updates_in": words,
-                "updates_out": out_rows, "words_done": np.zeros(1, np.int64)}
+        plan = self.plan(batch)
+        return {"w2v.wv.vectors": plan.words, _output_name(self.hs): plan.out_rows, "updates_in": plan.words,
+                "updates_out": plan.out_rows, "words_done": np.zeros(1, np.int64)}
 
 
 class _Gradient:
@@ -238,13 +257,10 @@ class _Gradient:
         model = served.w2v
         out_name = _output_name(self.rows.hs)
         output = model.syn1 if self.rows.hs else model.syn1neg
-        words = self.rows.words(batch)
-        out_rows = self.rows.output_rows(batch, words)
+        words, out_rows, pool = self.rows.plan(batch, keep=False)
         old_in, old_out = model.wv.vectors[words], output[out_rows]
-        pool = self.rows.negatives(batch, keep=False)
         if pool is not None:  # gensim samples from the pool's empirical distribution
-            model.cum_table = np.round(np.cumsum(np.bincount(pool, minlength=len(output)))
-                                       * (_CUM_DOMAIN / len(pool))).astype(np.uint32)
+            model.cum_table = np.round(np.cumsum(pool) * (_CUM_DOMAIN / pool.sum())).astype(np.uint32)
         done = int(served.words_done[0])
         task = TaskContext.get()
         partition = task.partitionId() if task else 0

@@ -187,12 +187,14 @@ def test_negative_pool_draws_from_the_global_distribution():
     model = Word2Vec(vector_size=4, min_count=1, seed=1)
     model.build_vocab_from_freq({f"w{i}": 1000 // (i + 1) for i in range(50)})
     rows = _Rows(False, len(model.wv), pool=50.0, cum=SimpleNamespace(value=model.cum_table))
-    batch = [(2000, [np.arange(10, dtype=np.int32)])]
-    pool = rows.negatives(batch)
-    assert pool is rows.negatives(batch) and len(pool) == 100_000
+    batch = [(2000, [np.array([3, 1, 3, 12], dtype=np.int32)])]
+    plan = rows.plan(batch)
+    assert plan is rows.plan(batch) and plan.pool.sum() == 100_000
+    assert plan.words.tolist() == [1, 3, 12] and set(plan.words) <= set(plan.out_rows)
+    np.testing.assert_array_equal(plan.out_rows, np.flatnonzero(plan.pool + np.isin(np.arange(50), plan.words)))
     counts = np.array([model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key]) ** 0.75
-    np.testing.assert_allclose(np.bincount(pool, minlength=50) / len(pool), counts / counts.sum(), atol=0.004)
-    assert rows.negatives(batch, keep=False) is pool and rows.negatives(batch, keep=False) is not pool
+    np.testing.assert_allclose(plan.pool / plan.pool.sum(), counts / counts.sum(), atol=0.004)
+    assert rows.plan(batch, keep=False) is plan and rows.plan(batch, keep=False) is not plan
 
 
 def test_tasks_pull_and_push_only_their_partitions_rows(sc):

@@ -214,8 +214,9 @@ class ServerThread:
         self._server.daemon_threads = True
         self.host = host
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="deepdist-server",
-                                        daemon=True)
+        # shutdown() waits for the serve loop's next poll: 0.5 s by default, on every exit
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="deepdist-server", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

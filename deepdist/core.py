@@ -248,7 +248,11 @@ class DeepDist:
         """Run one tiny Spark task that calls the server, to fail early and clearly."""
         client = ModelClient(self.url, self.secret, connect_timeout=5.0, read_timeout=30.0, retries=2)
 
-        def probe(_):
+        def probe(iterator):
+            # a task that leaves its input unread cannot give its Python worker back for
+            # reuse: the next job would fork a fresh one and import everything again
+            for _ in iterator:
+                pass
             try:
                 client.health()
             except DeepDistError as err:

@@ -4,7 +4,7 @@ Contestants, on the same training documents, in one run:
 
 - deepdist ``GibbsLDA`` on ``local[1]`` and ``local[2]`` (each in its own process and
   SparkSession; session start and input caching excluded), ``sweeps_per_job`` sweeps per Spark
-  job and counts exchanged with the server every ``sync_every`` sweep;
+  job (by default GibbsLDA's own: all sweeps in one job) and counts exchanged with the server every ``sync_every`` sweep;
 - tomotopy ``LDAModel`` (collapsed Gibbs), 1 worker, fixed symmetric α (``optim_interval=0``);
 - the ``lda`` package (Cython collapsed Gibbs);
 - gensim ``LdaMulticore`` (online VB, 1 worker, 10 passes);
@@ -65,7 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--docs", type=int, default=4000, help="synthetic documents (BASELINES B(ii): 4000)")
     p.add_argument("--topics", type=int, nargs="+", default=[100])
     p.add_argument("--iterations", type=int, default=200)
-    p.add_argument("--sweeps-per-job", type=int, default=10)
+    p.add_argument("--sweeps-per-job", type=int, default=None,
+                   help="deepdist sweeps per Spark job; default: GibbsLDA's (the whole fit in one job)")
     p.add_argument("--sync-every", type=int, default=1)
     p.add_argument("--skip", nargs="*", default=[], choices=TOOLS)
     p.add_argument("--seed", type=int, default=0)

@@ -145,15 +145,20 @@ class ModelClient:
     def status(self) -> dict:
         return self._request("GET", "/status").json()
 
-    def pull(self, names=None) -> tuple[int, dict]:
-        """The latest model: ``(version, {name: read-only array})``."""
-        params = {"names": ",".join(names)} if names else None
+    def pull(self, names=None, after=None) -> tuple[int, dict]:
+        """The latest model: ``(version, {name: read-only array})``.
+
+        ``after=(epoch, partition, attempt, seq)``: once that sender's update ``seq`` is applied.
+        """
+        params = _after(after)
+        if names:
+            params["names"] = ",".join(names)
         frame = self._frame(self._request("GET", "/model", params=params, stream=True))
         return int(frame.meta["version"]), frame.arrays
 
-    def pull_into(self, target: dict, names=None) -> int:
+    def pull_into(self, target: dict, names=None, after=None) -> int:
         """Copy the latest model into ``target``'s arrays; return its version."""
-        version, arrays = self.pull(names)
+        version, arrays = self.pull(names, after)
         for name, array in arrays.items():
             np.copyto(target[name], array)
         return version
@@ -163,25 +168,26 @@ class ModelClient:
         return self._frame(self._request("POST", "/model", data=wire.encode(request), params=params,
                                          stream=True, timeout=timeout))
 
-    def pull_rows(self, rows: dict) -> tuple[int, dict]:
-        """Selected rows ``{name: indices}``: ``(version, {name: SparseRows})``."""
-        frame = self._pull_rows(rows)
+    def pull_rows(self, rows: dict, after=None) -> tuple[int, dict]:
+        """Selected rows ``{name: indices}``: ``(version, {name: SparseRows})`` (``after``: see :meth:`pull`)."""
+        frame = self._pull_rows(rows, params=_after(after))
         return int(frame.meta["version"]), frame.arrays
 
-    def pull_rows_when(self, rows: dict, name: str, at_least: float, timeout: float) -> tuple[int, dict, bool]:
+    def pull_rows_when(self, rows: dict, name: str, at_least: float, timeout: float,
+                       after=None) -> tuple[int, dict, bool]:
         """:meth:`pull_rows` once the model's ``name[0] >= at_least``: ``(version, arrays, ready)``.
 
         The server holds the answer (no polling) for at most ``timeout`` seconds; ``ready`` is
         False when it ran out of time and sent the rows as they were.
         """
         frame = self._pull_rows(rows, params={"wait": name, "at_least": repr(float(at_least)),
-                                              "timeout": repr(float(timeout))},
+                                              "timeout": repr(float(timeout)), **_after(after)},
                                 timeout=self.read_timeout + timeout)
         return int(frame.meta["version"]), frame.arrays, bool(frame.meta.get("ready", True))
 
-    def pull_rows_into(self, target: dict, rows: dict) -> int:
+    def pull_rows_into(self, target: dict, rows: dict, after=None) -> int:
         """Copy selected rows of the latest model into ``target``; return its version."""
-        version, arrays = self.pull_rows(rows)
+        version, arrays = self.pull_rows(rows, after)
         _copy_rows(target, arrays)
         return version
 
@@ -205,6 +211,10 @@ class ModelClient:
         body = wire.encode(update, meta.to_json())
         frame = self._frame(self._request("POST", "/update", data=body, params={"since": since}, stream=True))
         return len(body), int(frame.meta["version"]), None if frame.meta.get("full", True) else frame.arrays
+
+
+def _after(after) -> dict:
+    return {} if after is None else {"after": ":".join(str(int(part)) for part in after)}
 
 
 def _copy_rows(target: dict, arrays: dict) -> None:

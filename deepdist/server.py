@@ -3,7 +3,8 @@
 Routes (every one needs ``Authorization: Bearer <secret>``):
 
 * ``GET /model``: the latest snapshot as a wire frame; ``?names=a,b`` limits
-  it to some parameters.  ``POST /model`` with a frame of row indices
+  it to some parameters; ``?after=EPOCH:PARTITION:ATTEMPT:SEQ`` (here and on
+  ``POST /model``) first waits until that task's update SEQ has been applied.  ``POST /model`` with a frame of row indices
   (``{name: int array}``) answers those rows only, as sparse rows.
   ``?wait=NAME&at_least=X&timeout=T`` holds the answer until the parameter's first
   element reaches X (bounded staleness: e.g. an M-step count), at most T seconds;
@@ -92,6 +93,7 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
         unknown = [n for n in wanted or () if n not in store.spec]
         if unknown:
             return _error(400, f"unknown parameter(s) {unknown}; the model has {sorted(store.spec)}")
+        _wait_for_own_updates(request.args, store)
         version, body = store.snapshot(wanted)
         return _frame_response(body, version)
 
@@ -101,6 +103,7 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
             wanted = wire.validate_row_request(wire.decode(_body()), store.spec)
         except (WireFormatError, InvalidUpdateError) as err:
             return _error(400, str(err))
+        _wait_for_own_updates(request.args, store)
         ready = True
         if "wait" in request.args:
             try:
@@ -164,6 +167,19 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
 
 #: the longest a row request may wait for the model (the client's read timeout must exceed it)
 MAX_WAIT_SECONDS = 300.0
+
+
+def _wait_for_own_updates(args, store: ParameterStore) -> None:
+    """``?after=EPOCH:PARTITION:ATTEMPT:SEQ``: answer once that sender's update SEQ is applied."""
+    after = args.get("after")
+    if after is None:
+        return
+    try:
+        epoch, partition, attempt, seq = (int(part) for part in after.split(":"))
+    except ValueError:
+        raise BadRequest("after must be EPOCH:PARTITION:ATTEMPT:SEQ (integers)") from None
+    if not store.wait_finished(epoch, partition, attempt, seq, MAX_WAIT_SECONDS):
+        log.warning("update %s was not applied within %gs; answering anyway", after, MAX_WAIT_SECONDS)
 
 
 def _wait_args(args, store: ParameterStore) -> tuple[str, float, float]:

@@ -85,6 +85,8 @@ class ParameterStore:
         self.lock = threading.RLock()
         #: notified (under ``lock``) whenever the version moves: waiters of :meth:`wait_for`
         self._changed = threading.Condition(self.lock)
+        # (epoch, partition, attempt) -> how many of its updates the applier has finished
+        self._finished_by: dict = {}
         self.version = 0
         self.epoch = 0
         self._descent = None
@@ -204,6 +206,22 @@ class ParameterStore:
             if not self._pending:
                 self._idle.notify_all()
 
+    def _finish_sender(self, meta: wire.UpdateMeta) -> None:
+        with self._changed:
+            key = (meta.epoch, meta.partition, meta.attempt)
+            self._finished_by[key] = max(self._finished_by.get(key, 0), meta.seq + 1)
+            self._changed.notify_all()
+
+    def wait_finished(self, epoch: int, partition: int, attempt: int, seq: int, timeout: float) -> bool:
+        """Block until the sender's update ``seq`` (and so every earlier one) is applied or refused.
+
+        A task's pull after its own push waits for it: otherwise the rows it gets may still
+        lack its last step, and it would take that step again (read your own writes).
+        """
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._finished_by.get((epoch, partition, attempt), 0) > seq, timeout)
+
     def _count_rejected(self, reason: str) -> None:
         with self._stats_lock:
             self.rejected[reason] += 1
@@ -216,6 +234,7 @@ class ParameterStore:
             try:
                 self._apply(*item)
             finally:
+                self._finish_sender(item[1])
                 self._finish_one()
 
     def _apply(self, update: dict, meta: wire.UpdateMeta) -> None:

@@ -129,9 +129,15 @@ class TaskChannel:
             raise type(exc)(exc.tagged()) from None
         return False
 
+    def _own_last_push(self):
+        """This task's last push, which a pull must include: ``(epoch, partition, attempt, seq)``."""
+        pushed = self.stats.get("pushed", 0)
+        return (self.epoch, self.partition, self.attempt, pushed - 1) if pushed else None
+
     def pull_into(self, params: dict, names=None) -> int:
+        """Copy the latest model (with this task's own pushes applied) into ``params``."""
         self.stats["pulls"] += 1
-        return self.client.pull_into(params, names)
+        return self.client.pull_into(params, names, after=self._own_last_push())
 
     def pull_rows_into(self, params: dict, rows: dict, wait=None) -> int:
         """Copy the latest ``rows`` into ``params``; return the version.
@@ -142,9 +148,9 @@ class TaskChannel:
         """
         self.stats["pulls"] += 1
         if wait is None:
-            return self.client.pull_rows_into(params, rows)
+            return self.client.pull_rows_into(params, rows, after=self._own_last_push())
         started = time.perf_counter()
-        version, arrays, ready = self.client.pull_rows_when(rows, *wait)
+        version, arrays, ready = self.client.pull_rows_when(rows, *wait, after=self._own_last_push())
         self.stats["wait_seconds"] += time.perf_counter() - started
         self.stats["wait_timeouts"] += not ready
         for name, part in arrays.items():

@@ -94,6 +94,30 @@ def test_a_row_pull_can_wait_for_the_model_to_reach_a_state(live):
     assert store.version == 2
 
 
+def test_a_task_reads_its_own_writes():
+    """A pull with ``after`` waits until the sender's queued update is applied."""
+    store = ParameterStore({"w": np.zeros(3)})
+    store.set_descent(add)
+    thread = ServerThread(create_app(store, SECRET, 1 << 20), "127.0.0.1", 0)
+    thread.start()
+    try:
+        client = ModelClient(f"http://127.0.0.1:{thread.port}", SECRET)
+        for seq in range(2):  # queued: the applier has not started
+            client.push({"w": np.ones(3)}, wire.UpdateMeta(version=0, epoch=0, partition=1, attempt=0, seq=seq))
+        assert client.pull()[1]["w"].tolist() == [0, 0, 0]
+        threading.Timer(0.3, store.start).start()
+        started = time.perf_counter()
+        version, arrays = client.pull_rows({"w": [0, 2]}, after=(0, 1, 0, 1))
+        assert time.perf_counter() - started >= 0.25
+        assert version == 2 and arrays["w"].values.tolist() == [2, 2]
+        assert client.pull(after=(0, 1, 0, 0))[1]["w"].tolist() == [2, 2, 2]
+        with pytest.raises(InvalidUpdateError, match="after must be"):
+            client._request("GET", "/model", params={"after": "1:2"})
+    finally:
+        thread.stop()
+        store.stop()
+
+
 def test_backpressure_slows_clients_but_loses_nothing(live):
     slow = threading.Semaphore(0)
     store, client = live({"w": np.zeros(1)}, ServerConfig(queue_size=1, backpressure_timeout=0.05),

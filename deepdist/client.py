@@ -21,6 +21,7 @@ import requests
 from . import wire
 from .errors import (AuthenticationError, DescentFailedError, InvalidUpdateError, ServerError,
                      ServerUnreachableError, SupersededAttemptError)
+from .sparse import copy_rows
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class ModelClient:
     def pull_rows_into(self, target: dict, rows: dict, after=None) -> int:
         """Copy selected rows of the latest model into ``target``; return its version."""
         version, arrays = self.pull_rows(rows, after)
-        _copy_rows(target, arrays)
+        copy_rows(target, arrays)
         return version
 
     def pull_changes(self, since: int, partition: int, attempt: int):
@@ -216,7 +217,3 @@ class ModelClient:
 def _after(after) -> dict:
     return {} if after is None else {"after": ":".join(str(int(part)) for part in after)}
 
-
-def _copy_rows(target: dict, arrays: dict) -> None:
-    for name, part in arrays.items():
-        target[name][part.indices] = part.values

@@ -8,6 +8,10 @@ from .errors import ConfigurationError
 
 STALENESS_POLICIES = ("apply", "scale", "drop")
 
+#: the longest a pull may wait on the server for the model to reach a state (seconds); the
+#: client's read timeout must exceed it
+MAX_WAIT_SECONDS = 300.0
+
 
 @dataclass
 class ServerConfig:

@@ -20,12 +20,12 @@ import uuid
 
 from .checkpoint import Checkpointer
 from .client import ModelClient
-from .config import ServerConfig
+from .config import MAX_WAIT_SECONDS, ServerConfig
 from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError,
                      find_tagged_error)
 from .params import DictAdapter, adapter_for
 from .progress import ProgressLine
-from .server import MAX_WAIT_SECONDS, ServerThread, create_app
+from .server import ServerThread, create_app
 from .store import ParameterStore
 from .worker import PartitionTrainer, TaskChannel
 

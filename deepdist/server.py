@@ -33,6 +33,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from werkzeug.serving import make_server
 
 from . import wire
+from .config import MAX_WAIT_SECONDS
 from .errors import (ConfigurationError, DescentFailedError, InvalidUpdateError,
                      SupersededAttemptError, WireFormatError)
 from .store import ParameterStore, QueueFullError
@@ -106,11 +107,7 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
         _wait_for_own_updates(request.args, store)
         ready = True
         if "wait" in request.args:
-            try:
-                name, at_least, timeout = _wait_args(request.args, store)
-            except ValueError as err:
-                return _error(400, str(err))
-            ready = store.wait_for(name, at_least, timeout)
+            ready = store.wait_for(*_wait_args(request.args, store))
         version, body = store.rows(wanted, ready=ready)
         return _frame_response(body, version)
 
@@ -165,10 +162,6 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
     return app
 
 
-#: the longest a row request may wait for the model (the client's read timeout must exceed it)
-MAX_WAIT_SECONDS = 300.0
-
-
 def _wait_for_own_updates(args, store: ParameterStore) -> None:
     """``?after=EPOCH:PARTITION:ATTEMPT:SEQ``: answer once that sender's update SEQ is applied."""
     after = args.get("after")
@@ -186,13 +179,13 @@ def _wait_args(args, store: ParameterStore) -> tuple[str, float, float]:
     """``?wait=NAME&at_least=X&timeout=T``: answer once ``NAME[0] >= X``, or after T seconds."""
     name = args["wait"]
     if name not in store.spec:
-        raise ValueError(f"wait: unknown parameter {name!r}; the model has {sorted(store.spec)}")
+        raise BadRequest(f"wait: unknown parameter {name!r}; the model has {sorted(store.spec)}")
     try:
         at_least, timeout = float(args.get("at_least", "")), float(args.get("timeout", ""))
     except ValueError:
-        raise ValueError("wait needs numeric at_least and timeout query arguments") from None
+        raise BadRequest("wait needs numeric at_least and timeout query arguments") from None
     if not math.isfinite(at_least) or not 0.0 <= timeout <= MAX_WAIT_SECONDS:
-        raise ValueError(f"wait: at_least must be finite and timeout in [0, {MAX_WAIT_SECONDS:g}] seconds, "
+        raise BadRequest(f"wait: at_least must be finite and timeout in [0, {MAX_WAIT_SECONDS:g}] seconds, "
                          f"got {at_least!r} and {timeout!r}")
     return name, at_least, timeout
 

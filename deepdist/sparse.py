@@ -151,3 +151,9 @@ def scale(update: dict, factor: float) -> dict:
         name: part.scaled(factor) if isinstance(part, SparseRows) else part * factor
         for name, part in update.items()
     }
+
+
+def copy_rows(target: dict, arrays: dict) -> None:
+    """Write pulled rows ``{name: SparseRows}`` into the full arrays of ``target``, in place."""
+    for name, part in arrays.items():
+        target[name][part.indices] = part.values

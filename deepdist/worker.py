@@ -24,7 +24,7 @@ import numpy as np
 from . import wire
 from .errors import DeepDistError
 from .params import allocate
-from .sparse import sum_updates
+from .sparse import copy_rows, sum_updates
 
 log = logging.getLogger(__name__)
 _local = threading.local()
@@ -153,8 +153,7 @@ class TaskChannel:
         version, arrays, ready = self.client.pull_rows_when(rows, *wait, after=self._own_last_push())
         self.stats["wait_seconds"] += time.perf_counter() - started
         self.stats["wait_timeouts"] += not ready
-        for name, part in arrays.items():
-            params[name][part.indices] = part.values
+        copy_rows(params, arrays)
         return version
 
     def pull_changes(self, since: int):

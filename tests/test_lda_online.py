@@ -11,7 +11,8 @@ from gensim.models.ldamodel import LdaState
 from deepdist.errors import ConfigurationError, NotFittedError
 from deepdist.lda.dictionary import build_dictionary
 from deepdist.lda.evaluate import completion_log_likelihood, completion_perplexity, fold_in_em
-from deepdist.lda.online import OnlineLDA, _EStep, _MStep, _Shell
+from deepdist.lda.online import OnlineLDA
+from deepdist.lda.online_steps import _EStep, _MStep, _Shell
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
 from deepdist.sparse import SparseRows
 

@@ -54,9 +54,7 @@ Example (``local[2]``)::
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import numbers
 import os
 import re
@@ -64,304 +62,13 @@ import time
 
 import numpy as np
 
+from ..config import MAX_WAIT_SECONDS
 from ..errors import ConfigurationError, NotFittedError
-from ..params import ParamAdapter
-from ..sparse import SparseRows
+from .online_steps import _EStep, _LdaParams, _MStep, _Rounds, _Shell
 
 log = logging.getLogger(__name__)
 
 __all__ = ["OnlineLDA"]
-
-#: Documents of each chunk whose variational bound estimates the perplexity on the progress line.
-_PERPLEXITY_DOCS = 128
-
-
-class _Shell:
-    """What the DeepDist server holds: a gensim ``LdaModel`` plus two small training arrays.
-
-    Attributes:
-        lda: the gensim model; ``lda.state.sstats`` (K × V) is the parameter the server
-            serves, transposed to V × K.
-        sstats_sum: Σ_w sstats[k, w] per topic (float64, K), kept exact after every M-step so
-            an executor can normalise the few λ rows it pulls.
-        numdocs: documents whose statistics have arrived (float64, 1).
-        eta_weight: 1.0 when ``expElogbeta`` includes the prior η, as after any M-step;
-            0.0 for a new model, whose first ``expElogbeta`` gensim computes from the
-            random initial statistics alone (float64, 1).
-        msteps: M-steps blended so far (float64, 1): what tasks wait for.
-        chunk_docs: documents received per (partition, chunk), flat ``partition × rounds +
-            chunk`` (float64); an update names its chunk by the one entry it sends.
-    """
-
-    def __init__(self, lda, partitions: int = 1, rounds: int = 1):
-        self.lda = lda
-        self.sstats_sum = lda.state.sstats.sum(axis=1, dtype=np.float64)
-        self.numdocs = np.zeros(1, np.float64)
-        self.eta_weight = np.array([0.0 if lda.num_updates == 0 else 1.0])
-        self.msteps = np.zeros(1, np.float64)
-        self.rounds = max(1, rounds)
-        self.chunk_docs = np.zeros(max(1, partitions) * self.rounds, np.float64)
-
-
-class _LdaParams(ParamAdapter):
-    """The parameter arrays of a :class:`_Shell`: ``sstats_t`` is ``lda.state.sstats.T`` (V × K)."""
-
-    def __init__(self):
-        super().__init__(["sstats_t", "sstats_sum", "numdocs", "eta_weight", "msteps", "chunk_docs"])
-
-    def get(self, shell) -> dict:
-        return {"sstats_t": shell.lda.state.sstats.T, "sstats_sum": shell.sstats_sum,
-                "numdocs": shell.numdocs, "eta_weight": shell.eta_weight, "msteps": shell.msteps,
-                "chunk_docs": shell.chunk_docs}
-
-    def set(self, shell, params: dict) -> None:
-        for name, array in params.items():
-            if name == "sstats_t":
-                shell.lda.state.sstats = array.T
-            else:
-                setattr(shell, name, array)
-
-    @contextlib.contextmanager
-    def stripped(self, shell):
-        """The shell as broadcast: no parameters, no K × V ``expElogbeta``, no vocabulary."""
-        lda = shell.lda
-        saved = lda.expElogbeta, lda.id2word
-        with super().stripped(shell):
-            lda.expElogbeta, lda.id2word = None, None
-            try:
-                yield shell
-            finally:
-                lda.expElogbeta, lda.id2word = saved
-
-
-def _flatten(chunk):
-    """Word ids, counts and document offsets of a chunk of bag-of-words documents."""
-    lengths = np.fromiter((len(doc) for doc in chunk), np.int64, count=len(chunk))
-    total = int(lengths.sum())
-    words = np.fromiter((w for doc in chunk for w, _ in doc), np.int64, count=total)
-    counts = np.fromiter((c for doc in chunk for _, c in doc), np.float64, count=total)
-    offsets = np.zeros(len(chunk) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return words, counts, offsets
-
-
-def _check_words(words, num_terms):
-    if len(words) and (words.min() < 0 or words.max() >= num_terms):
-        raise ConfigurationError(
-            f"word id out of range: the model has {num_terms} terms (ids 0..{num_terms - 1}), the corpus "
-            f"holds ids {words.min()}..{words.max()}; was the corpus made with the model's id2word?")
-
-
-def _block(chunk: int, update_every: int) -> int:
-    """The M-step block of a partition's ``chunk``-th chunk: ``update_every`` rounds per block."""
-    return chunk // update_every if update_every else 0
-
-
-class _Rounds:
-    """``wait_for(n)``: before its n-th chunk a task waits for M-step block b(n) − 1 − staleness."""
-
-    def __init__(self, update_every: int, max_staleness: int, msteps_before: float):
-        self.update_every = update_every
-        self.max_staleness = max_staleness
-        self.msteps_before = msteps_before
-
-    def __call__(self, chunk: int):
-        needed = _block(chunk, self.update_every) - self.max_staleness
-        return None if needed <= 0 else ("msteps", self.msteps_before + needed)
-
-
-class _EStep:
-    """``gradient(shell, chunk)`` run on the executors: gensim's E-step on one chunk.
-
-    Carries configuration only (it travels in the task closure): the seed and the pass, from
-    which each partition derives its own random state, and ``partitions`` and ``rounds`` (most
-    chunks in a partition), by which it names its chunks in ``chunk_docs``.
-    """
-
-    def __init__(self, seed: int, pass_: int, num_topics: int, num_terms: int, partitions: int = 1,
-                 rounds: int = 1):
-        self.seed = seed
-        self.pass_ = pass_
-        self.num_topics = num_topics
-        self.num_terms = num_terms
-        self.partitions = max(1, partitions)
-        self.rounds = max(1, rounds)
-        self._random = {}
-        self._chunks = {}  # (partition, attempt) -> chunks done
-        self._flat = None  # (chunk, its flat arrays): rows() and __call__ see the same chunk
-
-    def flatten(self, chunk):
-        """:func:`_flatten` of ``chunk``, computed once for ``rows`` and ``__call__``."""
-        if self._flat is None or self._flat[0] is not chunk:
-            self._flat = (chunk, _flatten(chunk))
-        return self._flat[1]
-
-    def rows(self, chunk) -> dict:
-        """The rows a chunk needs: λ of its words, all K topic sums and the weight of η."""
-        words = np.unique(self.flatten(chunk)[0])
-        _check_words(words, self.num_terms)
-        return {"sstats_t": words, "sstats_sum": np.arange(self.num_topics),
-                "eta_weight": np.zeros(1, np.int64)}
-
-    @staticmethod
-    def _task_key():
-        from pyspark import TaskContext
-
-        task = TaskContext.get()
-        return (task.partitionId(), task.attemptNumber()) if task else (0, 0)
-
-    def random_state(self):
-        """This partition's random state, derived from (seed, pass, partition, attempt)."""
-        key = self._task_key()
-        state = self._random.get(key)
-        if state is None:
-            sequence = np.random.SeedSequence([self.seed, self.pass_, key[0], key[1]])
-            state = self._random[key] = np.random.RandomState(sequence.generate_state(4))
-        return state
-
-    def __call__(self, shell, chunk):
-        from scipy.special import psi
-
-        from ..worker import report
-
-        lda = shell.lda
-        words, counts, offsets = self.flatten(chunk)
-        self._flat = None
-        ids, local = np.unique(words, return_inverse=True)
-        # λ for the chunk's words only, and exactly gensim's expElogbeta[:, ids]
-        eta, weight = lda.eta, float(shell.eta_weight[0])
-        if eta.ndim == 1:
-            lam = shell.lda.state.sstats.T[ids] + weight * eta[ids, None]
-            eta_sum = weight * float(eta.sum(dtype=np.float64))
-        else:
-            lam = shell.lda.state.sstats.T[ids] + weight * eta[:, ids].T
-            eta_sum = weight * eta.sum(axis=1, dtype=np.float64)
-        elog = (psi(lam.astype(np.float64)) - psi(shell.sstats_sum + eta_sum)).T
-        lda.expElogbeta = np.exp(elog).astype(lda.dtype)
-        lda.random_state = self.random_state()
-        local_chunk = [list(zip(local[a:b].tolist(), counts[a:b].tolist()))
-                       for a, b in zip(offsets[:-1], offsets[1:])]
-        gamma, sstats = lda.inference(local_chunk, collect_sstats=True)
-        bound, scored = _chunk_bound(lda.alpha, gamma, elog, local, counts, offsets, _PERPLEXITY_DOCS)
-        if scored:
-            report(perplexity=math.exp(-bound / scored))
-        key = self._task_key()
-        chunk_no = self._chunks.get(key, 0)
-        self._chunks[key] = chunk_no + 1
-        if chunk_no >= self.rounds:
-            raise ConfigurationError(f"partition {key[0]} has more than the {self.rounds} chunks counted before "
-                                     "the pass: the input RDD must give the same documents every time (cache it, "
-                                     "or make it deterministic)")
-        slot = np.array([key[0] * self.rounds + chunk_no], np.int64)
-        return {"sstats_t": SparseRows(ids.astype(np.int32), sstats.T, (self.num_terms, self.num_topics)),
-                "chunk_docs": SparseRows(slot, np.array([len(chunk)], np.float64), (self.partitions * self.rounds,))}
-
-
-def _chunk_bound(alpha, gamma, elog_beta, local, counts, offsets, max_docs):
-    """gensim's per-document variational bound, summed over the first ``max_docs`` documents.
-
-    ``elog_beta`` holds E[log β] for the chunk's words (K × words); returns
-    ``(bound, words scored)``. The corpus-level term for β is left out: this estimates
-    the perplexity of the documents, not of the topics.
-    """
-    from scipy.special import gammaln, logsumexp, psi
-
-    docs = min(max_docs, len(offsets) - 1)
-    stop = int(offsets[docs])
-    if stop == 0:
-        return 0.0, 0.0
-    gamma = gamma[:docs].astype(np.float64)
-    alpha = np.asarray(alpha, np.float64)
-    elog_theta = psi(gamma) - psi(gamma.sum(axis=1, keepdims=True))
-    doc_of = np.repeat(np.arange(docs), np.diff(offsets[:docs + 1]))
-    cts = counts[:stop]
-    score = float(cts @ logsumexp(elog_theta[doc_of] + elog_beta[:, local[:stop]].T, axis=1))
-    score += float(np.sum((alpha - gamma) * elog_theta) + np.sum(gammaln(gamma) - gammaln(alpha)))
-    score += float(np.sum(gammaln(alpha.sum()) - gammaln(gamma.sum(axis=1))))
-    return score, float(cts.sum())
-
-
-class _MStep:
-    """``descent(shell, update)`` on the driver: gensim's merge per block of rounds, then its blend.
-
-    A block is ``update_every`` rounds (all of a pass when it is 0); its M-step happens when
-    every partition's chunks of the block have arrived, blocks in order. A chunk seen before
-    (a retried task) is merged into the next M-step without counting towards its completion.
-    """
-
-    def __init__(self, lda, *, chunksize: int, chunks, update_every: int, decay: float, offset: float):
-        self.lda = lda
-        self.chunksize = chunksize
-        self.update_every = update_every
-        self.decay = decay
-        self.offset = offset
-        self.rounds = max([1, *chunks])
-        self.need: dict[int, int] = {}  # block -> chunks it waits for
-        for count in chunks:
-            for chunk in range(count):
-                block = _block(chunk, update_every)
-                self.need[block] = self.need.get(block, 0) + 1
-        self.pass_ = 0
-        self.msteps = 0
-        self.rho = None
-        self.start_pass(0)
-
-    def start_pass(self, pass_: int) -> None:
-        self.pass_ = pass_
-        self.next_block = 0
-        self.pending: dict = {}   # block -> LdaState of its merged statistics
-        self.arrived: dict = {}   # block -> {(partition, chunk)}
-
-    def __call__(self, shell, update):
-        from gensim.models.ldamodel import LdaState
-
-        tag = update["chunk_docs"]
-        slot, docs = int(tag.indices[0]), float(tag.values[0])
-        partition, chunk = divmod(slot, self.rounds)
-        block = _block(chunk, self.update_every)
-        repeated = block < self.next_block or (partition, chunk) in self.arrived.get(block, ())
-        block = max(block, self.next_block)
-        other = self.pending.get(block)
-        if other is None:
-            other = self.pending[block] = LdaState(self.lda.eta, self.lda.state.sstats.shape, self.lda.dtype)
-        part = update["sstats_t"]
-        if len(part.indices):
-            part = part.coalesce()
-            other.sstats[:, part.indices] += part.values.T
-        other.numdocs += docs
-        shell.numdocs += docs
-        shell.chunk_docs[slot] += docs
-        if not repeated:
-            self.arrived.setdefault(block, set()).add((partition, chunk))
-        while (self.next_block in self.pending
-               and len(self.arrived.get(self.next_block, ())) >= self.need.get(self.next_block, 0)):
-            self.mstep(shell, self.pending.pop(self.next_block))
-            self.arrived.pop(self.next_block, None)
-            self.next_block += 1
-
-    def flush(self, shell) -> bool:
-        """Blend what is merged but not yet blended (gensim does this at the end of each pass)."""
-        blended = False
-        for block in sorted(self.pending):
-            other = self.pending.pop(block)
-            if other.numdocs > 0:
-                self.mstep(shell, other)
-                blended = True
-        self.arrived.clear()
-        return blended
-
-    def mstep(self, shell, other) -> None:
-        """gensim's ``LdaModel.do_mstep``, without its logging of topics and of the topic change."""
-        lda = self.lda
-        rho = pow(self.offset + self.pass_ + lda.num_updates / self.chunksize, -self.decay)
-        lda.state.blend(rho, other)
-        if self.pass_ == 0:  # gensim counts updates in the first pass only
-            lda.num_updates += other.numdocs
-        shell.sstats_sum[:] = lda.state.sstats.sum(axis=1, dtype=np.float64)
-        shell.eta_weight[0] = 1.0  # expElogbeta now comes from λ = η + sstats
-        shell.msteps[0] += 1
-        self.msteps += 1
-        self.rho = rho
 
 
 def _count(documents):
@@ -478,8 +185,9 @@ class OnlineLDA:
         _positive_int("chunksize", self.chunksize)
         _positive_int("update_every", self.update_every, minimum=0)
         _positive_int("max_staleness", self.max_staleness, minimum=0)
-        if not (isinstance(self.wait_timeout, numbers.Real) and 0 < self.wait_timeout <= 300):
-            raise ConfigurationError(f"wait_timeout must be in (0, 300] seconds, got {self.wait_timeout!r}")
+        if not (isinstance(self.wait_timeout, numbers.Real) and 0 < self.wait_timeout <= MAX_WAIT_SECONDS):
+            raise ConfigurationError(f"wait_timeout must be in (0, {MAX_WAIT_SECONDS:g}] seconds, "
+                                     f"got {self.wait_timeout!r}")
         _positive_int("iterations", self.iterations)
         if not (isinstance(self.decay, numbers.Real) and 0.0 < self.decay <= 1.0):
             raise ConfigurationError(f"decay (κ) must be in (0, 1], got {self.decay!r}")
@@ -595,7 +303,7 @@ class OnlineLDA:
         descent.start_pass(pass_)
         msteps = descent.msteps
         estep = _EStep(self._base_seed, self._passes_done, lda.num_topics, lda.num_terms,
-                       partitions=len(shell.chunk_docs) // shell.rounds, rounds=shell.rounds)
+                       partitions=shell.partitions, rounds=shell.rounds)
         rounds = _Rounds(self.update_every, self.max_staleness, float(shell.msteps[0]))
         reports = dd.train(bow_rdd, estep, descent, epochs=1, batch_size=self.chunksize,
                            fetch_every=1, push_every=1, rows=estep.rows, wait_for=rounds,

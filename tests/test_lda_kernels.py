@@ -228,6 +228,21 @@ def test_sparse_delta_of_sweeps_equals_count_difference():
     assert (old_wt == wt).all() and (old_tt == tt).all()
 
 
+def test_sparse_delta_with_a_table_too_big_to_scatter_into():
+    # few moved tokens over a wide vocabulary take the bucket-by-word path, not the dense scratch
+    rng = np.random.default_rng(5)
+    V, K, n = 200_000, 50, 3000
+    words = rng.integers(0, V, n).astype(np.int32)
+    words[:1000] = 7  # one frequent word, many topics touched
+    old = rng.integers(0, K, n).astype(np.int32)
+    new = np.where(rng.random(n) < 0.5, rng.integers(0, K, n), old).astype(np.int32)
+    index, value = sampler.sparse_delta(words, old, new, K)
+    flat = np.concatenate([words.astype(np.int64) * K + new, words.astype(np.int64) * K + old])
+    cells, inverse = np.unique(flat, return_inverse=True)
+    change = np.bincount(inverse, np.concatenate([np.ones(n), -np.ones(n)])).astype(np.int64)
+    assert np.array_equal(index, cells[change != 0]) and np.array_equal(value, change[change != 0])
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_sparse_delta_property(data):

@@ -28,6 +28,8 @@ def test_spark_submit_runs_the_example_on_a_slice(tmp_path):
     output = tmp_path / "out"
     result = subprocess.run(
         [str(SPARK_SUBMIT), "--master", "local[2]", "--py-files", package,
+         # the stock daemon: the zip alone must be enough (deepdist.daemon needs an install)
+         "--conf", "spark.python.daemon.module=pyspark.daemon",
          str(ROOT / "examples" / "word2vec_wikipedia.py"),
          "--max-articles", "30", "--epochs", "2", "--dim", "32", "--output", str(output), "--quiet"],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)

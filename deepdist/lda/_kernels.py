@@ -489,13 +489,19 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
 # sparse count deltas
 # --------------------------------------------------------------------------------------------
 
+#: Above this many V*K cells (64 MB of int32) sparse_delta buckets by word instead of scattering.
+_DENSE_DELTA_CELLS = 1 << 24
+
+
 @njit(cache=True, nogil=True)
 def sparse_delta(words, old_topics, new_topics, num_topics):
     """Coalesced COO delta of word_topic between two assignments of the same tokens.
 
-    The moved tokens are bucketed by word with a counting sort (O(N + moved + V), no
-    comparison sort), then each word's few touched topics are accumulated and emitted in
-    order, so the output is sorted by flat index ``w * K + k``.
+    The output is sorted by flat index ``w * K + k``. When the V × K table is small next to
+    the tokens (the usual case), the moved tokens are scattered into a dense scratch table,
+    which is then scanned: two sequential passes, and the scratch stays in cache. Otherwise
+    they are bucketed by word with a counting sort (O(N + moved + V), no comparison sort)
+    and each word's few touched topics are accumulated and emitted in order.
     """
     n = words.shape[0]
     moved = 0
@@ -509,6 +515,23 @@ def sparse_delta(words, old_topics, new_topics, num_topics):
     value = np.empty(2 * moved, np.int32)
     if moved == 0:
         return index, value
+    cells = np.int64(num_words) * num_topics
+    if cells <= _DENSE_DELTA_CELLS and cells <= 8 * moved + 4096:
+        scratch = np.zeros(cells, np.int32)
+        for i in range(n):
+            a = old_topics[i]
+            b = new_topics[i]
+            if a != b:
+                row = np.int64(words[i]) * num_topics
+                scratch[row + a] -= 1
+                scratch[row + b] += 1
+        out = 0
+        for c in range(cells):
+            if scratch[c] != 0:
+                index[out] = c
+                value[out] = scratch[c]
+                out += 1
+        return index[:out], value[:out]
     start = np.zeros(num_words + 1, np.int64)
     for i in range(n):
         if old_topics[i] != new_topics[i]:

@@ -127,7 +127,7 @@ class _Task:
         live = ch.client.status()["epoch"] == self.job
         words, offsets = block.words, block.offsets
         timing = {"sweep_seconds": 0.0, "sweep_cpu_seconds": 0.0, "pulled_rows": 0, "changed_entries": 0,
-                  "sync_seconds": 0.0}
+                  "sync_seconds": 0.0, "sync_cpu_seconds": 0.0}
         if self.sweeps == 0:  # the initialisation job: assign topics, push the partition's counts
             topics = self._initial_topics(block)
             if words.size:
@@ -144,7 +144,7 @@ class _Task:
                 self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
             for j in range(self.sweeps):
                 if j % self.sync_every == 0:
-                    synced, changes = time.perf_counter(), None
+                    synced, synced_cpu, changes = time.perf_counter(), time.thread_time(), None
                     if j:
                         # only what the other tasks added since our last sync: the local copy
                         # already holds our own deltas (even those still queued on the server),
@@ -165,6 +165,7 @@ class _Task:
                     else:
                         version = ch.pull_into(local, ["word_topic", "topic_totals"])
                     timing["sync_seconds"] += time.perf_counter() - synced
+                    timing["sync_cpu_seconds"] += time.thread_time() - synced_cpu
                 started, cpu = time.perf_counter(), time.thread_time()
                 sampler.sweep(offsets, words, topics, doc_topic, word_topic, totals, self.alpha, self.beta,
                               seed=sampler.derive_seed(self.seed, block.partition, self.first_sweep + j),
@@ -505,6 +506,8 @@ class GibbsLDA:
                 "sweep_seconds": [round(r["sweep_seconds"], 4) for r in sorted(reports, key=lambda r: r["partition"])],
                 "sweep_cpu_seconds": sum(r["sweep_cpu_seconds"] for r in reports),
                 "sync_seconds": [round(r["sync_seconds"], 4) for r in sorted(reports, key=lambda r: r["partition"])],
+                "sync_cpu_seconds": [round(r["sync_cpu_seconds"], 4)
+                                     for r in sorted(reports, key=lambda r: r["partition"])],
                 "pushes": pushes, "pulls": pulls, "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
                 "bytes_pulled": dd.store.status()["bytes_out"] - out_before,
                 "dense_bytes_pushed": pushes * V * K * 4, "dense_bytes_pulled": pulls * (V * K * 4 + K * 8),

@@ -63,6 +63,7 @@ __all__ = [
     "completion_log_likelihood",
     "log_likelihood",
     "log_prior_assignments",
+    "load_kernels",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -413,3 +414,28 @@ def log_prior_assignments(doc_topic, alpha):
     _require("doc_topic", doc_topic, (np.int32,), 2)
     alpha = _alpha_vector(alpha, doc_topic.shape[1])
     return float(_inference_kernels.log_likelihood_topics(doc_topic, alpha))
+
+
+def load_kernels():
+    """Compile (or load from numba's cache) every kernel a Gibbs task runs, on a tiny corpus.
+
+    numba compiles a kernel on its first call; :mod:`deepdist.daemon` calls this once so that
+    the Python workers it forks start with the kernels loaded. Both sweep methods and the
+    int32 and int64 topic totals are covered.
+    """
+    offsets = np.array([0, 3, 6], np.int64)
+    words = np.array([0, 1, 2, 2, 1, 3], np.int32)
+    num_words, num_topics = 4, 2
+    topics = random_topics(words.size, num_topics, 1)
+    word_topic = counts_from_assignments(words, topics, num_words, num_topics)
+    doc_topic = doc_topic_from_assignments(offsets, topics, num_topics)
+    for totals in (word_topic.sum(axis=0, dtype=np.int64), word_topic.sum(axis=0, dtype=np.int32)):
+        for method in ("sparse", "dense"):
+            old = topics.copy()
+            sweep(offsets, words, topics, doc_topic, word_topic, totals, 0.1, 0.01, 2, method=method)
+            index, value = sparse_delta(words, old, topics, num_topics)
+            apply_sparse_delta(word_topic.copy(), totals.copy(), index, value)
+    log_likelihood(word_topic, totals, 0.01, doc_topic=doc_topic, alpha=0.1)
+    phi = topic_word_distribution(word_topic, totals, 0.01)
+    completion_log_likelihood(offsets, words, phi, 0.1, iterations=2, burn_in=1)
+    fold_in(offsets, words, phi, 0.1, iterations=2, burn_in=1)

@@ -165,7 +165,7 @@ class ModelClient:
         return version
 
     def _pull_rows(self, rows: dict, params=None, timeout=None) -> wire.Frame:
-        request = {name: np.asarray(idx, dtype=np.int64) for name, idx in rows.items()}
+        request = _row_request(rows)
         return self._frame(self._request("POST", "/model", data=wire.encode(request), params=params,
                                          stream=True, timeout=timeout))
 
@@ -207,11 +207,29 @@ class ModelClient:
         self._request("POST", "/update", data=body).close()
         return len(body)
 
+    def push_pull_rows(self, update: dict, meta: wire.UpdateMeta, rows: dict):
+        """:meth:`push`, then, once it is applied, :meth:`pull_rows` of ``rows`` in the same
+        round trip: ``(bytes, version, {name: SparseRows})``."""
+        request = _row_request(rows, wire.PULL_PREFIX)
+        body = wire.encode({**update, **request}, meta.to_json())
+        frame = self._frame(self._request("POST", "/update", data=body, params={"then": "rows"}, stream=True))
+        return len(body), int(frame.meta["version"]), frame.arrays
+
     def push_pull_changes(self, update: dict, meta: wire.UpdateMeta, since: int):
         """:meth:`push`, then :meth:`pull_changes` in the same round trip: ``(bytes, version, arrays)``."""
         body = wire.encode(update, meta.to_json())
         frame = self._frame(self._request("POST", "/update", data=body, params={"since": since}, stream=True))
         return len(body), int(frame.meta["version"]), None if frame.meta.get("full", True) else frame.arrays
+
+
+def _row_request(rows: dict, prefix: str = "") -> dict:
+    """``{prefix + name: row indices}``, as int32 when they fit (half the bytes of int64)."""
+    request = {}
+    for name, idx in rows.items():
+        idx = np.asarray(idx)
+        small = idx.size == 0 or (idx.dtype.kind in "iu" and int(idx.max()) < 2 ** 31 and int(idx.min()) >= 0)
+        request[prefix + name] = idx.astype(np.int32 if small else np.int64, copy=False)
+    return request
 
 
 def _after(after) -> dict:

@@ -12,6 +12,9 @@ Routes (every one needs ``Authorization: Bearer <secret>``):
 * ``POST /update``: a wire frame holding an update and its header
   (base version, epoch, partition, attempt, sequence number, metrics).
   With ``?since=V`` the 202 answer is the ``/changes`` frame for V (saves a round trip).
+  With ``?then=rows`` the frame also holds a row request, its entries named
+  ``pull:<name>``: once this update is applied, the 202 answer is those rows, as
+  ``POST /model`` would send them (a task's push and its next pull in one round trip).
   202 when queued; 400 when invalid; 409 when a newer task attempt owns the
   partition; 503 when the queue stayed full (retry later) or descent failed.
 * ``GET /changes?since=V&partition=P&attempt=A`` (additive models): the
@@ -123,10 +126,15 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
     @app.post("/update")
     def post_update():
         body = _body()
+        then = request.args.get("then")
+        if then not in (None, "rows"):
+            return _error(400, f"then must be 'rows', got {then!r}")
         try:
             frame = wire.decode(body)
             meta = wire.parse_update_meta(frame.meta)
+            frame, pull = wire.split_row_request(frame) if then else (frame, None)
             update = wire.validate_update(frame, store.spec)
+            wanted = None if pull is None else wire.validate_row_request(pull, store.spec)
         except (WireFormatError, InvalidUpdateError) as err:
             store._count_rejected("invalid")
             log.warning("refused an update: %s", err)
@@ -146,6 +154,14 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
             return _error(503, str(err))
         except ConfigurationError as err:
             return _error(409, str(err))
+        if wanted is not None:  # the sender's next pull, after its own update (read your own writes)
+            if not store.wait_finished(meta.epoch, meta.partition, meta.attempt, meta.seq, MAX_WAIT_SECONDS):
+                log.warning("update %s was not applied within %gs; answering anyway",
+                            (meta.epoch, meta.partition, meta.attempt, meta.seq), MAX_WAIT_SECONDS)
+            version, rows = store.rows(wanted)
+            response = _frame_response(rows, version)
+            response.status_code = 202
+            return response
         if since is not None:  # the sender's /changes in the same round trip
             version, changes = store.changes(since, meta.partition, meta.attempt)
             response = _frame_response(changes, version)

@@ -236,6 +236,17 @@ def validate_row_request(frame: Frame, spec: ModelSpec) -> dict:
     return wanted
 
 
+#: Entries of an update frame named ``PULL_PREFIX + name`` request rows of ``name`` (``?then=rows``).
+PULL_PREFIX = "pull:"
+
+
+def split_row_request(frame: Frame) -> tuple[Frame, Frame]:
+    """Split an update frame into the update and the row request its ``pull:`` entries carry."""
+    update = {n: a for n, a in frame.arrays.items() if not n.startswith(PULL_PREFIX)}
+    pull = {n[len(PULL_PREFIX):]: a for n, a in frame.arrays.items() if n.startswith(PULL_PREFIX)}
+    return Frame(frame.meta, update), Frame({}, pull)
+
+
 @dataclass(frozen=True)
 class UpdateMeta:
     """Who sent an update and from which model version it was computed."""

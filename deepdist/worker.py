@@ -14,6 +14,7 @@ partition, the Spark task attempt and a sequence number (Dean et al. 2012).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -75,6 +76,8 @@ def batches(iterator, batch_size):
 
 
 def _union_rows(row_sets: list) -> dict:
+    if len(row_sets) == 1:  # one batch's rows: already the set to pull
+        return row_sets[0]
     names = set().union(*row_sets) if row_sets else set()
     return {name: np.unique(np.concatenate([np.asarray(r[name], np.int64).ravel()
                                             for r in row_sets if name in r]))
@@ -116,7 +119,7 @@ class TaskChannel:
         self.attempt = task.attemptNumber() if task else 0
         self.stats = {"partition": self.partition, "attempt": self.attempt, "pushed": 0,
                       "pulls": 0, "bytes_pushed": 0, "wait_seconds": 0.0, "wait_timeouts": 0,
-                      "started": time.perf_counter()}
+                      "network_seconds": 0.0, "started": time.perf_counter()}
         _local.metrics = {}
         return self
 
@@ -134,10 +137,20 @@ class TaskChannel:
         pushed = self.stats.get("pushed", 0)
         return (self.epoch, self.partition, self.attempt, pushed - 1) if pushed else None
 
+    @contextlib.contextmanager
+    def _on_the_wire(self):
+        """Count the time spent talking to the server (``network_seconds``, waits included)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats["network_seconds"] += time.perf_counter() - started
+
     def pull_into(self, params: dict, names=None) -> int:
         """Copy the latest model (with this task's own pushes applied) into ``params``."""
         self.stats["pulls"] += 1
-        return self.client.pull_into(params, names, after=self._own_last_push())
+        with self._on_the_wire():
+            return self.client.pull_into(params, names, after=self._own_last_push())
 
     def pull_rows_into(self, params: dict, rows: dict, wait=None) -> int:
         """Copy the latest ``rows`` into ``params``; return the version.
@@ -148,9 +161,11 @@ class TaskChannel:
         """
         self.stats["pulls"] += 1
         if wait is None:
-            return self.client.pull_rows_into(params, rows, after=self._own_last_push())
+            with self._on_the_wire():
+                return self.client.pull_rows_into(params, rows, after=self._own_last_push())
         started = time.perf_counter()
-        version, arrays, ready = self.client.pull_rows_when(rows, *wait, after=self._own_last_push())
+        with self._on_the_wire():
+            version, arrays, ready = self.client.pull_rows_when(rows, *wait, after=self._own_last_push())
         self.stats["wait_seconds"] += time.perf_counter() - started
         self.stats["wait_timeouts"] += not ready
         copy_rows(params, arrays)
@@ -159,7 +174,8 @@ class TaskChannel:
     def pull_changes(self, since: int):
         """``(version, {name: SparseRows} | None)``: what other tasks added after ``since``."""
         self.stats["pulls"] += 1
-        return self.client.pull_changes(since, self.partition, self.attempt)
+        with self._on_the_wire():
+            return self.client.pull_changes(since, self.partition, self.attempt)
 
     def push(self, update: dict, version: int, changes_since: int | None = None):
         """Send ``update``, computed from model ``version``, with the metrics reported so far.
@@ -171,13 +187,28 @@ class TaskChannel:
                                attempt=self.attempt, seq=self.stats["pushed"], metrics=_take_metrics())
         changes = None
         if changes_since is None:
-            self.stats["bytes_pushed"] += self.client.push(update, meta)
+            with self._on_the_wire():
+                self.stats["bytes_pushed"] += self.client.push(update, meta)
         else:
-            nbytes, *changes = self.client.push_pull_changes(update, meta, changes_since)
+            with self._on_the_wire():
+                nbytes, *changes = self.client.push_pull_changes(update, meta, changes_since)
             self.stats["bytes_pushed"] += nbytes
             self.stats["pulls"] += 1
         self.stats["pushed"] += 1
         return changes
+
+    def push_pull_rows_into(self, update: dict, version: int, params: dict, rows: dict) -> int:
+        """:meth:`push`, then copy ``rows`` of the model with it applied into ``params``, in one round
+        trip; return the new version."""
+        meta = wire.UpdateMeta(version=version, epoch=self.epoch, partition=self.partition,
+                               attempt=self.attempt, seq=self.stats["pushed"], metrics=_take_metrics())
+        with self._on_the_wire():
+            nbytes, version, arrays = self.client.push_pull_rows(update, meta, rows)
+        self.stats["bytes_pushed"] += nbytes
+        self.stats["pushed"] += 1
+        self.stats["pulls"] += 1
+        copy_rows(params, arrays)
+        return version
 
     def report(self, **extra) -> dict:
         """What the driver needs from this task: partition, attempt, pushes (plus ``extra``)."""
@@ -229,32 +260,49 @@ class PartitionTrainer:
 
     def _run(self, iterator, channel):
         model, params = self.local_model()
-        pending, version, done = None, 0, 0
+        pending, version, done, gradient_seconds = None, 0, 0, 0.0
         stream = batches(iterator, self.batch_size)
-        while True:
-            window = list(itertools.islice(stream, self.fetch_every))
-            if not window:
-                break
-            if self.rows is None:
-                version = channel.pull_into(params)
-            else:
-                wanted = _union_rows([self.rows(b) for b in window])
-                condition = self.wait_for(done) if self.wait_for is not None else None
-                if condition is not None and not channel.stats["wait_timeouts"]:
-                    version = channel.pull_rows_into(params, wanted, (*condition, self.wait_timeout))
-                    if channel.stats["wait_timeouts"]:  # the others are not running: stop waiting
-                        log.warning("partition %d: the model did not reach %s >= %s within %.0fs; this task "
-                                    "goes on without waiting", channel.partition, *condition, self.wait_timeout)
-                else:
-                    version = channel.pull_rows_into(params, wanted)
-            for batch in window:
+        window, pulled = list(itertools.islice(stream, self.fetch_every)), False
+        while window:
+            if not pulled:
+                version = self._pull(channel, params, window, done)
+            pulled, upcoming = False, None
+            for i, batch in enumerate(window):
+                started = time.perf_counter()
                 update = self.gradient(model, batch)
+                gradient_seconds += time.perf_counter() - started
                 if update:
                     pending = sum_updates(pending, update)
                 done += 1
                 if done % self.push_every == 0 and pending is not None:
-                    channel.push(pending, version)
+                    if i == len(window) - 1:
+                        upcoming = list(itertools.islice(stream, self.fetch_every))
+                    if upcoming and self._can_pull_with_push(done):
+                        # the push and the next window's pull share one round trip
+                        wanted = _union_rows([self.rows(b) for b in upcoming])
+                        version = channel.push_pull_rows_into(pending, version, params, wanted)
+                        pulled = True
+                    else:
+                        channel.push(pending, version)
                     pending = None
+            window = upcoming if upcoming is not None else list(itertools.islice(stream, self.fetch_every))
         if pending is not None:
             channel.push(pending, version)
-        return channel.report(batches=done)
+        return channel.report(batches=done, gradient_seconds=gradient_seconds)
+
+    def _can_pull_with_push(self, done: int) -> bool:
+        """Row pulls without a staleness bound to wait for can ride on the push before them."""
+        return self.rows is not None and (self.wait_for is None or self.wait_for(done) is None)
+
+    def _pull(self, channel, params, window, done) -> int:
+        if self.rows is None:
+            return channel.pull_into(params)
+        wanted = _union_rows([self.rows(b) for b in window])
+        condition = self.wait_for(done) if self.wait_for is not None else None
+        if condition is None or channel.stats["wait_timeouts"]:
+            return channel.pull_rows_into(params, wanted)
+        version = channel.pull_rows_into(params, wanted, (*condition, self.wait_timeout))
+        if channel.stats["wait_timeouts"]:  # the others are not running: stop waiting
+            log.warning("partition %d: the model did not reach %s >= %s within %.0fs; this task "
+                        "goes on without waiting", channel.partition, *condition, self.wait_timeout)
+        return version

@@ -118,6 +118,32 @@ def test_a_task_reads_its_own_writes():
         store.stop()
 
 
+def test_a_push_and_the_next_pull_share_one_round_trip():
+    """``push_pull_rows`` answers the rows with the push itself applied, and refuses bad requests whole."""
+    store = ParameterStore({"w": np.zeros((4, 2)), "b": np.zeros(1)})
+    store.set_descent(add)
+    thread = ServerThread(create_app(store, SECRET, 1 << 20), "127.0.0.1", 0)
+    thread.start()
+    try:
+        client = ModelClient(f"http://127.0.0.1:{thread.port}", SECRET)
+        threading.Timer(0.3, store.start).start()  # the answer must wait for the applier
+        meta = wire.UpdateMeta(version=0, epoch=0, partition=0, attempt=0, seq=0)
+        update = {"w": SparseRows(np.array([1]), np.ones((1, 2)), (4, 2)), "b": np.ones(1)}
+        nbytes, version, arrays = client.push_pull_rows(update, meta, {"w": [1, 3], "b": [0]})
+        assert nbytes > 0 and version == 1
+        assert arrays["w"].indices.tolist() == [1, 3] and arrays["w"].values.tolist() == [[1, 1], [0, 0]]
+        assert arrays["b"].values.tolist() == [1]
+        for rows in ({"w": [9]}, {"nope": [0]}):  # a bad row request: the update is not applied either
+            with pytest.raises(InvalidUpdateError):
+                client.push_pull_rows(update, wire.UpdateMeta(version=1, partition=0, seq=1), rows)
+        with pytest.raises(InvalidUpdateError, match="then must be"):
+            client._request("POST", "/update", data=wire.encode(update, meta.to_json()), params={"then": "x"})
+        assert client.pull()[1]["w"].tolist() == [[0, 0], [1, 1], [0, 0], [0, 0]]
+    finally:
+        thread.stop()
+        store.stop()
+
+
 def test_backpressure_slows_clients_but_loses_nothing(live):
     slow = threading.Semaphore(0)
     store, client = live({"w": np.zeros(1)}, ServerConfig(queue_size=1, backpressure_timeout=0.05),

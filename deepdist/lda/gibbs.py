@@ -11,8 +11,10 @@ Redis:
   words when that is smaller), runs ``sweeps_per_job`` SparseLDA sweeps
   (:mod:`deepdist.lda.sampler`) against its local copy and every ``sync_every`` sweeps
   pushes the change of n_wk as sparse int32 COO entries and adds the other tasks' changes
-  since its last sync (``/changes``: a sweep's deltas, not the dense tables). Kernel
-  randomness comes from (seed, partition, sweep), so runs are reproducible.
+  since its last sync (``/changes``: a sweep's deltas, not the dense tables). That exchange
+  runs on a background thread while the next sweep samples (the kernel releases the GIL), so
+  the other tasks' changes reach a task one sweep later and the task does not wait for them.
+  Kernel randomness comes from (seed, partition, sweep), so runs are reproducible.
 
 **Exactness.** Spark retries failed tasks, so a partition's deltas can arrive twice or
 half-done. The server books every push under (iteration, partition, attempt) and, at the end
@@ -93,6 +95,18 @@ def _partition_counts(words, topics, num_topics):
     return index, count.astype(np.int32)
 
 
+_BACKGROUND = []
+
+
+def _background():
+    """This process's one background thread for count exchanges (its HTTP session is kept)."""
+    if not _BACKGROUND:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _BACKGROUND.append(ThreadPoolExecutor(1, thread_name_prefix="deepdist-gibbs-sync"))
+    return _BACKGROUND[0]
+
+
 def _block_report(block):
     return block.report
 
@@ -142,28 +156,26 @@ class _Task:
             # rows cost an 8-byte index each on top of the row: dense is smaller when most rows are used
             pull_rows = self.pull_rows == "rows" or (
                 self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
+            exchange = None  # the count exchange in flight: it overlaps the next sweep
             for j in range(self.sweeps):
                 if j % self.sync_every == 0:
-                    synced, synced_cpu, changes = time.perf_counter(), time.thread_time(), None
-                    if j:
-                        # only what the other tasks added since our last sync: the local copy
-                        # already holds our own deltas (even those still queued on the server),
-                        # and a sweep's changes are far smaller than the tables
-                        answer = self._push_delta(ch, words, base, topics, version, live, changes=True)
-                        version_now, changes = answer if answer is not None else ch.pull_changes(version)
-                        base = topics.copy()
-                    if changes is not None:
-                        version = version_now
-                        for part in changes.values():
-                            sampler.apply_sparse_delta(word_topic, totals, part.indices.astype(np.int64),
-                                                       part.values.astype(np.int32, copy=False))
-                        timing["changed_entries"] += sum(len(part.indices) for part in changes.values())
-                    elif pull_rows:
-                        version = ch.pull_rows_into(local, {"word_topic": block.rows,
-                                                            "topic_totals": np.arange(K, dtype=np.int64)})
-                        timing["pulled_rows"] += len(block.rows)
+                    synced, synced_cpu = time.perf_counter(), time.thread_time()
+                    if j == 0:
+                        if pull_rows:
+                            version = ch.pull_rows_into(local, {"word_topic": block.rows,
+                                                                "topic_totals": np.arange(K, dtype=np.int64)})
+                            timing["pulled_rows"] += len(block.rows)
+                        else:
+                            version = ch.pull_into(local, ["word_topic", "topic_totals"])
                     else:
-                        version = ch.pull_into(local, ["word_topic", "topic_totals"])
+                        if exchange is not None:  # sync_every == 1: the last one must land first
+                            version = self._finish(exchange, ch, local, words, base, topics, timing)
+                        # push our change since the last sync and fetch only what the other tasks
+                        # added meanwhile (a sweep's changes are far smaller than the tables); the
+                        # answer is merged after the next sweep, which runs on the copy as it is
+                        index, value = sampler.sparse_delta(words, base, topics, K)
+                        base = topics.copy()
+                        exchange = _background().submit(self._exchange, ch, index, value, version, live)
                     timing["sync_seconds"] += time.perf_counter() - synced
                     timing["sync_cpu_seconds"] += time.thread_time() - synced_cpu
                 started, cpu = time.perf_counter(), time.thread_time()
@@ -172,8 +184,41 @@ class _Task:
                               validate=False)
                 timing["sweep_seconds"] += time.perf_counter() - started
                 timing["sweep_cpu_seconds"] += time.thread_time() - cpu
+                if exchange is not None and (j + 1) % self.sync_every != 0:
+                    synced, synced_cpu = time.perf_counter(), time.thread_time()
+                    version = self._finish(exchange, ch, local, words, base, topics, timing)
+                    exchange = None
+                    timing["sync_seconds"] += time.perf_counter() - synced
+                    timing["sync_cpu_seconds"] += time.thread_time() - synced_cpu
+            if exchange is not None:
+                version = self._finish(exchange, ch, local, words, base, topics, timing)
             self._push_delta(ch, words, base, topics, version, live)
         return block.evolve(topics, self._report(ch, block, topics, timing))
+
+    def _exchange(self, ch, index, value, version, live):
+        """Push a delta (if any) and fetch the other tasks' changes since ``version`` (background)."""
+        answer = None
+        if index.size:
+            answer = self._push(ch, _coo(index, value, self.V * self.K), version, live, changes=True)
+        return answer if answer is not None else ch.pull_changes(version)
+
+    def _finish(self, exchange, ch, local, words, base, topics, timing) -> int:
+        """Merge a finished exchange into the local copy; return the version it brought it to.
+
+        ``base`` is what was pushed; the local copy also holds the sweeps since, unpushed.
+        """
+        version, changes = exchange.result()
+        word_topic, totals = local["word_topic"], local["topic_totals"]
+        if changes is None:  # the server cannot tell what changed: take the counts, keep our own sweeps
+            version = ch.pull_into(local, ["word_topic", "topic_totals"])
+            index, value = sampler.sparse_delta(words, base, topics, self.K)
+            sampler.apply_sparse_delta(word_topic, totals, index, value)
+            return version
+        for part in changes.values():
+            sampler.apply_sparse_delta(word_topic, totals, part.indices.astype(np.int64),
+                                       part.values.astype(np.int32, copy=False))
+        timing["changed_entries"] += sum(len(part.indices) for part in changes.values())
+        return version
 
     def _push_delta(self, ch, words, old, new, version, live, changes=False):
         index, value = sampler.sparse_delta(words, old, new, self.K)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from .errors import DeepDistError
-from .sparse import negate, sum_many
+from .sparse import SparseRows, negate, sum_many
 
 # Below this many bytes of pending updates an attempt does not compact them yet.
 _COMPACT_FLOOR = 1 << 20
@@ -25,28 +27,40 @@ class _Attempt:
     """The running sum of one attempt's updates.
 
     The sum is only read for a rollback or a re-apply (rare: retries), while every push adds
-    to it, so updates are kept as a list and summed lazily. Summing each push into the total
-    as it arrives cost a sort of the whole total per push (a Gibbs task's sparse total grows
-    to the size of the count table). The pending list is compacted whenever it outgrows the
-    total (and a floor), so the work stays O(n log n) overall and memory within about twice
-    the total.
+    to it. Sparse parts of a small parameter (at most ``_DENSE_BYTES``, such as a V × K count
+    table) are added into a dense table of that shape as they arrive: O(entries) per push,
+    no sort. Other updates are kept as a list and summed lazily; the list is compacted
+    whenever it outgrows the total (and a floor), so the work stays O(n log n) overall and
+    memory within about twice the total. (Summing each push into a sparse total as it
+    arrived cost a sort of the whole total per push.)
     """
 
-    __slots__ = ("_total", "_pending", "_pending_bytes", "applied", "updates")
+    __slots__ = ("_total", "_pending", "_pending_bytes", "_dense", "applied", "updates")
 
     def __init__(self):
         self._total = None     # compacted sum of earlier updates (owned: safe to add into)
         self._pending = []     # later updates, not summed yet
         self._pending_bytes = 0
+        self._dense = {}       # name -> dense sum of the sparse parts of a small parameter
         self.applied = False   # is `total` currently part of the model?
         self.updates = 0
 
     def add(self, update: dict) -> None:
-        self._pending.append(update)
-        self._pending_bytes += _nbytes(update)
+        rest = {}
+        for name, part in update.items():
+            if isinstance(part, SparseRows) and _dense_bytes(part) <= _DENSE_BYTES:
+                table = self._dense.get(name)
+                if table is None:
+                    table = self._dense[name] = np.zeros(part.shape, part.values.dtype)
+                part.add_to(table)
+            else:
+                rest[name] = part
         self.updates += 1
-        if self._pending_bytes > max(_COMPACT_FLOOR, _nbytes(self._total)):
-            self._compact()
+        if rest:
+            self._pending.append(rest)
+            self._pending_bytes += _nbytes(rest)
+            if self._pending_bytes > max(_COMPACT_FLOOR, _nbytes(self._total)):
+                self._compact()
 
     def _compact(self) -> None:
         if self._pending:
@@ -58,7 +72,21 @@ class _Attempt:
     def total(self):
         """Sum of every update of this attempt that was recorded (None before the first)."""
         self._compact()
-        return self._total
+        if not self._dense:
+            return self._total
+        total = dict(self._total or {})
+        for name, table in self._dense.items():
+            rows = np.flatnonzero(table.reshape(len(table), -1).any(axis=1))
+            total[name] = SparseRows(rows, table[rows], table.shape)
+        return total
+
+
+#: Sparse parts of parameters up to this size are summed in a dense table per attempt.
+_DENSE_BYTES = 8 << 20
+
+
+def _dense_bytes(part: SparseRows) -> int:
+    return int(np.prod(part.shape, dtype=np.int64)) * part.values.dtype.itemsize
 
 
 def _nbytes(update) -> int:

@@ -74,11 +74,18 @@ _SKETCH_CACHE: dict = {}
 
 
 def _descent(model, update):
-    """Add a sparse count delta (flat COO over V × K) to n_wk and n_k, in place."""
+    """Add a sparse count delta (flat COO over V × K) to n_wk and n_k, in place.
+
+    numpy, not the compiled kernel: the driver then never waits for numba to load, and
+    ``np.add.at`` is exact for repeated indices (a ledger correction may hold them).
+    """
     part = update["word_topic_flat"]
-    sampler.apply_sparse_delta(model["word_topic"], model["topic_totals"],
-                               np.asarray(part.indices, dtype=np.int64),
-                               np.asarray(part.values, dtype=np.int32))
+    word_topic, totals = model["word_topic"], model["topic_totals"]
+    index = np.asarray(part.indices, dtype=np.int64)
+    value = np.asarray(part.values, dtype=np.int32)
+    rows, cols = np.divmod(index, word_topic.shape[1])
+    np.add.at(word_topic, (rows, cols), value)
+    totals += np.bincount(cols, weights=value, minlength=word_topic.shape[1]).astype(totals.dtype)
 
 
 def _coo(index, value, size):

@@ -179,8 +179,10 @@ class _Rows:
     shipped by broadcast.  The plan made for the pull is kept for the gradient.
     """
 
-    def __init__(self, hs: bool, n_rows: int, pool: float | None, cum=None, points=None, seed: int = 1):
+    def __init__(self, hs: bool, n_rows: int, pool: float | None, cum=None, points=None, seed: int = 1,
+                 stale_rows: bool = False):
         self.hs, self.n_rows, self.pool, self.cum, self.points, self.seed = hs, n_rows, pool, cum, points, seed
+        self.stale_rows = stale_rows  # pull and push the rows' push counters too
         self._plans: dict = {}
         self._drawn = 0
         self._p = None
@@ -232,8 +234,11 @@ class _Rows:
 
     def __call__(self, batch) -> dict:
         plan = self.plan(batch)
-        return {"w2v.wv.vectors": plan.words, _output_name(self.hs): plan.out_rows, "updates_in": plan.words,
-                "updates_out": plan.out_rows, "words_done": np.zeros(1, np.int64)}
+        wanted = {"w2v.wv.vectors": plan.words, _output_name(self.hs): plan.out_rows,
+                  "words_done": np.zeros(1, np.int64)}
+        if self.stale_rows:
+            wanted.update(updates_in=plan.words, updates_out=plan.out_rows)
+        return wanted
 
 
 class _Gradient:
@@ -291,13 +296,15 @@ class _Gradient:
             metrics["loss"] = model.running_training_loss / max(effective, 1)
         report(**metrics)
         update = {"words_done": np.array([raw], np.int64)}
+        index_type = np.int32 if self.rows.n_rows < 2 ** 31 else np.int64  # half the index bytes
         for name, seen, rows, delta, full in (("w2v.wv.vectors", served.updates_in, words, d_in, model.wv.vectors),
                                               (out_name, served.updates_out, out_rows, d_out, output)):
-            touched = rows[np.flatnonzero(np.any(delta != 0, axis=1))].astype(np.int64)
-            update[name] = SparseRows(touched, delta[np.any(delta != 0, axis=1)], full.shape)
-            # the rows' push counts as pulled: the driver learns how stale each row was
-            update["updates_in" if name == "w2v.wv.vectors" else "updates_out"] = SparseRows(
-                touched, seen[touched], seen.shape)
+            moved = np.any(delta != 0, axis=1)
+            touched = rows[moved].astype(index_type)
+            update[name] = SparseRows(touched, delta[moved], full.shape)
+            if self.rows.stale_rows:  # the rows' push counts as pulled: the driver learns how stale each row was
+                update["updates_in" if name == "w2v.wv.vectors" else "updates_out"] = SparseRows(
+                    touched, seen[touched], seen.shape)
         return update
 
 
@@ -477,7 +484,7 @@ class DistributedWord2Vec:
         per_partition = self.corpus_words_ / (partitions * self.job_words)
         self.batch_jobs_ = self.batch_jobs or int(min(2, max(1, per_partition // 5)))
         cum = sc.broadcast(model.cum_table) if self.negative and self.negative_pool is not None else None
-        rows = _Rows(bool(self.hs), len(model.wv), self.negative_pool, cum, points, self.seed)
+        rows = _Rows(bool(self.hs), len(model.wv), self.negative_pool, cum, points, self.seed, self.stale_rows)
         concurrency = max(1, min(partitions, cores))
         gradient = _Gradient(rows, sg=bool(self.sg), alpha=self.alpha, min_alpha=self.min_alpha,
                              total_words=self.epochs * self.corpus_words_, concurrency=concurrency,

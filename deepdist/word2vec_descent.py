@@ -32,10 +32,12 @@ def _row_scales(served, update: dict, name: str, part: SparseRows, stale_rows: b
     their whole delta; frequent rows that every task moves concurrently get the
     average of the concurrent deltas instead of their sum, which overshoots.
     """
+    if not stale_rows:
+        return None
     counts = served.updates_in if name == "w2v.wv.vectors" else served.updates_out
     seen = update.get("updates_in" if name == "w2v.wv.vectors" else "updates_out")
     scales = None
-    if stale_rows and seen is not None:
+    if seen is not None:
         staleness = np.maximum(counts[seen.indices] - seen.values, 0)
         scales = 1.0 / (1.0 + staleness)
     np.add.at(counts, part.indices, 1)

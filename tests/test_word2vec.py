@@ -297,3 +297,24 @@ def test_other_modes_train(sc, corpus, options):
         untrained.build_vocab_from_freq({w: model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key})
         assert evaluator(model) < evaluator(untrained)
     assert estimator.epochs_[0]["words_done"] == estimator.corpus_words_
+
+
+def test_stale_rows_average_the_deltas_of_rows_pushed_concurrently():
+    model = Word2Vec(vector_size=2, min_count=1)
+    model.build_vocab_from_freq({"a": 3, "b": 2, "c": 1})
+    served = _Served(model)
+    served.w2v.wv.vectors[:] = 0
+    step = np.ones((2, 2), np.float32)
+
+    def push(rows, seen):
+        rows = np.array(rows)
+        return {"w2v.wv.vectors": SparseRows(rows, step[: len(rows)], (3, 2)),
+                "updates_in": SparseRows(rows, np.array(seen, np.int64), (3,))}
+
+    descent = AddDeltas(stale_rows=True)
+    descent(served, push([0, 1], [0, 0]))   # pulled fresh: whole step
+    descent(served, push([0, 2], [0, 0]))   # pulled before the first push: row 0 is 1 push stale
+    assert served.w2v.wv.vectors[:, 0].tolist() == [1.5, 1.0, 1.0]
+    assert served.updates_in.tolist() == [2, 1, 1]
+    AddDeltas()(served, push([0], [0]))     # the default adds the delta as it is, counting nothing
+    assert served.w2v.wv.vectors[0, 0] == 2.5 and served.updates_in.tolist() == [2, 1, 1]

@@ -114,9 +114,10 @@ def test_heldout_loss_matches_a_slow_reference():
 
 
 # -- training pieces ------------------------------------------------------------------------------
-def test_vocabulary_is_counted_on_spark(sc, corpus):
+@pytest.mark.parametrize("partitions", [3, 12])  # counters merged on the driver; a shuffle
+def test_vocabulary_is_counted_on_spark(sc, corpus, partitions):
     train, _ = corpus
-    word_freq, total, n = count_vocabulary(sc.parallelize(train, 3), min_count=5)
+    word_freq, total, n = count_vocabulary(sc.parallelize(train, partitions), min_count=5)
     from collections import Counter
     counts = Counter(w for s in train for w in s)
     assert word_freq == {w: c for w, c in counts.items() if c >= 5}

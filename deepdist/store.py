@@ -353,12 +353,16 @@ class ParameterStore:
             return version, body
 
     def rows(self, wanted: dict, **meta) -> tuple[int, bytes]:
-        """Selected rows ``{name: indices}`` of the latest model, encoded (``meta`` joins the frame's)."""
+        """Selected rows ``{name: indices}`` of the latest model, encoded (``meta`` joins the frame's).
+
+        Only the copy of the rows holds the model lock; the frame is encoded after it.
+        """
         with self.lock:
             params = self.params
-            picked = {name: SparseRows(rows, params[name][rows], params[name].shape)
+            picked = {name: SparseRows(rows, np.take(params[name], rows, axis=0), params[name].shape)
                       for name, rows in wanted.items()}
-            return self.version, wire.encode(picked, {**self._frame_meta(), **meta})
+            version, frame_meta = self.version, {**self._frame_meta(), **meta}
+        return version, wire.encode(picked, frame_meta)
 
     def changes(self, since: int, partition: int, attempt: int) -> tuple[int, bytes]:
         """What the other tasks added after version ``since``, as sparse rows (repeats add up), encoded.

@@ -33,17 +33,15 @@ import threading
 
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
-from werkzeug.serving import make_server
 
 from . import wire
 from .config import MAX_WAIT_SECONDS
 from .errors import (ConfigurationError, DescentFailedError, InvalidUpdateError,
                      SupersededAttemptError, WireFormatError)
+from .httpd import WSGIServer
 from .store import ParameterStore, QueueFullError
 
 log = logging.getLogger(__name__)
-# werkzeug logs every request at INFO; that is noise at thousands of updates a second
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def _error(status: int, message: str, **headers):
@@ -224,7 +222,7 @@ def _body() -> bytes:
 
 
 class ServerThread:
-    """Serves a WSGI app with werkzeug's threaded server in a background thread.
+    """Serves a WSGI app with :class:`deepdist.httpd.WSGIServer` (keep-alive) in a background thread.
 
     Example::
 
@@ -235,8 +233,7 @@ class ServerThread:
     """
 
     def __init__(self, app, host: str, port: int = 0):
-        self._server = make_server(host, port, app, threaded=True)
-        self._server.daemon_threads = True
+        self._server = WSGIServer((host, port), app)
         self.host = host
         self.port = self._server.server_port
         # shutdown() waits for the serve loop's next poll: 0.5 s by default, on every exit

@@ -1,0 +1,79 @@
+"""The keep-alive WSGI server under the model server, on a real loopback socket."""
+
+import http.client
+import threading
+
+import numpy as np
+import pytest
+
+from deepdist import wire
+from deepdist.server import ServerThread, create_app
+from deepdist.store import ParameterStore
+
+SECRET = "httpd-test-secret"
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+
+
+@pytest.fixture()
+def server():
+    store = ParameterStore({"w": np.arange(6.0).reshape(3, 2)})
+    thread = ServerThread(create_app(store, SECRET, 1 << 20), "127.0.0.1", 0)
+    thread.start()
+    yield thread
+    thread.stop()
+    store.stop()
+
+
+def _connection(server):
+    return http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+
+
+def test_one_connection_serves_many_requests(server):
+    conn = _connection(server)
+    local_ports = set()
+    for _ in range(5):
+        conn.request("POST", "/model", body=wire.encode({"w": np.array([2], np.int32)}), headers=AUTH)
+        response = conn.getresponse()
+        frame = wire.decode(response.read())
+        assert response.status == 200 and frame.arrays["w"].values.tolist() == [[4.0, 5.0]]
+        local_ports.add(conn.sock.getsockname()[1])
+    assert len(local_ports) == 1  # the same TCP connection every time
+    conn.close()
+
+
+def test_an_unread_body_does_not_spill_into_the_next_request(server):
+    conn = _connection(server)
+    conn.request("POST", "/update", body=b"x" * 5000)  # no secret: refused before the body is read
+    response = conn.getresponse()
+    assert response.status == 401
+    response.read()
+    conn.request("GET", "/health", headers=AUTH)
+    response = conn.getresponse()
+    assert response.status == 200 and b'"ok":true' in response.read().replace(b" ", b"")
+    conn.close()
+
+
+def test_chunked_request_bodies_are_refused_and_the_connection_closed(server):
+    conn = _connection(server)
+    conn.request("POST", "/update", body=iter([b"abc"]), headers={**AUTH, "Transfer-Encoding": "chunked"})
+    response = conn.getresponse()
+    assert response.status == 411 and response.getheader("Connection") == "close"
+    conn.close()
+
+
+def test_stopping_the_server_closes_idle_connections(server):
+    conn = _connection(server)
+    conn.request("GET", "/health", headers=AUTH)
+    conn.getresponse().read()
+    closed = threading.Event()
+
+    def wait_for_eof():
+        if conn.sock.recv(1) == b"":
+            closed.set()
+
+    reader = threading.Thread(target=wait_for_eof)
+    reader.start()
+    server.stop()
+    reader.join(5)
+    assert closed.is_set()
+    conn.close()

@@ -42,21 +42,20 @@ class _Body:
         self._stream = stream
         self.remaining = length
 
+    def _allowed(self, size) -> int:
+        return self.remaining if size is None or size < 0 else min(size, self.remaining)
+
     def read(self, size: int = -1) -> bytes:
-        if self.remaining <= 0:
-            return b""
-        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        data = self._stream.read(size)
+        size = self._allowed(size)
+        data = self._stream.read(size) if size > 0 else b""
         self.remaining -= len(data)
         if len(data) < size:
             self.remaining = 0  # the client went away mid-body
         return data
 
     def readline(self, size: int = -1) -> bytes:
-        if self.remaining <= 0:
-            return b""
-        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        data = self._stream.readline(size)
+        size = self._allowed(size)
+        data = self._stream.readline(size) if size > 0 else b""
         self.remaining -= len(data)
         return data
 

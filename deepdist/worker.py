@@ -6,7 +6,8 @@ For every mini-batch of its partition a task
   batches need, when a ``rows`` function says which; with ``wait_for``, once
   the model has reached the state that function names: bounded staleness),
 * calls ``gradient(model, batch)`` on its local copy,
-* sums updates locally and pushes them every ``push_every`` batches,
+* sums updates locally and pushes them every ``push_every`` batches (a row pull
+  that follows a push rides on it: one round trip, answered once the push is applied),
 
 tagging each push with the model version it started from, the epoch, the
 partition, the Spark task attempt and a sequence number (Dean et al. 2012).

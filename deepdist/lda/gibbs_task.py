@@ -1,0 +1,210 @@
+"""One Spark task's share of a Gibbs job: sweep a block of documents, exchange count deltas.
+
+:class:`deepdist.lda.gibbs.GibbsLDA` runs one Spark job per ``sweeps_per_job`` sweeps; in it each
+partition's :class:`_Task`
+
+* pulls the counts n_wk (only the rows of its own words when that is smaller);
+* runs SparseLDA sweeps (:mod:`deepdist.lda.sampler`) against its local copy;
+* every ``sync_every`` sweeps pushes its change of n_wk as sparse int32 COO entries and gets the
+  other tasks' changes since its last sync back in the same round trip. That exchange runs on a
+  background thread while the next sweep samples (the kernel releases the GIL);
+* reports its block's new assignments, with a 64-bit linear sketch of its contribution to n_wk
+  that lets the driver check the server's counts exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+
+from ..errors import ConfigurationError
+from ..sparse import SparseRows
+from . import sampler
+
+_SKETCH_KEY = 0x5EED5CE7C4  # fixed: the sketch only has to differ from what a bug would produce
+
+
+def _sketch_weights(size: int) -> np.ndarray:
+    """Pseudo-random uint64 weights of the linear sketch Σ weight[w*K+k] n_wk (mod 2^64), cached."""
+    cached = _SKETCH_CACHE.get(size)
+    if cached is None:
+        _SKETCH_CACHE.clear()
+        cached = _SKETCH_CACHE[size] = np.random.PCG64(_SKETCH_KEY).random_raw(size).astype(np.uint64)
+    return cached
+
+
+_SKETCH_CACHE: dict = {}
+
+
+def _coo(index, value, size):
+    index = np.asarray(index, dtype=np.int64)
+    if size < 2 ** 31:
+        index = index.astype(np.int32)  # half the bytes on the wire
+    return {"word_topic_flat": SparseRows(index, np.asarray(value, dtype=np.int32), (size,))}
+
+
+def _partition_counts(words, topics, num_topics):
+    """This partition's n_wk as flat COO ``(index, count)``."""
+    flat = words.astype(np.int64) * num_topics + topics
+    index, count = np.unique(flat, return_counts=True)
+    return index, count.astype(np.int32)
+
+
+@contextlib.contextmanager
+def _clock(timing: dict, name: str):
+    """Add the wall and CPU seconds of the block to ``timing[name + "_seconds"]`` and ``_cpu_seconds``."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    try:
+        yield
+    finally:
+        timing[name + "_seconds"] += time.perf_counter() - wall
+        timing[name + "_cpu_seconds"] += time.thread_time() - cpu
+
+
+_BACKGROUND = []
+
+
+def _background():
+    """This process's one background thread for count exchanges (its HTTP session is kept)."""
+    if not _BACKGROUND:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _BACKGROUND.append(ThreadPoolExecutor(1, thread_name_prefix="deepdist-gibbs-sync"))
+    return _BACKGROUND[0]
+
+
+class _Task:
+    """One job's work on one partition (``mapPartitions``); carries configuration only."""
+
+    def __init__(self, channel, *, job, first_sweep, sweeps, sync_every, seed, num_topics, num_words,
+                 alpha, beta, pull_rows, histograms, initial=None, hook=None):
+        self.channel, self.job, self.first_sweep, self.sweeps = channel, job, first_sweep, sweeps
+        self.sync_every, self.seed, self.K, self.V = sync_every, seed, num_topics, num_words
+        self.alpha, self.beta, self.pull_rows, self.histograms = alpha, beta, pull_rows, histograms
+        self.initial, self.hook = initial, hook
+
+    def __call__(self, blocks):
+        with self.channel.open() as ch:
+            for block in blocks:
+                yield self._run(block, ch)
+
+    def _push(self, ch, update, version, live, changes=False):
+        """Push ``update``; with ``changes``, return the other tasks' changes since ``version``."""
+        if live:
+            result = ch.push(update, version, changes_since=version if changes else None)
+            if self.hook is not None:
+                self.hook(job=self.job, partition=ch.partition, attempt=ch.attempt, event="pushed")
+            return result
+        return None
+
+    def _run(self, block, ch):
+        K, V = self.K, self.V
+        # a block recomputed after its job ended (a lost cache block) must not push again
+        live = ch.client.status()["epoch"] == self.job
+        words, offsets = block.words, block.offsets
+        timing = {"sweep_seconds": 0.0, "sweep_cpu_seconds": 0.0, "pulled_rows": 0, "changed_entries": 0,
+                  "sync_seconds": 0.0, "sync_cpu_seconds": 0.0}
+        if self.sweeps == 0:  # the initialisation job: assign topics, push the partition's counts
+            topics = self._initial_topics(block)
+            if words.size:
+                self._push(ch, _coo(*_partition_counts(words, topics, K), V * K), 0, live)
+        else:
+            topics = np.array(block.topics, copy=True)
+            word_topic = np.zeros((V, K), np.int32)
+            totals = np.zeros(K, np.int64)
+            local = {"word_topic": word_topic, "topic_totals": totals}
+            doc_topic = sampler.doc_topic_from_assignments(offsets, topics, K)
+            base, version = topics.copy(), 0
+            # rows cost an 8-byte index each on top of the row: dense is smaller when most rows are used
+            pull_rows = self.pull_rows == "rows" or (
+                self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
+            exchange = None  # the count exchange in flight: it overlaps the next sweep
+            for j in range(self.sweeps):
+                if j % self.sync_every == 0:
+                    with _clock(timing, "sync"):
+                        if j == 0:
+                            if pull_rows:
+                                version = ch.pull_rows_into(local, {"word_topic": block.rows,
+                                                                    "topic_totals": np.arange(K, dtype=np.int64)})
+                                timing["pulled_rows"] += len(block.rows)
+                            else:
+                                version = ch.pull_into(local, ["word_topic", "topic_totals"])
+                        else:
+                            if exchange is not None:  # sync_every == 1: the last one must land first
+                                version = self._finish(exchange, ch, local, words, base, topics, timing)
+                            # push our change since the last sync and fetch only what the other tasks
+                            # added meanwhile (a sweep's changes are far smaller than the tables); the
+                            # answer is merged after the next sweep, which runs on the copy as it is
+                            index, value = sampler.sparse_delta(words, base, topics, K)
+                            base = topics.copy()
+                            exchange = _background().submit(self._exchange, ch, index, value, version, live)
+                with _clock(timing, "sweep"):
+                    sampler.sweep(offsets, words, topics, doc_topic, word_topic, totals, self.alpha, self.beta,
+                                  seed=sampler.derive_seed(self.seed, block.partition, self.first_sweep + j),
+                                  validate=False)
+                if exchange is not None and (j + 1) % self.sync_every != 0:
+                    with _clock(timing, "sync"):
+                        version = self._finish(exchange, ch, local, words, base, topics, timing)
+                    exchange = None
+            if exchange is not None:
+                with _clock(timing, "sync"):
+                    version = self._finish(exchange, ch, local, words, base, topics, timing)
+            self._push_delta(ch, words, base, topics, version, live)
+        return block.evolve(topics, self._report(ch, block, topics, timing))
+
+    def _exchange(self, ch, index, value, version, live):
+        """Push a delta (if any) and fetch the other tasks' changes since ``version`` (background)."""
+        answer = None
+        if index.size:
+            answer = self._push(ch, _coo(index, value, self.V * self.K), version, live, changes=True)
+        return answer if answer is not None else ch.pull_changes(version)
+
+    def _finish(self, exchange, ch, local, words, base, topics, timing) -> int:
+        """Merge a finished exchange into the local copy; return the version it brought it to.
+
+        ``base`` is what was pushed; the local copy also holds the sweeps since, unpushed.
+        """
+        version, changes = exchange.result()
+        word_topic, totals = local["word_topic"], local["topic_totals"]
+        if changes is None:  # the server cannot tell what changed: take the counts, keep our own sweeps
+            version = ch.pull_into(local, ["word_topic", "topic_totals"])
+            index, value = sampler.sparse_delta(words, base, topics, self.K)
+            sampler.apply_sparse_delta(word_topic, totals, index, value)
+            return version
+        for part in changes.values():
+            sampler.apply_sparse_delta(word_topic, totals, part.indices.astype(np.int64),
+                                       part.values.astype(np.int32, copy=False))
+        timing["changed_entries"] += sum(len(part.indices) for part in changes.values())
+        return version
+
+    def _push_delta(self, ch, words, old, new, version, live):
+        index, value = sampler.sparse_delta(words, old, new, self.K)
+        if index.size:
+            self._push(ch, _coo(index, value, self.V * self.K), version, live)
+
+    def _initial_topics(self, block):
+        if self.initial is not None:
+            topics = self.initial.value.get(block.partition)
+            if topics is None or topics.shape != block.words.shape:
+                raise ConfigurationError(
+                    f"partition {block.partition} has {block.num_tokens} tokens but the checkpoint "
+                    f"holds {None if topics is None else topics.size}: resume needs the same input and partitioning")
+            return np.ascontiguousarray(topics, dtype=np.int32)
+        seed = sampler.derive_seed(self.seed, block.partition, 0)
+        return sampler.random_topics(block.num_tokens, self.K, seed)
+
+    def _report(self, ch, block, topics, timing):
+        K = self.K
+        weights = _sketch_weights(self.V * K)
+        flat = block.words.astype(np.int64) * K + topics
+        doc_topic = sampler.doc_topic_from_assignments(block.offsets, topics, K)
+        extra = {"tokens": block.num_tokens, "docs": len(block.offsets) - 1,
+                 "sketch": int(weights[flat].sum(dtype=np.uint64)),
+                 "topic_counts": np.bincount(topics, minlength=K).astype(np.int64),
+                 "log_prior": sampler.log_prior_assignments(doc_topic, self.alpha), **timing}
+        if self.histograms:
+            extra["ndk_hist"] = np.bincount(doc_topic.ravel())
+            extra["length_hist"] = np.bincount(np.diff(block.offsets))
+        return ch.report(**extra)

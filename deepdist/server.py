@@ -153,23 +153,17 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
         except ConfigurationError as err:
             return _error(409, str(err))
         if wanted is not None:  # the sender's next pull, after its own update (read your own writes)
-            if not store.wait_finished(meta.epoch, meta.partition, meta.attempt, meta.seq, MAX_WAIT_SECONDS):
-                log.warning("update %s was not applied within %gs; answering anyway",
-                            (meta.epoch, meta.partition, meta.attempt, meta.seq), MAX_WAIT_SECONDS)
+            _wait_until_applied(store, meta.epoch, meta.partition, meta.attempt, meta.seq)
             version, rows = store.rows(wanted)
-            response = _frame_response(rows, version)
-            response.status_code = 202
-            return response
+            return _frame_response(rows, version, status=202)
         if since is not None:  # the sender's /changes in the same round trip
             version, changes = store.changes(since, meta.partition, meta.attempt)
-            response = _frame_response(changes, version)
-            response.status_code = 202
-            return response
+            return _frame_response(changes, version, status=202)
         return jsonify({"queued": True, "version": store.version}), 202
 
-    def _frame_response(body: bytes, version: int):
+    def _frame_response(body: bytes, version: int, status: int = 200):
         store.count_bytes_out(len(body))
-        response = Response(body, mimetype=wire.CONTENT_TYPE)
+        response = Response(body, status=status, mimetype=wire.CONTENT_TYPE)
         response.headers["X-DeepDist-Version"] = str(version)
         return response
 
@@ -185,8 +179,14 @@ def _wait_for_own_updates(args, store: ParameterStore) -> None:
         epoch, partition, attempt, seq = (int(part) for part in after.split(":"))
     except ValueError:
         raise BadRequest("after must be EPOCH:PARTITION:ATTEMPT:SEQ (integers)") from None
+    _wait_until_applied(store, epoch, partition, attempt, seq)
+
+
+def _wait_until_applied(store: ParameterStore, epoch: int, partition: int, attempt: int, seq: int) -> None:
+    """Hold the answer until that sender's update ``seq`` is applied (at most MAX_WAIT_SECONDS)."""
     if not store.wait_finished(epoch, partition, attempt, seq, MAX_WAIT_SECONDS):
-        log.warning("update %s was not applied within %gs; answering anyway", after, MAX_WAIT_SECONDS)
+        log.warning("update %d:%d:%d:%d was not applied within %gs; answering anyway",
+                    epoch, partition, attempt, seq, MAX_WAIT_SECONDS)
 
 
 def _wait_args(args, store: ParameterStore) -> tuple[str, float, float]:

@@ -178,14 +178,18 @@ class TaskChannel:
         with self._on_the_wire():
             return self.client.pull_changes(since, self.partition, self.attempt)
 
+    def _next_meta(self, version: int) -> wire.UpdateMeta:
+        """The header of this task's next push: who sends it, from which version, and the metrics."""
+        return wire.UpdateMeta(version=version, epoch=self.epoch, partition=self.partition,
+                               attempt=self.attempt, seq=self.stats["pushed"], metrics=_take_metrics())
+
     def push(self, update: dict, version: int, changes_since: int | None = None):
         """Send ``update``, computed from model ``version``, with the metrics reported so far.
 
         With ``changes_since``, also fetch :meth:`pull_changes` in the same round trip and
         return its ``(version, arrays)``.
         """
-        meta = wire.UpdateMeta(version=version, epoch=self.epoch, partition=self.partition,
-                               attempt=self.attempt, seq=self.stats["pushed"], metrics=_take_metrics())
+        meta = self._next_meta(version)
         changes = None
         if changes_since is None:
             with self._on_the_wire():
@@ -201,8 +205,7 @@ class TaskChannel:
     def push_pull_rows_into(self, update: dict, version: int, params: dict, rows: dict) -> int:
         """:meth:`push`, then copy ``rows`` of the model with it applied into ``params``, in one round
         trip; return the new version."""
-        meta = wire.UpdateMeta(version=version, epoch=self.epoch, partition=self.partition,
-                               attempt=self.attempt, seq=self.stats["pushed"], metrics=_take_metrics())
+        meta = self._next_meta(version)
         with self._on_the_wire():
             nbytes, version, arrays = self.client.push_pull_rows(update, meta, rows)
         self.stats["bytes_pushed"] += nbytes
@@ -278,7 +281,7 @@ class PartitionTrainer:
                 if done % self.push_every == 0 and pending is not None:
                     if i == len(window) - 1:
                         upcoming = list(itertools.islice(stream, self.fetch_every))
-                    if upcoming and self._can_pull_with_push(done):
+                    if upcoming and self.rows is not None and self._wait_condition(channel, done) is None:
                         # the push and the next window's pull share one round trip
                         wanted = _union_rows([self.rows(b) for b in upcoming])
                         version = channel.push_pull_rows_into(pending, version, params, wanted)
@@ -291,16 +294,20 @@ class PartitionTrainer:
             channel.push(pending, version)
         return channel.report(batches=done, gradient_seconds=gradient_seconds)
 
-    def _can_pull_with_push(self, done: int) -> bool:
-        """Row pulls without a staleness bound to wait for can ride on the push before them."""
-        return self.rows is not None and (self.wait_for is None or self.wait_for(done) is None)
+    def _wait_condition(self, channel, done: int):
+        """What the pull for batch ``done`` must wait for, or None: no ``wait_for``, nothing to
+        wait for, or a wait already timed out. A row pull that waits for nothing can ride on
+        the push before it."""
+        if self.wait_for is None or channel.stats["wait_timeouts"]:
+            return None
+        return self.wait_for(done)
 
     def _pull(self, channel, params, window, done) -> int:
         if self.rows is None:
             return channel.pull_into(params)
         wanted = _union_rows([self.rows(b) for b in window])
-        condition = self.wait_for(done) if self.wait_for is not None else None
-        if condition is None or channel.stats["wait_timeouts"]:
+        condition = self._wait_condition(channel, done)
+        if condition is None:
             return channel.pull_rows_into(params, wanted)
         version = channel.pull_rows_into(params, wanted, (*condition, self.wait_timeout))
         if channel.stats["wait_timeouts"]:  # the others are not running: stop waiting

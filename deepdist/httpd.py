@@ -128,11 +128,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if hasattr(result, "close"):
                     result.close()
         except Exception:  # noqa: BLE001 - the app failed: answer 500 and drop the connection
+            # nothing was written yet (the response goes out below), so a clean 500 is possible
+            # even when the app had started its response
             log.exception("error while serving %s %s", self.command, self.path)
             self.close_connection = True
-            if not status_headers:
-                self.send_error(500)
-                return
+            self.send_error(500)
+            return
         status, headers = status_headers
         if not body.skip():
             self.close_connection = True

@@ -27,7 +27,7 @@ def _add_rows(param: np.ndarray, part) -> None:
 
 
 def _row_scales(served, update: dict, name: str, part: SparseRows, stale_rows: bool) -> np.ndarray | None:
-    """Per-row step scale ``1 / (1 + staleness)``; counts the push on its rows.
+    """Per-row step scale ``1 / (1 + staleness)``, counting the push on its rows (``stale_rows`` only).
 
     A row's staleness is the number of pushes applied to it since the task pulled it
     (Zhang et al. 2016, per row).  Rows only one task touches (most words) keep

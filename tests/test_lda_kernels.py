@@ -11,6 +11,7 @@ from scipy import stats
 from scipy.special import gammaln
 
 from deepdist.lda import sampler
+from deepdist.lda.local_counts import LocalCounts
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
 
 
@@ -241,6 +242,58 @@ def test_sparse_delta_with_a_table_too_big_to_scatter_into():
     cells, inverse = np.unique(flat, return_inverse=True)
     change = np.bincount(inverse, np.concatenate([np.ones(n), -np.ones(n)])).astype(np.int64)
     assert np.array_equal(index, cells[change != 0]) and np.array_equal(value, change[change != 0])
+
+
+@pytest.mark.parametrize("method", ["table", "tokens"])
+def test_local_counts_push_only_their_own_sweeps(method):
+    # two tasks share counts: each one's unpushed change must be exactly its own sweeps, with
+    # the other's changes merged in between (and once the copy is rebased on the server's)
+    rng = np.random.default_rng(8)
+    V, K = 40, 6
+    docs = random_docs(rng, 60, V, 20)
+    halves = [sampler.pack_documents(docs[:30]), sampler.pack_documents(docs[30:])]
+    words = np.concatenate([w for _, w in halves])
+    topics = sampler.random_topics(words.size, K, 3)
+    server = sampler.counts_from_assignments(words, topics, V, K)
+    tasks, start = [], 0
+    for o, w in halves:
+        z = topics[start:start + w.size].copy()
+        start += w.size
+        local = LocalCounts(w, z, num_words=V, num_topics=K, method=method)
+        local.word_topic[...] = server
+        local.topic_totals[...] = server.sum(axis=0)
+        local.mark_pushed()
+        tasks.append((local, o, w, z, sampler.doc_topic_from_assignments(o, z, K)))
+    for step in range(4):
+        for part, (local, o, w, z, dt) in enumerate(tasks):
+            before = z.copy()
+            sampler.sweep(o, w, z, dt, local.word_topic, local.topic_totals, 0.1, 0.01, seed=10 * step + part)
+            index, value = local.take_unpushed()
+            expected = sampler.counts_from_assignments(w, z, V, K) - sampler.counts_from_assignments(w, before, V, K)
+            assert np.array_equal(index, np.flatnonzero(expected)) and np.array_equal(value, expected.ravel()[index])
+            server.reshape(-1)[index] += value
+            tasks[1 - part][0].merge(index, value)
+        local, o, w, z, dt = tasks[0]
+        before = z.copy()
+        sampler.sweep(o, w, z, dt, local.word_topic, local.topic_totals, 0.1, 0.01, seed=99 + step)
+        own = sampler.counts_from_assignments(w, z, V, K) - sampler.counts_from_assignments(w, before, V, K)
+
+        def pull(arrays):
+            arrays["word_topic"][...] = server
+            arrays["topic_totals"][...] = server.sum(axis=0)
+            return step
+
+        assert local.rebase(pull) == step
+        assert np.array_equal(local.word_topic, server + own)
+        assert np.array_equal(local.topic_totals, (server + own).sum(axis=0))
+        index, value = local.take_unpushed()
+        assert np.array_equal(index, np.flatnonzero(own)) and np.array_equal(value, own.ravel()[index])
+        server.reshape(-1)[index] += value
+        tasks[1][0].merge(index, value)
+    everything = np.concatenate([t[3] for t in tasks])
+    assert np.array_equal(server, sampler.counts_from_assignments(words, everything, V, K))
+    for local, *_ in tasks:
+        assert np.array_equal(local.word_topic, server)
 
 
 @settings(max_examples=60, deadline=None)

@@ -592,3 +592,32 @@ def apply_sparse_delta(word_topic, topic_totals, index, value):
     for j in range(index.shape[0]):
         flat[index[j]] += value[j]
         topic_totals[index[j] % K] += value[j]
+
+
+@njit(cache=True, nogil=True)
+def take_table_delta(current, pushed):
+    """COO of ``current - pushed`` (flat int32 tables of equal size), sorted; then pushed = current.
+
+    Two sequential passes over the tables, whatever the number of tokens: cheaper than
+    comparing assignments when the table is small next to the partition's tokens.
+    """
+    n = current.shape[0]
+    count = 0
+    for c in range(n):
+        count += current[c] != pushed[c]
+    index = np.empty(count, np.int64)
+    value = np.empty(count, np.int32)
+    out = 0
+    for c in range(n):
+        if current[c] != pushed[c]:
+            index[out] = c
+            value[out] = current[c] - pushed[c]
+            pushed[c] = current[c]
+            out += 1
+    return index, value
+
+
+@njit(cache=True, nogil=True)
+def add_sparse(flat, index, value):
+    for j in range(index.shape[0]):
+        flat[index[j]] += value[j]

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ConfigurationError
 from ..sparse import SparseRows
 from . import sampler
+from .local_counts import LocalCounts
 
 _SKETCH_KEY = 0x5EED5CE7C4  # fixed: the sketch only has to differ from what a bug would produce
 
@@ -112,11 +113,8 @@ class _Task:
                 self._push(ch, _coo(*_partition_counts(words, topics, K), V * K), 0, live)
         else:
             topics = np.array(block.topics, copy=True)
-            word_topic = np.zeros((V, K), np.int32)
-            totals = np.zeros(K, np.int64)
-            local = {"word_topic": word_topic, "topic_totals": totals}
+            local = LocalCounts(words, topics, num_words=V, num_topics=K)
             doc_topic = sampler.doc_topic_from_assignments(offsets, topics, K)
-            base, version = topics.copy(), 0
             # rows cost an 8-byte index each on top of the row: dense is smaller when most rows are used
             pull_rows = self.pull_rows == "rows" or (
                 self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
@@ -126,32 +124,35 @@ class _Task:
                     with _clock(timing, "sync"):
                         if j == 0:
                             if pull_rows:
-                                version = ch.pull_rows_into(local, {"word_topic": block.rows,
-                                                                    "topic_totals": np.arange(K, dtype=np.int64)})
+                                version = ch.pull_rows_into(local.arrays, {"word_topic": block.rows,
+                                                                           "topic_totals": np.arange(K, dtype=np.int64)})
                                 timing["pulled_rows"] += len(block.rows)
                             else:
-                                version = ch.pull_into(local, ["word_topic", "topic_totals"])
+                                version = ch.pull_into(local.arrays, ["word_topic", "topic_totals"])
+                            local.mark_pushed()
                         else:
                             if exchange is not None:  # sync_every == 1: the last one must land first
-                                version = self._finish(exchange, ch, local, words, base, topics, timing)
+                                version = self._finish(exchange, ch, local, timing)
                             # push our change since the last sync and fetch only what the other tasks
                             # added meanwhile (a sweep's changes are far smaller than the tables); the
                             # answer is merged after the next sweep, which runs on the copy as it is
-                            index, value = sampler.sparse_delta(words, base, topics, K)
-                            base = topics.copy()
+                            index, value = local.take_unpushed()
                             exchange = _background().submit(self._exchange, ch, index, value, version, live)
                 with _clock(timing, "sweep"):
-                    sampler.sweep(offsets, words, topics, doc_topic, word_topic, totals, self.alpha, self.beta,
+                    sampler.sweep(offsets, words, topics, doc_topic, local.word_topic, local.topic_totals,
+                                  self.alpha, self.beta,
                                   seed=sampler.derive_seed(self.seed, block.partition, self.first_sweep + j),
                                   validate=False)
                 if exchange is not None and (j + 1) % self.sync_every != 0:
                     with _clock(timing, "sync"):
-                        version = self._finish(exchange, ch, local, words, base, topics, timing)
+                        version = self._finish(exchange, ch, local, timing)
                     exchange = None
             if exchange is not None:
                 with _clock(timing, "sync"):
-                    version = self._finish(exchange, ch, local, words, base, topics, timing)
-            self._push_delta(ch, words, base, topics, version, live)
+                    version = self._finish(exchange, ch, local, timing)
+            index, value = local.take_unpushed()
+            if index.size:
+                self._push(ch, _coo(index, value, V * K), version, live)
         return block.evolve(topics, self._report(ch, block, topics, timing))
 
     def _exchange(self, ch, index, value, version, live):
@@ -161,28 +162,15 @@ class _Task:
             answer = self._push(ch, _coo(index, value, self.V * self.K), version, live, changes=True)
         return answer if answer is not None else ch.pull_changes(version)
 
-    def _finish(self, exchange, ch, local, words, base, topics, timing) -> int:
-        """Merge a finished exchange into the local copy; return the version it brought it to.
-
-        ``base`` is what was pushed; the local copy also holds the sweeps since, unpushed.
-        """
+    def _finish(self, exchange, ch, local, timing) -> int:
+        """Merge a finished exchange into the local copy; return the version it brought it to."""
         version, changes = exchange.result()
-        word_topic, totals = local["word_topic"], local["topic_totals"]
         if changes is None:  # the server cannot tell what changed: take the counts, keep our own sweeps
-            version = ch.pull_into(local, ["word_topic", "topic_totals"])
-            index, value = sampler.sparse_delta(words, base, topics, self.K)
-            sampler.apply_sparse_delta(word_topic, totals, index, value)
-            return version
+            return local.rebase(lambda arrays: ch.pull_into(arrays, ["word_topic", "topic_totals"]))
         for part in changes.values():
-            sampler.apply_sparse_delta(word_topic, totals, part.indices.astype(np.int64),
-                                       part.values.astype(np.int32, copy=False))
+            local.merge(part.indices.astype(np.int64, copy=False), part.values.astype(np.int32, copy=False))
         timing["changed_entries"] += sum(len(part.indices) for part in changes.values())
         return version
-
-    def _push_delta(self, ch, words, old, new, version, live):
-        index, value = sampler.sparse_delta(words, old, new, self.K)
-        if index.size:
-            self._push(ch, _coo(index, value, self.V * self.K), version, live)
 
     def _initial_topics(self, block):
         if self.initial is not None:

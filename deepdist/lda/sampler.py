@@ -423,6 +423,8 @@ def load_kernels():
     the Python workers it forks start with the kernels loaded. Both sweep methods and the
     int32 and int64 topic totals are covered.
     """
+    from .local_counts import LocalCounts  # it builds on the kernels this module wraps
+
     offsets = np.array([0, 3, 6], np.int64)
     words = np.array([0, 1, 2, 2, 1, 3], np.int32)
     num_words, num_topics = 4, 2
@@ -435,6 +437,10 @@ def load_kernels():
             sweep(offsets, words, topics, doc_topic, word_topic, totals, 0.1, 0.01, 2, method=method)
             index, value = sparse_delta(words, old, topics, num_topics)
             apply_sparse_delta(word_topic.copy(), totals.copy(), index, value)
+    for method in ("table", "tokens"):
+        local = LocalCounts(words, topics, num_words=num_words, num_topics=num_topics, method=method)
+        local.mark_pushed()
+        local.merge(*local.take_unpushed())
     log_likelihood(word_topic, totals, 0.01, doc_topic=doc_topic, alpha=0.1)
     phi = topic_word_distribution(word_topic, totals, 0.01)
     completion_log_likelihood(offsets, words, phi, 0.1, iterations=2, burn_in=1)

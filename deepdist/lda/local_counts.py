@@ -1,0 +1,92 @@
+"""A Gibbs task's local copy of the shared counts, and the part of it not yet pushed.
+
+A task samples against its own copy of n_wk and n_k. Between pushes the copy moves for two
+reasons: the task's own sweeps, which it must push, and the other tasks' changes merged in,
+which it must not push back. :class:`LocalCounts` keeps that apart in the cheaper of two ways:
+
+* ``"tokens"``: keep the assignments as of the last push; the unpushed change is the count
+  difference of the two assignments (:func:`.sampler.sparse_delta`, O(tokens));
+* ``"table"``: keep the table as of the last push, with merged changes added to it too; the
+  unpushed change is then the difference of the two tables (O(V·K), two sequential passes).
+
+When V·K is small next to the partition's tokens (the usual case for a few partitions), the
+table costs about a tenth of the tokens' comparison per sync.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels
+
+# cost per cell of the table difference, in units of the per-token comparison's cost (measured:
+# ~0.4 ns a cell against ~3.6 ns a token with a quarter of the tokens moving)
+_TABLE_CELL_COST = 0.15
+
+
+class LocalCounts:
+    """n_wk (V, K) int32 and n_k (K,) int64 of one task, tracking its changes since the last push.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from deepdist.lda.local_counts import LocalCounts
+        >>> words = np.array([0, 1, 1], np.int32)
+        >>> topics = np.array([0, 1, 1], np.int32)
+        >>> local = LocalCounts(words, topics, num_words=2, num_topics=2)
+        >>> local.word_topic[...] = [[1, 0], [0, 2]]; local.topic_totals[...] = [1, 2]
+        >>> local.mark_pushed()                   # the copy now equals what the server holds
+        >>> topics[0] = 1; local.word_topic[0] = [0, 1]; local.topic_totals[...] = [0, 3]
+        >>> local.take_unpushed()                 # flat (w*K + k) indices and their changes
+        (array([0, 1]), array([-1,  1], dtype=int32))
+    """
+
+    def __init__(self, words, topics, *, num_words, num_topics, method="auto"):
+        self.words, self.topics, self.K = words, topics, int(num_topics)
+        self.word_topic = np.zeros((num_words, num_topics), np.int32)
+        self.topic_totals = np.zeros(num_topics, np.int64)
+        if method == "auto":
+            method = "table" if self.word_topic.size * _TABLE_CELL_COST < words.size else "tokens"
+        if method not in ("table", "tokens"):
+            raise ValueError(f"method must be 'auto', 'table' or 'tokens', got {method!r}")
+        self.method = method
+        self._pushed = None
+
+    @property
+    def arrays(self) -> dict:
+        """The copy as the model's named parameters, to be filled by a pull."""
+        return {"word_topic": self.word_topic, "topic_totals": self.topic_totals}
+
+    def mark_pushed(self):
+        """Declare the copy and the server equal (after the first pull)."""
+        if self.method == "table":
+            self._pushed = self.word_topic.reshape(-1).copy()
+        else:
+            self._pushed = self.topics.copy()
+
+    def take_unpushed(self):
+        """The task's own change of n_wk since the last push, as sorted flat COO; marks it pushed."""
+        if self.method == "table":
+            return _kernels.take_table_delta(self.word_topic.reshape(-1), self._pushed)
+        index, value = _kernels.sparse_delta(self.words, self._pushed, self.topics, self.K)
+        self._pushed = self.topics.copy()
+        return index, value
+
+    def merge(self, index, value):
+        """Add other tasks' changes (flat COO, int64 / int32) to the copy; they are not ours to push."""
+        _kernels.apply_sparse_delta(self.word_topic, self.topic_totals, index, value)
+        if self.method == "table":
+            _kernels.add_sparse(self._pushed, index, value)
+
+    def rebase(self, pull) -> int:
+        """Replace the copy by the server's counts (``pull(arrays)`` fills them and returns the
+        version), keeping the unpushed change on top; returns the version."""
+        if self.method == "table":
+            index, value = _kernels.take_table_delta(self.word_topic.reshape(-1), self._pushed.copy())
+        else:
+            index, value = _kernels.sparse_delta(self.words, self._pushed, self.topics, self.K)
+        version = pull(self.arrays)
+        if self.method == "table":
+            self._pushed[...] = self.word_topic.reshape(-1)
+        _kernels.apply_sparse_delta(self.word_topic, self.topic_totals, index, value)
+        return version

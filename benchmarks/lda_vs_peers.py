@@ -23,8 +23,16 @@ Rates: ``token-passes/s`` = training tokens × iterations (passes) / wall second
 ``per core`` divides by the cores the tool used (1, or 2 for local[2]). For the Gibbs samplers
 ``kernel /s/core`` = token-samples / CPU seconds of the sampling itself (deepdist: CPU time of
 the sweeps inside the tasks; tomotopy / lda: process CPU time), which a busy shared machine
-does not inflate. Traffic: bytes deepdist pushed and pulled per sweep, against the dense
-V × K int32 tables the same exchanges would have moved.
+does not inflate. ``all CPU s`` (Spark contestants) = CPU seconds of every process of the
+fit: the Python driver with its model server, the JVM and the Python workers. On a machine
+with as many cores as ``local[N]`` asks for, the driver and the JVM have no core of their
+own, so wall ≈ all CPU / cores; with ``local[1]`` on two cores they run on the idle one.
+Traffic: bytes deepdist pushed and pulled per sweep, against the dense V × K int32 tables
+the same exchanges would have moved.
+
+``--repeats N`` runs the deepdist pair N times, local[1] and local[2] alternating so that a
+drift of the machine's speed hits both alike, and reports the median run of each (and the
+range of its wall seconds).
 
     python benchmarks/lda_vs_peers.py                                  # full run (long)
     python benchmarks/lda_vs_peers.py --docs 1000 --iterations 50 --skip lda mllib-online mllib-em
@@ -70,6 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--sync-every", type=int, default=1)
     p.add_argument("--skip", nargs="*", default=[], choices=TOOLS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of each deepdist contestant, interleaved; the median one is reported")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one Spark contestant
     p.add_argument("--job", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -162,6 +172,28 @@ def run_multicore(corpus, K, args):
     return {"seconds": wall, "phi": model.get_topics(), "alpha": model.alpha, "passes": 10}
 
 
+def _process_tree_cpu() -> float:
+    """CPU seconds (user + system) so far of this process and all its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(pid)], cpu[int(pid)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    mine, frontier = set(), [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        mine.add(pid)
+        frontier.extend(child for child, up in parent.items() if up == pid and child not in mine)
+    return sum(cpu.get(pid, 0.0) for pid in mine)
+
+
 def spark_worker(job_path):
     """In a subprocess: one Spark contestant on its own SparkSession; writes its result next to the job."""
     import logging
@@ -189,14 +221,14 @@ def spark_worker(job_path):
         lda = GibbsLDA(num_topics=K, alpha=0.1, beta=0.01, iterations=job["iterations"], seed=job["seed"],
                        sweeps_per_job=job["sweeps_per_job"], sync_every=job["sync_every"],
                        id2word=[str(i) for i in range(V)], progress=False)
-        wall = time.perf_counter()
+        wall, cpu = time.perf_counter(), _process_tree_cpu()
         model = lda.fit(rdd)
-        wall = time.perf_counter() - wall
+        wall, cpu = time.perf_counter() - wall, _process_tree_cpu() - cpu
         sweeps = lda.history_[1:]
         n = sum(h["sweeps"] - p["sweeps"] for h, p in zip(lda.history_[1:], lda.history_))
         traffic = {key: sum(h[key] for h in sweeps) / n for key in
                    ("bytes_pushed", "bytes_pulled", "dense_bytes_pushed", "dense_bytes_pulled")}
-        result.update(seconds=wall, kernel_cpu=sum(h["sweep_cpu_seconds"] for h in sweeps), alpha=0.1,
+        result.update(seconds=wall, all_cpu=cpu, kernel_cpu=sum(h["sweep_cpu_seconds"] for h in sweeps), alpha=0.1,
                       passes=job["iterations"], traffic=traffic, repairs=lda.repairs_,
                       ll_first=lda.history_[1]["ll_per_token"], ll_last=lda.history_[-1]["ll_per_token"],
                       jobs=len(sweeps))
@@ -215,11 +247,11 @@ def spark_worker(job_path):
             est = LDA(k=K, maxIter=50, optimizer="online", learningOffset=10.0, subsamplingRate=0.2, seed=job["seed"])
         else:
             est = LDA(k=K, maxIter=50, optimizer="em", seed=job["seed"])
-        wall = time.perf_counter()
+        wall, cpu = time.perf_counter(), _process_tree_cpu()
         fitted = est.fit(frame)
         phi = fitted.topicsMatrix().toArray().T
-        wall = time.perf_counter() - wall
-        result.update(seconds=wall, alpha=fitted.estimatedDocConcentration().toArray().tolist(),
+        wall, cpu = time.perf_counter() - wall, _process_tree_cpu() - cpu
+        result.update(seconds=wall, all_cpu=cpu, alpha=fitted.estimatedDocConcentration().toArray().tolist(),
                       passes=50 * (0.2 if tool == "mllib-online" else 1.0))
     spark.stop()
     np.save(job["out"] + ".npy", phi)
@@ -255,8 +287,17 @@ def run_corpus(corpus, args, tmp):
           f"iterations", flush=True)
     for K in args.topics:
         rows = {}
+        pair = [t for t in ("deepdist-1", "deepdist-2") if t not in args.skip]
+        runs = {tool: [] for tool in pair}
+        for _ in range(args.repeats):  # alternating, so a drift of the machine's speed hits both
+            for tool in pair:
+                runs[tool].append(run_spark(tool, corpus, K, args, tmp))
         for tool in [t for t in TOOLS if t not in args.skip]:
-            if tool.startswith(("deepdist", "mllib")):
+            if tool in runs:
+                by_wall = sorted(runs[tool], key=lambda r: r["seconds"])
+                result = by_wall[len(by_wall) // 2]
+                result["range"] = (by_wall[0]["seconds"], by_wall[-1]["seconds"])
+            elif tool.startswith("mllib"):
                 result = run_spark(tool, corpus, K, args, tmp)
             else:
                 result = {"tomotopy": run_tomotopy, "lda": run_lda_package, "multicore": run_multicore}[tool](corpus, K, args)
@@ -271,8 +312,9 @@ def run_corpus(corpus, args, tmp):
 
 def report(corpus, K, rows, tokens):
     print(f"\n### {corpus['name']}, K={K}\n")
-    head = "| tool | train s | token-passes/s | per core | kernel /s/core | held-out ll/token | vs tomotopy |"
-    line = "|---|---|---|---|---|---|---|"
+    head = ("| tool | train s | all CPU s | token-passes/s | per core | kernel /s/core | held-out ll/token "
+            "| vs tomotopy |")
+    line = "|---|---|---|---|---|---|---|---|"
     if corpus["true"] is not None:
         head, line = head + " recovery |", line + "---|"
     print(head)
@@ -282,7 +324,10 @@ def report(corpus, K, rows, tokens):
         rate = tokens * r["passes"] / r["seconds"]
         kernel = f"{tokens * r['passes'] / r['kernel_cpu']:,.0f}" if r.get("kernel_cpu") else "n/a"
         diff = f"{(r['heldout'] - tomo['heldout']) / abs(tomo['heldout']):+.2%}" if tomo else "n/a"
-        cells = [LABELS[tool], f"{r['seconds']:.2f}", f"{rate:,.0f}", f"{rate / CORES.get(tool, 1):,.0f}", kernel,
+        seconds = f"{r['seconds']:.2f}"
+        if "range" in r and r["range"][0] != r["range"][1]:
+            seconds += f" ({r['range'][0]:.2f}-{r['range'][1]:.2f})"
+        cells = [LABELS[tool], seconds, f"{r['all_cpu']:.2f}" if "all_cpu" in r else "n/a", f"{rate:,.0f}", f"{rate / CORES.get(tool, 1):,.0f}", kernel,
                  f"{r['heldout']:.4f}", diff]
         if corpus["true"] is not None:
             cells.append(f"{r['recovery']:.3f}")

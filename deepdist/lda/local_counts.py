@@ -9,8 +9,8 @@ which it must not push back. :class:`LocalCounts` keeps that apart in the cheape
 * ``"table"``: keep the table as of the last push, with merged changes added to it too; the
   unpushed change is then the difference of the two tables (O(V·K), two sequential passes).
 
-When V·K is small next to the partition's tokens (the usual case for a few partitions), the
-table costs about a tenth of the tokens' comparison per sync.
+On the issue's corpus (V·K = 0.5M cells, 0.9M tokens a partition) the table takes 0.7 ms a
+sync where the assignments took 4.5 ms, next to a sweep of about 60 ms.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 from . import _kernels
 
 # cost per cell of the table difference, in units of the per-token comparison's cost (measured:
-# ~0.4 ns a cell against ~3.6 ns a token with a quarter of the tokens moving)
-_TABLE_CELL_COST = 0.15
+# ~1.3 ns a cell against ~3.6 ns a token with a quarter of the tokens moving)
+_TABLE_CELL_COST = 0.35
 
 
 class LocalCounts:

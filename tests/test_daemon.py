@@ -3,12 +3,13 @@
 import os
 
 from deepdist import daemon
-from deepdist.lda import _kernels
+from deepdist.lda import _delta_kernels, _kernels
 
 
 def test_preload_imports_everything_and_compiles_the_gibbs_kernels():
     assert daemon.preload() == []
-    for kernel in (_kernels.sweep, _kernels.sparse_delta, _kernels.apply_sparse_delta,
+    for kernel in (_kernels.sweep, _delta_kernels.sparse_delta, _delta_kernels.apply_sparse_delta,
+                   _delta_kernels.take_table_delta, _delta_kernels.add_sparse,
                    _kernels.random_topics, _kernels.doc_topic_counts):
         assert kernel.signatures, kernel
 

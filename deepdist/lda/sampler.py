@@ -47,7 +47,7 @@ Example (single process)::
 
 import numpy as np
 
-from . import _inference_kernels, _kernels
+from . import _delta_kernels, _inference_kernels, _kernels
 
 __all__ = [
     "derive_seed",
@@ -292,7 +292,7 @@ def sparse_delta(words, old_topics, new_topics, num_topics):
             raise ValueError(f"{name} must lie in [0, {num_topics})")
     if words.size and words.min() < 0:
         raise ValueError("word ids must be >= 0")
-    return _kernels.sparse_delta(words, old_topics, new_topics, num_topics)
+    return _delta_kernels.sparse_delta(words, old_topics, new_topics, num_topics)
 
 
 def apply_sparse_delta(word_topic, topic_totals, index, value):
@@ -305,7 +305,7 @@ def apply_sparse_delta(word_topic, topic_totals, index, value):
         raise ValueError("index and value must have equal length")
     if index.size and (index.min() < 0 or index.max() >= word_topic.size):
         raise ValueError(f"index must lie in [0, {word_topic.size})")
-    _kernels.apply_sparse_delta(word_topic, topic_totals, index, value)
+    _delta_kernels.apply_sparse_delta(word_topic, topic_totals, index, value)
 
 
 def topic_word_distribution(word_topic, topic_totals, beta):

@@ -1,0 +1,144 @@
+"""Compiled kernels for count deltas between a Gibbs task and the server (private).
+
+A task pushes the change of n_wk since its last push as sorted flat COO ``(index, value)``
+(``index = w * K + k``) and adds the other tasks' changes to its copy. Two ways to find its
+own change: from the assignments before and after (:func:`sparse_delta`, O(tokens)) or from
+the table before and after (:func:`take_table_delta`, O(V·K)); :mod:`.local_counts` picks.
+Validation lives in :mod:`.sampler` and :mod:`.local_counts`.
+"""
+
+import numpy as np
+from numba import njit
+
+#: Above this many V*K cells (64 MB of int32) sparse_delta buckets by word instead of scattering.
+_DENSE_DELTA_CELLS = 1 << 24
+
+
+@njit(cache=True, nogil=True)
+def sparse_delta(words, old_topics, new_topics, num_topics):
+    """Coalesced COO delta of word_topic between two assignments of the same tokens.
+
+    The output is sorted by flat index ``w * K + k``. When the V × K table is small next to
+    the tokens (the usual case), the moved tokens are scattered into a dense scratch table,
+    which is then scanned: two sequential passes, and the scratch stays in cache. Otherwise
+    they are bucketed by word with a counting sort (O(N + moved + V), no comparison sort)
+    and each word's few touched topics are accumulated and emitted in order.
+    """
+    n = words.shape[0]
+    moved = 0
+    num_words = 0
+    for i in range(n):
+        if old_topics[i] != new_topics[i]:
+            moved += 1
+            if words[i] >= num_words:
+                num_words = words[i] + 1
+    index = np.empty(2 * moved, np.int64)
+    value = np.empty(2 * moved, np.int32)
+    if moved == 0:
+        return index, value
+    cells = np.int64(num_words) * num_topics
+    if cells <= _DENSE_DELTA_CELLS and cells <= 8 * moved + 4096:
+        scratch = np.zeros(cells, np.int32)
+        for i in range(n):
+            a = old_topics[i]
+            b = new_topics[i]
+            if a != b:
+                row = np.int64(words[i]) * num_topics
+                scratch[row + a] -= 1
+                scratch[row + b] += 1
+        out = 0
+        for c in range(cells):
+            if scratch[c] != 0:
+                index[out] = c
+                value[out] = scratch[c]
+                out += 1
+        return index[:out], value[:out]
+    start = np.zeros(num_words + 1, np.int64)
+    for i in range(n):
+        if old_topics[i] != new_topics[i]:
+            start[words[i] + 1] += 1
+    for w in range(num_words):
+        start[w + 1] += start[w]
+    fill = start[:-1].copy()
+    bucket = np.empty(moved, np.int64)
+    for i in range(n):
+        if old_topics[i] != new_topics[i]:
+            w = words[i]
+            bucket[fill[w]] = i
+            fill[w] += 1
+    acc = np.zeros(num_topics, np.int32)
+    seen = np.zeros(num_topics, np.bool_)
+    touched = np.empty(num_topics, np.int32)
+    out = 0
+    for w in range(num_words):
+        nt = 0
+        for j in range(start[w], start[w + 1]):
+            tok = bucket[j]
+            a = old_topics[tok]
+            b = new_topics[tok]
+            acc[a] -= 1
+            acc[b] += 1
+            if not seen[a]:
+                seen[a] = True
+                touched[nt] = a
+                nt += 1
+            if not seen[b]:
+                seen[b] = True
+                touched[nt] = b
+                nt += 1
+        if nt > 0:
+            # insertion sort: a word's touched topics are few
+            for x in range(1, nt):
+                v = touched[x]
+                y = x - 1
+                while y >= 0 and touched[y] > v:
+                    touched[y + 1] = touched[y]
+                    y -= 1
+                touched[y + 1] = v
+            for x in range(nt):
+                k = touched[x]
+                if acc[k] != 0:
+                    index[out] = np.int64(w) * num_topics + k
+                    value[out] = acc[k]
+                    out += 1
+                acc[k] = 0
+                seen[k] = False
+    return index[:out], value[:out]
+
+
+@njit(cache=True, nogil=True)
+def apply_sparse_delta(word_topic, topic_totals, index, value):
+    K = word_topic.shape[1]
+    flat = word_topic.reshape(-1)
+    for j in range(index.shape[0]):
+        flat[index[j]] += value[j]
+        topic_totals[index[j] % K] += value[j]
+
+
+@njit(cache=True, nogil=True)
+def take_table_delta(current, pushed):
+    """COO of ``current - pushed`` (flat int32 tables of equal size), sorted; then pushed = current.
+
+    Two sequential passes over the tables, whatever the number of tokens: cheaper than
+    comparing assignments when the table is small next to the partition's tokens.
+    """
+    n = current.shape[0]
+    count = 0
+    for c in range(n):
+        count += current[c] != pushed[c]
+    index = np.empty(count, np.int64)
+    value = np.empty(count, np.int32)
+    out = 0
+    for c in range(n):
+        if current[c] != pushed[c]:
+            index[out] = c
+            value[out] = current[c] - pushed[c]
+            pushed[c] = current[c]
+            out += 1
+    return index, value
+
+
+@njit(cache=True, nogil=True)
+def add_sparse(flat, index, value):
+    for j in range(index.shape[0]):
+        flat[index[j]] += value[j]

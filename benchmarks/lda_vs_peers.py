@@ -327,7 +327,8 @@ def report(corpus, K, rows, tokens):
         seconds = f"{r['seconds']:.2f}"
         if "range" in r and r["range"][0] != r["range"][1]:
             seconds += f" ({r['range'][0]:.2f}-{r['range'][1]:.2f})"
-        cells = [LABELS[tool], seconds, f"{r['all_cpu']:.2f}" if "all_cpu" in r else "n/a", f"{rate:,.0f}", f"{rate / CORES.get(tool, 1):,.0f}", kernel,
+        all_cpu = f"{r['all_cpu']:.2f}" if "all_cpu" in r else "n/a"
+        cells = [LABELS[tool], seconds, all_cpu, f"{rate:,.0f}", f"{rate / CORES.get(tool, 1):,.0f}", kernel,
                  f"{r['heldout']:.4f}", diff]
         if corpus["true"] is not None:
             cells.append(f"{r['recovery']:.3f}")

@@ -385,13 +385,13 @@ class GibbsLDA:
         ll = ll_words + sum(r["log_prior"] for r in reports)
         pushes = sum(r["pushed"] for r in reports)
         pulls = sum(r["pulls"] for r in reports)
+        by_partition = sorted(reports, key=lambda r: r["partition"])
         return {"job": job, "sweeps": done, "seconds": seconds, "tokens": tokens,
                 "log_likelihood": ll, "ll_per_token": ll / max(tokens, 1), "alpha": self.alpha_,
-                "sweep_seconds": [round(r["sweep_seconds"], 4) for r in sorted(reports, key=lambda r: r["partition"])],
+                "sweep_seconds": [round(r["sweep_seconds"], 4) for r in by_partition],
                 "sweep_cpu_seconds": sum(r["sweep_cpu_seconds"] for r in reports),
-                "sync_seconds": [round(r["sync_seconds"], 4) for r in sorted(reports, key=lambda r: r["partition"])],
-                "sync_cpu_seconds": [round(r["sync_cpu_seconds"], 4)
-                                     for r in sorted(reports, key=lambda r: r["partition"])],
+                "sync_seconds": [round(r["sync_seconds"], 4) for r in by_partition],
+                "sync_cpu_seconds": [round(r["sync_cpu_seconds"], 4) for r in by_partition],
                 "pushes": pushes, "pulls": pulls, "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
                 "bytes_pulled": dd.store.status()["bytes_out"] - out_before,
                 "dense_bytes_pushed": pushes * V * K * 4, "dense_bytes_pulled": pulls * (V * K * 4 + K * 8),

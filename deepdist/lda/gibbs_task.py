@@ -107,6 +107,7 @@ class _Task:
         words, offsets = block.words, block.offsets
         timing = {"sweep_seconds": 0.0, "sweep_cpu_seconds": 0.0, "pulled_rows": 0, "changed_entries": 0,
                   "sync_seconds": 0.0, "sync_cpu_seconds": 0.0}
+        doc_topic = None
         if self.sweeps == 0:  # the initialisation job: assign topics, push the partition's counts
             topics = self._initial_topics(block)
             if words.size:
@@ -153,7 +154,7 @@ class _Task:
             index, value = local.take_unpushed()
             if index.size:
                 self._push(ch, _coo(index, value, V * K), version, live)
-        return block.evolve(topics, self._report(ch, block, topics, timing))
+        return block.evolve(topics, self._report(ch, block, topics, doc_topic, timing))
 
     def _exchange(self, ch, index, value, version, live):
         """Push a delta (if any) and fetch the other tasks' changes since ``version`` (background)."""
@@ -183,11 +184,13 @@ class _Task:
         seed = sampler.derive_seed(self.seed, block.partition, 0)
         return sampler.random_topics(block.num_tokens, self.K, seed)
 
-    def _report(self, ch, block, topics, timing):
+    def _report(self, ch, block, topics, doc_topic, timing):
+        """``doc_topic``: n_dk as the sweeps kept it in step with ``topics`` (None: count it)."""
         K = self.K
         weights = _sketch_weights(self.V * K)
         flat = block.words.astype(np.int64) * K + topics
-        doc_topic = sampler.doc_topic_from_assignments(block.offsets, topics, K)
+        if doc_topic is None:
+            doc_topic = sampler.doc_topic_from_assignments(block.offsets, topics, K)
         extra = {"tokens": block.num_tokens, "docs": len(block.offsets) - 1,
                  "sketch": int(weights[flat].sum(dtype=np.uint64)),
                  "topic_counts": np.bincount(topics, minlength=K).astype(np.int64),

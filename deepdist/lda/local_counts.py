@@ -81,9 +81,9 @@ class LocalCounts:
     def rebase(self, pull) -> int:
         """Replace the copy by the server's counts (``pull(arrays)`` fills them and returns the
         version), keeping the unpushed change on top; returns the version."""
-        if self.method == "table":
-            index, value = _delta_kernels.take_table_delta(self.word_topic.reshape(-1), self._pushed.copy())
-        else:
+        if self.method == "table":  # it also sets the reference table, which the pull replaces below
+            index, value = _delta_kernels.take_table_delta(self.word_topic.reshape(-1), self._pushed)
+        else:  # the assignments as of the last push stay: the change is still unpushed
             index, value = _delta_kernels.sparse_delta(self.words, self._pushed, self.topics, self.K)
         version = pull(self.arrays)
         if self.method == "table":

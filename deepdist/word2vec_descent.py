@@ -16,12 +16,7 @@ from .sparse import SparseRows
 
 def _add_rows(param: np.ndarray, part) -> None:
     if isinstance(part, SparseRows):
-        indices = part.indices
-        # tasks push increasing rows; a plain fancy add is only right when no row repeats
-        if len(indices) < 2 or (indices[1:] > indices[:-1]).all():
-            param[indices] += part.values.astype(param.dtype, copy=False)
-        else:
-            part.add_to(param)
+        part.add_to(param)
     else:
         param += part.astype(param.dtype, copy=False)
 

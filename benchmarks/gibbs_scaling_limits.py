@@ -43,16 +43,18 @@ K, V, ALPHA, BETA = 100, 5000, 0.1, 0.01
 
 
 class Shard:
-    """One shard's documents, assignments and its own copy of the counts (its own, or ``counts``)."""
+    """One shard's documents, assignments and its own copy of the counts (at first, of its own tokens)."""
 
-    def __init__(self, docs, seed, index, counts=None):
+    def __init__(self, docs, seed, index):
         self.offsets, self.words = sampler.pack_documents(docs)
         self.index, self.seed = index, seed
         self.topics = sampler.random_topics(self.words.size, K, sampler.derive_seed(seed, index, 0))
         self.doc_topic = sampler.doc_topic_from_assignments(self.offsets, self.topics, K)
         self.local = LocalCounts(self.words, self.topics, num_words=V, num_topics=K)
-        if counts is None:
-            counts = sampler.counts_from_assignments(self.words, self.topics, V, K)
+        self.start_from(sampler.counts_from_assignments(self.words, self.topics, V, K))
+
+    def start_from(self, counts):
+        """Set the copy to ``counts`` (V, K), with nothing of its own unpushed."""
         self.local.word_topic[...] = counts
         self.local.topic_totals[...] = counts.sum(axis=0)
         self.local.mark_pushed()
@@ -92,9 +94,7 @@ def ad_lda(halves, sweeps, lag, seed):
     shards = [Shard(h, seed, i) for i, h in enumerate(halves)]
     start = _counts(shards)  # every copy starts from the counts of all the assignments
     for shard in shards:
-        shard.local.word_topic[...] = start
-        shard.local.topic_totals[...] = start.sum(axis=0)
-        shard.local.mark_pushed()
+        shard.start_from(start)
     cpu, pending = 0.0, []
     for it in range(1, sweeps + 1):
         cpu += sum(s.sweep(it) for s in shards)
@@ -126,9 +126,9 @@ def main(argv=None):
     rows = {}
     rows["one chain"] = independent(docs, args.sweeps, 0, args.seed)
     rows["one shard alone"] = independent(halves[0], args.sweeps, 0, args.seed)
-    queue = multiprocessing.get_context("fork").Queue()
-    procs = [multiprocessing.get_context("fork").Process(target=independent, args=(h, args.sweeps, i, args.seed, queue))
-             for i, h in enumerate(halves)]
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    procs = [fork.Process(target=independent, args=(h, args.sweeps, i, args.seed, queue)) for i, h in enumerate(halves)]
     for proc in procs:
         proc.start()
     together = dict(queue.get() for _ in procs)

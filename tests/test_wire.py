@@ -60,7 +60,7 @@ def test_round_trip(arrays, meta):
         assert_same(array, frame.arrays[name])
 
 
-@pytest.mark.skipif(not np.little_endian, reason="the wire is little-endian; elsewhere decoding byte-swaps")
+@pytest.mark.skipif(not np.little_endian, reason="the wire is little-endian: on a big-endian host decoded arrays keep a non-native dtype")
 def test_decoded_arrays_carry_numpys_own_dtypes():
     # an equal but distinct dtype instance sends np.add.at down a generic loop ~25x slower,
     # which was most of the server's CPU applying Gibbs count deltas

@@ -9,6 +9,8 @@ import pytest
 from deepdist.errors import ConfigurationError, NotFittedError
 from deepdist.lda import GibbsLDA, GibbsLDAModel
 from deepdist.lda.corpus import build_vocabulary
+from deepdist.lda.gibbs_task import _Task
+from deepdist.lda.sampler import derive_seed
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
 
 V, K = 400, 8
@@ -75,8 +77,9 @@ def test_counts_exact_after_injected_task_failure(sc, corpus, tmp_path):
     model = lda.fit(sc.parallelize(docs, 3))
     try:
         assert marker.exists(), "the failure was not injected"
-        # the failed attempt pushed (sweep 1 of job 2) before it died; its retry pushed again
-        assert lda.history_[2]["pushes"] == 3 * 2
+        # job 2's sweeps (3 and 4) are burn-in sweeps of 4 slices each, so every partition pushes
+        # 8 times; the failed attempt pushed before it died, and only its retry's pushes count
+        assert lda.history_[2]["pushes"] == 3 * 2 * 4
         recomputed = counts_from_state(lda, V, K)
         assert np.array_equal(recomputed, model.word_topic_)                    # element for element
         assert np.array_equal(recomputed.sum(axis=0), model.topic_totals_)
@@ -157,6 +160,24 @@ def test_checkpoint_and_resume(sc, corpus, tmp_path):
         lda.state_.unpersist()
 
 
+def test_burn_in_cuts_its_sweeps_into_seeded_slices_with_an_exchange_before_each():
+    task = _Task(None, job=1, first_sweep=2, sweeps=4, sync_every=2, seed=7, num_topics=K, num_words=V,
+                 alpha=0.1, beta=0.01, pull_rows="auto", histograms=False, burn_in_sweeps=3, burn_in_syncs=3)
+    steps = task._steps(10, partition=5)
+    sweep_seed = {n: derive_seed(7, 5, n) for n in range(2, 6)}
+    # sweeps 2 and 3 are burn-in: three slices covering the documents, each after an exchange
+    burn_in = [((0, 3), derive_seed(sweep_seed[2], 0), True), ((3, 6), derive_seed(sweep_seed[2], 1), True),
+               ((6, 10), derive_seed(sweep_seed[2], 2), True),
+               ((0, 3), derive_seed(sweep_seed[3], 0), True), ((3, 6), derive_seed(sweep_seed[3], 1), True),
+               ((6, 10), derive_seed(sweep_seed[3], 2), True)]
+    # sweeps 4 and 5 are whole, seeded as without burn-in, and sync every second sweep of the job
+    assert steps == burn_in + [((0, 10), sweep_seed[4], True), ((0, 10), sweep_seed[5], False)]
+    # no burn-in: one step a sweep, the seeds a run without the option always had
+    plain = _Task(None, job=1, first_sweep=2, sweeps=4, sync_every=2, seed=7, num_topics=K, num_words=V,
+                  alpha=0.1, beta=0.01, pull_rows="auto", histograms=False)
+    assert plain._steps(10, partition=5) == [((0, 10), sweep_seed[n], n % 2 == 0) for n in range(2, 6)]
+
+
 def test_alpha_optimisation_moves_alpha(sc, corpus):
     docs, _ = corpus
     lda, model = fit(sc, docs, iterations=20, sweeps_per_job=5, alpha=1.0, optimize_alpha_every=1,
@@ -172,6 +193,10 @@ def test_parameters_are_validated(sc):
         GibbsLDA(beta=-1.0).fit(rdd)
     with pytest.raises(ConfigurationError, match="need checkpoint_dir"):
         GibbsLDA(resume=True).fit(rdd)
+    with pytest.raises(ConfigurationError, match="burn_in_syncs must be an integer >= 1, got 0"):
+        GibbsLDA(burn_in_syncs=0).fit(rdd)
+    with pytest.raises(ConfigurationError, match="burn_in_sweeps must be an integer >= 0, got -1"):
+        GibbsLDA(burn_in_sweeps=-1).fit(rdd)
     with pytest.raises(NotFittedError):
         GibbsLDA().transform([["a"]])
 

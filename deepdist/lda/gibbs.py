@@ -138,6 +138,12 @@ class GibbsLDA:
             counts between their sweeps. None (default): all iterations in one job, or one
             sweep per job when ``eval_every``, ``checkpoint_every``, ``optimize_alpha_every``
             or ``callback`` ask for work between jobs.
+        burn_in_sweeps, burn_in_syncs: in the first ``burn_in_sweeps`` sweeps, each task
+            exchanges counts ``burn_in_syncs`` times a sweep (after each slice of its documents)
+            instead of once. Shards that see each other once a sweep settle on different labellings
+            of the topics while they form, and then spend tens of sweeps reconciling them at a
+            higher cost per token; a few sweeps of frequent exchanges avoid most of it. Ignored
+            with one partition.
         seed: seed of the initial assignments and of every sweep.
         id2word: the vocabulary (list or dict id -> word, or a gensim Dictionary) when the
             documents are word ids or bags of words; otherwise Spark builds it from tokens.
@@ -171,7 +177,8 @@ class GibbsLDA:
     """
 
     def __init__(self, *, num_topics: int = 100, alpha: float = 0.1, beta: float = 0.01, iterations: int = 200,
-                 sync_every: int = 1, sweeps_per_job: int | None = None, seed: int = 0, id2word=None, min_count: int = 1,
+                 sync_every: int = 1, sweeps_per_job: int | None = None, burn_in_sweeps: int = 20,
+                 burn_in_syncs: int = 4, seed: int = 0, id2word=None, min_count: int = 1,
                  max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, hash_buckets: int | None = None,
                  optimize_alpha_every: int = 0, optimize_alpha_after: int = 50, eval_every: int = 0,
                  checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False, lineage_every: int = 10,
@@ -179,6 +186,7 @@ class GibbsLDA:
                  callback=None):
         self.num_topics, self.alpha, self.beta, self.iterations = num_topics, alpha, beta, iterations
         self.sync_every, self.sweeps_per_job, self.seed, self.id2word = sync_every, sweeps_per_job, seed, id2word
+        self.burn_in_sweeps, self.burn_in_syncs = burn_in_sweeps, burn_in_syncs
         self.min_count, self.max_df, self.stop_words = min_count, max_df, stop_words
         self.max_vocab, self.hash_buckets = max_vocab, hash_buckets
         self.optimize_alpha_every, self.optimize_alpha_after = optimize_alpha_every, optimize_alpha_after
@@ -189,13 +197,14 @@ class GibbsLDA:
 
     # -- validation --------------------------------------------------------------------------
     def _validate(self) -> None:
-        for name in ("num_topics", "iterations", "sync_every", "sweeps_per_job", "lineage_every"):
+        for name in ("num_topics", "iterations", "sync_every", "sweeps_per_job", "lineage_every", "burn_in_syncs"):
             value = getattr(self, name)
             if name == "sweeps_per_job" and value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("optimize_alpha_every", "optimize_alpha_after", "eval_every", "checkpoint_every", "seed"):
+        for name in ("optimize_alpha_every", "optimize_alpha_after", "eval_every", "checkpoint_every", "seed",
+                     "burn_in_sweeps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(f"{name} must be an integer >= 0, got {value!r}")
@@ -297,7 +306,8 @@ class GibbsLDA:
                           and (job % self.optimize_alpha_every == 0))
         task = _Task(dd.channel(job), job=job, first_sweep=done + 1, sweeps=sweeps, sync_every=self.sync_every,
                      seed=self.seed, num_topics=K, num_words=V, alpha=self.alpha_, beta=self.beta,
-                     pull_rows=self.pull, histograms=histograms,
+                     pull_rows=self.pull, histograms=histograms, burn_in_sweeps=self.burn_in_sweeps,
+                     burn_in_syncs=self.burn_in_syncs if state.getNumPartitions() > 1 else 1,
                      initial=initial, hook=self._task_hook)
         new_state = state.mapPartitions(task, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
         if job and job % self.lineage_every == 0:

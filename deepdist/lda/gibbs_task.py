@@ -7,7 +7,11 @@ partition's :class:`_Task`
 * runs SparseLDA sweeps (:mod:`deepdist.lda.sampler`) against its local copy;
 * every ``sync_every`` sweeps pushes its change of n_wk as sparse int32 COO entries and gets the
   other tasks' changes since its last sync back in the same round trip. That exchange runs on a
-  background thread while the next sweep samples (the kernel releases the GIL);
+  background thread while the next sweep samples (the kernel releases the GIL). In the first
+  ``burn_in_sweeps`` sweeps it exchanges ``burn_in_syncs`` times a sweep, after each slice of
+  its documents: shards that see each other only once a sweep settle on different labellings of
+  the forming topics, and their words then keep more topics, and cost more per token, for tens of
+  sweeps;
 * reports its block's new assignments, with a 64-bit linear sketch of its contribution to n_wk
   that lets the driver check the server's counts exactly.
 """
@@ -80,9 +84,10 @@ class _Task:
     """One job's work on one partition (``mapPartitions``); carries configuration only."""
 
     def __init__(self, channel, *, job, first_sweep, sweeps, sync_every, seed, num_topics, num_words,
-                 alpha, beta, pull_rows, histograms, initial=None, hook=None):
+                 alpha, beta, pull_rows, histograms, burn_in_sweeps=0, burn_in_syncs=1, initial=None, hook=None):
         self.channel, self.job, self.first_sweep, self.sweeps = channel, job, first_sweep, sweeps
         self.sync_every, self.seed, self.K, self.V = sync_every, seed, num_topics, num_words
+        self.burn_in_sweeps, self.burn_in_syncs = burn_in_sweeps, burn_in_syncs
         self.alpha, self.beta, self.pull_rows, self.histograms = alpha, beta, pull_rows, histograms
         self.initial, self.hook = initial, hook
 
@@ -119,11 +124,12 @@ class _Task:
             # rows cost an 8-byte index each on top of the row: dense is smaller when most rows are used
             pull_rows = self.pull_rows == "rows" or (
                 self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
-            exchange = None  # the count exchange in flight: it overlaps the next sweep
-            for j in range(self.sweeps):
-                if j % self.sync_every == 0:
+            exchange = None  # the count exchange in flight: it overlaps the next step's sampling
+            steps = self._steps(len(offsets) - 1, block.partition)
+            for i, (docs, seed, sync) in enumerate(steps):
+                if sync:
                     with _clock(timing, "sync"):
-                        if j == 0:
+                        if i == 0:
                             if pull_rows:
                                 version = ch.pull_rows_into(local.arrays, {"word_topic": block.rows,
                                                                            "topic_totals": np.arange(K, dtype=np.int64)})
@@ -132,19 +138,17 @@ class _Task:
                                 version = ch.pull_into(local.arrays, ["word_topic", "topic_totals"])
                             local.mark_pushed()
                         else:
-                            if exchange is not None:  # sync_every == 1: the last one must land first
+                            if exchange is not None:  # back-to-back syncs: the last one must land first
                                 version = self._finish(exchange, ch, local, timing)
                             # push our change since the last sync and fetch only what the other tasks
                             # added meanwhile (a sweep's changes are far smaller than the tables); the
-                            # answer is merged after the next sweep, which runs on the copy as it is
+                            # answer is merged after the next step, which samples the copy as it is
                             index, value = local.take_unpushed()
                             exchange = _background().submit(self._exchange, ch, index, value, version, live)
                 with _clock(timing, "sweep"):
                     sampler.sweep(offsets, words, topics, doc_topic, local.word_topic, local.topic_totals,
-                                  self.alpha, self.beta,
-                                  seed=sampler.derive_seed(self.seed, block.partition, self.first_sweep + j),
-                                  validate=False)
-                if exchange is not None and (j + 1) % self.sync_every != 0:
+                                  self.alpha, self.beta, seed=seed, docs=docs, validate=False)
+                if exchange is not None and i + 1 < len(steps) and not steps[i + 1][2]:
                     with _clock(timing, "sync"):
                         version = self._finish(exchange, ch, local, timing)
                     exchange = None
@@ -155,6 +159,27 @@ class _Task:
             if index.size:
                 self._push(ch, _coo(index, value, V * K), version, live)
         return block.evolve(topics, self._report(ch, block, topics, doc_topic, timing))
+
+    def _steps(self, num_docs, partition):
+        """This job's sampling steps ``(docs, seed, sync)``: a sweep each, or a slice of one in burn-in.
+
+        A sweep of the first ``burn_in_sweeps`` is cut into ``burn_in_syncs`` slices of the
+        documents with an exchange before each, so the shards' copies agree on the topics while
+        they form; ``sync`` says whether an exchange starts before the step. A whole sweep is
+        seeded by (seed, partition, sweep), a slice by that seed and the slice's number.
+        """
+        steps = []
+        for j in range(self.sweeps):
+            sweep_number = self.first_sweep + j
+            seed = sampler.derive_seed(self.seed, partition, sweep_number)
+            slices = self.burn_in_syncs if sweep_number <= self.burn_in_sweeps else 1
+            if slices == 1:
+                steps.append(((0, num_docs), seed, j % self.sync_every == 0))
+                continue
+            for c in range(slices):
+                steps.append(((num_docs * c // slices, num_docs * (c + 1) // slices),
+                              sampler.derive_seed(seed, c), True))
+        return steps
 
     def _exchange(self, ch, index, value, version, live):
         """Push a delta (if any) and fetch the other tasks' changes since ``version`` (background)."""

@@ -51,6 +51,9 @@ def _lda_parser(sub):
     p.add_argument("--master", default=None, help="Spark master, e.g. local[*] (default: Spark's own)")
     p.add_argument("--partitions", type=int, default=None, help="RDD partitions (shards); default Spark's")
     p.add_argument("--sync-every", type=int, default=1, help="sweeps between pulls of fresh counts")
+    p.add_argument("--burn-in-sweeps", type=int, default=20,
+                   help="first sweeps that exchange counts several times a sweep (0: none)")
+    p.add_argument("--burn-in-syncs", type=int, default=4, help="exchanges per burn-in sweep")
     p.add_argument("--sweeps-per-job", type=int, default=5, help="sweeps per Spark job (default 5)")
     p.add_argument("--min-count", type=int, default=5, help="drop words seen fewer times (default 5)")
     p.add_argument("--max-df", type=float, default=0.5, help="drop words in more than this fraction of documents")
@@ -85,6 +88,7 @@ def run_lda(args) -> int:
         os.makedirs(args.output, exist_ok=True)
         lda = GibbsLDA(num_topics=args.topics, alpha=args.alpha, beta=args.beta, iterations=args.iterations,
                        sync_every=args.sync_every, sweeps_per_job=args.sweeps_per_job, seed=args.seed,
+                       burn_in_sweeps=args.burn_in_sweeps, burn_in_syncs=args.burn_in_syncs,
                        min_count=args.min_count, max_df=args.max_df, stop_words=_stop_words(args.stop_words),
                        max_vocab=args.max_vocab, hash_buckets=args.hash_buckets,
                        optimize_alpha_every=args.optimize_alpha_every,

@@ -31,7 +31,7 @@ def test_cli_lda_writes_readable_topics(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "deepdist.cli", "lda", "--input", str(corpus), "--topics", "2",
          "--iterations", "20", "--master", "local[2]", "--output", str(out), "--num-words", "8",
-         "--min-count", "2", "--max-df", "0.9", "--quiet"],
+         "--min-count", "2", "--max-df", "0.9", "--burn-in-sweeps", "5", "--burn-in-syncs", "3", "--quiet"],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (out / "topics.txt").read_text().splitlines()

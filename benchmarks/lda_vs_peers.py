@@ -216,7 +216,11 @@ def spark_worker(job_path):
     if tool.startswith("deepdist"):
         from deepdist.lda import GibbsLDA
 
-        rdd = spark.sparkContext.parallelize([d.tolist() for d in train], cores).cache()
+        docs = [d.tolist() for d in train]
+        # parallelize slices a list in batches of 1,024 documents, which gave partition 0 of
+        # local[2] 51% of them; one list per partition gives each exactly its share
+        shards = [docs[len(docs) * i // cores:len(docs) * (i + 1) // cores] for i in range(cores)]
+        rdd = spark.sparkContext.parallelize(shards, cores).flatMap(lambda shard: shard).cache()
         rdd.count()
         lda = GibbsLDA(num_topics=K, alpha=0.1, beta=0.01, iterations=job["iterations"], seed=job["seed"],
                        sweeps_per_job=job["sweeps_per_job"], sync_every=job["sync_every"],

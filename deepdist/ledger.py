@@ -12,6 +12,7 @@ sums) the ledger remembers what each (epoch, partition, attempt) contributed:
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -86,7 +87,7 @@ _DENSE_BYTES = 8 << 20
 
 
 def _dense_bytes(part: SparseRows) -> int:
-    return int(np.prod(part.shape, dtype=np.int64)) * part.values.dtype.itemsize
+    return math.prod(part.shape) * part.values.dtype.itemsize
 
 
 def _nbytes(update) -> int:

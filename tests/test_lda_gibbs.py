@@ -143,6 +143,19 @@ def test_token_input_vocabulary_and_hashing(sc):
     assert hashed.transform([["apple", "pear", "unknown"]]).shape == (1, 2)
 
 
+def test_warns_when_one_partition_holds_far_more_than_its_share(sc, corpus, caplog):
+    docs, _ = corpus
+    options = {"num_topics": K, "id2word": [str(i) for i in range(V)], "progress": False, "iterations": 1}
+    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs"):
+        GibbsLDA(**options).fit(sc.parallelize([docs[:900], docs[900:]], 2).flatMap(lambda shard: shard))
+    warnings = [r.getMessage() for r in caplog.records if "more than the mean" in r.getMessage()]
+    assert len(warnings) == 1 and "repartition" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs"):
+        GibbsLDA(**options).fit(sc.parallelize(docs, 2))
+    assert not [r for r in caplog.records if "more than the mean" in r.getMessage()]
+
+
 def test_checkpoint_and_resume(sc, corpus, tmp_path):
     docs, _ = corpus
     rdd = sc.parallelize(docs, 2)

@@ -3,7 +3,7 @@
 Fold-in samples the topics of new documents against a fixed topic-word
 distribution ``phi`` (only the document's counts change); document completion
 scores the second half of each held-out document with theta estimated on the
-first half; the collapsed joint log-likelihood scores a training state.  The
+first half; the document-topic prior log p(z) scores a training state's assignments.  The
 sampling sweep itself lives in :mod:`._kernels`, whose RNG these kernels share.
 
 Every function here takes arrays and scalars only; validation lives in :mod:`.sampler`.
@@ -194,26 +194,6 @@ def completion_log_likelihood(doc_offsets, words, phi_wk, alpha, iterations, bur
 # --------------------------------------------------------------------------------------------
 # collapsed joint log-likelihood
 # --------------------------------------------------------------------------------------------
-
-@njit(cache=True, nogil=True)
-def log_likelihood_words(word_topic, topic_totals, beta):
-    """log p(w | z) = K[lgΓ(Vβ) - V lgΓ(β)] + Σ_k [Σ_w lgΓ(n_wk + β) - lgΓ(n_k + Vβ)].
-
-    Zero counts contribute lgΓ(β) each, which cancels against the constant, so only the
-    non-zero entries are visited.
-    """
-    V, K = word_topic.shape
-    lg_beta = math.lgamma(beta)
-    total = K * math.lgamma(V * beta)
-    for w in range(V):
-        for k in range(K):
-            c = word_topic[w, k]
-            if c > 0:
-                total += math.lgamma(c + beta) - lg_beta
-    for k in range(K):
-        total -= math.lgamma(max(topic_totals[k], 0) + V * beta)
-    return total
-
 
 @njit(cache=True, nogil=True)
 def log_likelihood_topics(doc_topic, alpha):

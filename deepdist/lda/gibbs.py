@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 __all__ = ["GibbsLDA", "GibbsLDAModel"]
 
 _U64 = 1 << 64
+#: A partition with more than this times the mean tokens gets a warning (it sets every job's length).
+_IMBALANCE = 1.1
 
 
 def _descent(model, update):
@@ -71,19 +73,6 @@ def _descent(model, update):
     part.add_to(model["word_topic_flat"])
     index = np.asarray(part.indices)
     totals += np.bincount(index % K, weights=part.values, minlength=K).astype(totals.dtype)
-
-
-def _load_driver_kernels():
-    """Load the driver's one compiled kernel (the training log-likelihood) while the first job runs.
-
-    numba loads a cached kernel on its first call, ~0.4 s that would otherwise sit between the
-    initialisation job and the first sweeps, with every executor idle.
-    """
-    import threading
-
-    tiny = np.zeros((1, 1), np.int32), np.zeros(1, np.int64)
-    threading.Thread(target=sampler.log_likelihood, args=(*tiny, 1.0), name="deepdist-load-kernels",
-                     daemon=True).start()
 
 
 def _block_report(block):
@@ -266,7 +255,6 @@ class GibbsLDA:
         if checkpoint is not None:
             done, initial = self._load_checkpoint(checkpoint, sc)
         started = time.perf_counter()
-        _load_driver_kernels()
         with DeepDist(model, spark=sc, progress=self.progress) as dd:
             dd.set_descent(_descent, additive=True)
             self._dd, self._vocab = dd, vocabulary
@@ -323,6 +311,8 @@ class GibbsLDA:
         seconds = time.perf_counter() - job_started
         if job:
             state.unpersist()
+        if not sweeps:
+            self._check_balance(reports)
         repaired = self._verify(dd, new_state, reports)
         entry = self._history_entry(dd, reports, job, done + sweeps, seconds, out_before, repaired)
         if histograms:
@@ -346,6 +336,17 @@ class GibbsLDA:
         if self.callback is not None:
             self.callback(self, entry)
         return new_state
+
+    @staticmethod
+    def _check_balance(reports):
+        """Warn when one partition holds much more than its share: every sweep waits for it."""
+        tokens = [r["tokens"] for r in reports]
+        mean = sum(tokens) / max(len(tokens), 1)
+        if len(tokens) > 1 and max(tokens) > _IMBALANCE * mean:
+            log.warning("GibbsLDA: the largest of %d partitions holds %d tokens, %.0f%% more than the mean; "
+                        "each job lasts as long as its largest partition. Repartition the documents "
+                        "(docs_rdd.repartition(n)) to spread them evenly",
+                        len(tokens), max(tokens), 100 * (max(tokens) / mean - 1))
 
     def _phi(self, dd):
         with dd.store.lock:

@@ -45,7 +45,10 @@ Example (single process)::
     phi = sampler.topic_word_distribution(word_topic, totals, 0.01)
 """
 
+import math
+
 import numpy as np
+from scipy.special import gammaln
 
 from . import _delta_kernels, _inference_kernels, _kernels
 
@@ -398,7 +401,15 @@ def log_likelihood(word_topic, topic_totals, beta, *, doc_topic=None, alpha=None
     if topic_totals.shape != (word_topic.shape[1],):
         raise ValueError(f"topic_totals must have shape ({word_topic.shape[1]},), got "
                          f"{topic_totals.shape}")
-    total = _inference_kernels.log_likelihood_words(word_topic, topic_totals, _beta_scalar(beta))
+    # numpy and scipy, not a compiled kernel: the driver calls this after every job, and the
+    # first call of any numba kernel in a process costs about a second of CPU (numba's lazy set-up)
+    # that would compete with the tasks for the driver's cores
+    beta = _beta_scalar(beta)
+    V, K = word_topic.shape
+    # lnΓ(β) of the zero counts cancels against the constant: only the non-zero ones are visited
+    counts = word_topic[word_topic > 0]
+    total = (K * math.lgamma(V * beta) + gammaln(counts + beta).sum() - counts.size * math.lgamma(beta)
+             - gammaln(np.maximum(topic_totals, 0) + V * beta).sum())
     if doc_topic is not None:
         if alpha is None:
             raise ValueError("alpha is required with doc_topic")

@@ -1,22 +1,28 @@
 """The executor side of the wire: pull the model, push updates.
 
 A :class:`ModelClient` carries configuration only (URL, secret, timeouts), so
-it pickles cleanly into Spark closures; the HTTP session with keep-alive is
-created lazily, once per executor process.  HTTP and connection errors are
-translated into deepdist errors here and nowhere else.
+it pickles cleanly into Spark closures; its keep-alive HTTP connection is
+created lazily, once per executor process and thread.  HTTP and connection
+errors are translated into deepdist errors here and nowhere else.
+
+The transport is the standard library's ``http.client``: a Gibbs task makes
+hundreds of round trips a job, and ``requests`` spent about 1.2 ms of CPU on
+each (header merging, URL parsing, hooks) where ``http.client`` spends about
+0.1 ms, on the same cores the samplers need.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import os
+import select
 import threading
 import time
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
-import requests
 
 from . import wire
 from .errors import (AuthenticationError, DescentFailedError, InvalidUpdateError, ServerError,
@@ -25,22 +31,34 @@ from .sparse import copy_rows
 
 log = logging.getLogger(__name__)
 
-_sessions: dict = {}
-_sessions_lock = threading.Lock()
+_connections: dict = {}
+_connections_lock = threading.Lock()
 
 
-def _session_for(key) -> requests.Session:
-    # One Session per process and thread keeps connections alive across tasks
-    # without sharing a session between threads.
-    key = (key, os.getpid(), threading.get_ident())
-    with _sessions_lock:
-        session = _sessions.get(key)
-        if session is None:
-            session = _sessions[key] = requests.Session()
-            # the driver is reached directly: an HTTP(S)_PROXY meant for the internet must not
-            # catch it, and skipping the environment lookups saves time on every request
-            session.trust_env = False
-        return session
+class _Response:
+    """A finished HTTP exchange: status, headers (case-insensitive) and the whole body."""
+
+    __slots__ = ("status_code", "headers", "content")
+
+    def __init__(self, status_code: int, headers, content: bytes):
+        self.status_code, self.headers, self.content = status_code, headers, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Did the server close this idle keep-alive connection? (It is then readable, at EOF.)"""
+    if conn.sock is None:
+        return False
+    try:
+        return bool(select.select([conn.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 class ModelClient:
@@ -67,22 +85,57 @@ class ModelClient:
         return f"ModelClient({self.url!r})"
 
     @property
-    def _session(self) -> requests.Session:
-        return _session_for((self.url, self.secret))
+    def _connection(self) -> http.client.HTTPConnection:
+        # one connection per process and thread: kept alive across tasks, never shared by threads
+        key = (self.url, os.getpid(), threading.get_ident())
+        with _connections_lock:
+            conn = _connections.get(key)
+            if conn is None or _dropped(conn):
+                if conn is not None:
+                    conn.close()
+                parts = urlsplit(self.url)
+                if parts.scheme != "http":
+                    raise ServerError(f"{self.url}: the model server speaks plain http, not {parts.scheme!r}")
+                conn = _connections[key] = http.client.HTTPConnection(
+                    parts.hostname, parts.port or 80, timeout=self.connect_timeout)
+            return conn
 
-    def _request(self, method: str, path: str, data=None, params=None, stream=False, timeout=None):
+    def _drop_connection(self) -> None:
+        with _connections_lock:
+            conn = _connections.pop((self.url, os.getpid(), threading.get_ident()), None)
+        if conn is not None:
+            conn.close()
+
+    def _exchange(self, method: str, target: str, data, headers: dict, timeout: float) -> _Response:
+        conn = self._connection
+        if conn.sock is None:
+            conn.connect()  # under connect_timeout
+        conn.sock.settimeout(timeout)
+        conn.request(method, target, body=data, headers=headers)
+        response = conn.getresponse()
+        try:
+            content = response.read()
+        except http.client.IncompleteRead as err:
+            self._drop_connection()
+            raise ServerError(f"{self.url}: the answer arrived truncated ({len(err.partial)} of "
+                              f"{response.getheader('Content-Length')} bytes)") from None
+        if response.will_close:
+            self._drop_connection()
+        return _Response(response.status, response.headers, content)
+
+    def _request(self, method: str, path: str, data=None, params=None, timeout=None) -> _Response:
         headers = {"Authorization": f"Bearer {self.secret}"}
         if data is not None:
             headers["Content-Type"] = wire.CONTENT_TYPE
-        url = self.url + path
+        target = path + ("?" + urlencode(params) if params else "")
+        url = self.url + target
         backpressure_deadline = time.monotonic() + self.backpressure_wait
         attempt = 0
         while True:
             try:
-                response = self._session.request(
-                    method, url, data=data, params=params, headers=headers, stream=stream,
-                    timeout=(self.connect_timeout, timeout or self.read_timeout))
-            except (requests.ConnectionError, requests.Timeout) as err:
+                response = self._exchange(method, target, data, headers, timeout or self.read_timeout)
+            except (OSError, http.client.HTTPException) as err:
+                self._drop_connection()  # its state is unknown: the next try starts a fresh one
                 attempt += 1
                 if attempt > self.retries:
                     raise ServerUnreachableError(self._unreachable_message(err)) from None
@@ -90,7 +143,6 @@ class ModelClient:
                 continue
             if response.status_code == 503 and "Retry-After" in response.headers:
                 # back-pressure: the server's queue is full; wait, nothing was dropped
-                response.close()
                 if time.monotonic() > backpressure_deadline:
                     raise ServerError(f"{url}: the update queue stayed full for {self.backpressure_wait}s")
                 time.sleep(float(response.headers.get("Retry-After", 1)))
@@ -110,7 +162,7 @@ class ModelClient:
     def _raise_for(self, response) -> None:
         try:
             message = response.json().get("error", response.text)
-        except ValueError:
+        except (ValueError, AttributeError):
             message = response.text[:500]
         status = response.status_code
         text = f"{self.url}: {status} {message}"
@@ -124,20 +176,8 @@ class ModelClient:
             raise DescentFailedError(text)
         raise ServerError(text)
 
-    def _frame(self, response) -> wire.Frame:
-        fp = getattr(response.raw, "_fp", None)
-        if isinstance(fp, http.client.HTTPResponse):
-            # urllib3's read() re-buffers the body; reading http.client's response
-            # directly halves the time to fetch a large model, and the connection
-            # still goes back to the pool for keep-alive
-            body = fp.read()
-            response.raw.release_conn()
-        else:
-            body = response.raw.read(decode_content=False)
-        expected = response.headers.get("Content-Length")
-        if expected is not None and len(body) != int(expected):
-            raise ServerError(f"{self.url}: the model arrived truncated ({len(body)} of {expected} bytes)")
-        return wire.decode(body)
+    def _frame(self, response: _Response) -> wire.Frame:
+        return wire.decode(response.content)
 
     # -- public API ------------------------------------------------------------
     def health(self) -> dict:
@@ -154,7 +194,7 @@ class ModelClient:
         params = _after(after)
         if names:
             params["names"] = ",".join(names)
-        frame = self._frame(self._request("GET", "/model", params=params, stream=True))
+        frame = self._frame(self._request("GET", "/model", params=params))
         return int(frame.meta["version"]), frame.arrays
 
     def pull_into(self, target: dict, names=None, after=None) -> int:
@@ -167,7 +207,7 @@ class ModelClient:
     def _pull_rows(self, rows: dict, params=None, timeout=None) -> wire.Frame:
         request = _row_request(rows)
         return self._frame(self._request("POST", "/model", data=wire.encode(request), params=params,
-                                         stream=True, timeout=timeout))
+                                         timeout=timeout))
 
     def pull_rows(self, rows: dict, after=None) -> tuple[int, dict]:
         """Selected rows ``{name: indices}``: ``(version, {name: SparseRows})`` (``after``: see :meth:`pull`)."""
@@ -197,14 +237,14 @@ class ModelClient:
 
         The arrays are None when the server cannot tell (pull the model instead).
         """
-        frame = self._frame(self._request("GET", "/changes", stream=True, params={
+        frame = self._frame(self._request("GET", "/changes", params={
             "since": since, "partition": partition, "attempt": attempt}))
         return int(frame.meta["version"]), None if frame.meta.get("full", True) else frame.arrays
 
     def push(self, update: dict, meta: wire.UpdateMeta) -> int:
         """Send an update; return its size in bytes.  Blocks under back-pressure."""
         body = wire.encode(update, meta.to_json())
-        self._request("POST", "/update", data=body).close()
+        self._request("POST", "/update", data=body)
         return len(body)
 
     def push_pull_rows(self, update: dict, meta: wire.UpdateMeta, rows: dict):
@@ -212,13 +252,13 @@ class ModelClient:
         round trip: ``(bytes, version, {name: SparseRows})``."""
         request = _row_request(rows, wire.PULL_PREFIX)
         body = wire.encode({**update, **request}, meta.to_json())
-        frame = self._frame(self._request("POST", "/update", data=body, params={"then": "rows"}, stream=True))
+        frame = self._frame(self._request("POST", "/update", data=body, params={"then": "rows"}))
         return len(body), int(frame.meta["version"]), frame.arrays
 
     def push_pull_changes(self, update: dict, meta: wire.UpdateMeta, since: int):
         """:meth:`push`, then :meth:`pull_changes` in the same round trip: ``(bytes, version, arrays)``."""
         body = wire.encode(update, meta.to_json())
-        frame = self._frame(self._request("POST", "/update", data=body, params={"since": since}, stream=True))
+        frame = self._frame(self._request("POST", "/update", data=body, params={"since": since}))
         return len(body), int(frame.meta["version"]), None if frame.meta.get("full", True) else frame.arrays
 
 

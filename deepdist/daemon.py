@@ -28,7 +28,6 @@ import sys
 #: Imported before serving, in this order; each one is optional.
 PRELOAD = (
     "numpy",
-    "requests",
     "gensim.models.word2vec",
     "gensim.models.word2vec_inner",
     "deepdist.worker",

@@ -2,7 +2,7 @@
 
 Every error a user can see derives from :class:`DeepDistError`.  Leaves also
 inherit the matching builtin (``ValueError``, ``ConnectionError`` …) so callers
-can catch either.  Errors from lower libraries (requests, werkzeug, py4j) are
+can catch either.  Errors from lower libraries (http.client, werkzeug, py4j) are
 translated at exactly one boundary each: the client for HTTP, ``DeepDist.train``
 for Spark.
 """

@@ -182,10 +182,29 @@ def test_dead_server_gives_one_clear_error():
     assert isinstance(info.value, ConnectionError)
 
 
-def test_client_pickles_without_its_session():
+def test_client_pickles_without_its_connection():
     import pickle
 
     client = ModelClient("http://127.0.0.1:1", SECRET)
-    client._session  # create one
+    client._connection  # create one
     clone = pickle.loads(pickle.dumps(client))
     assert clone.url == client.url and clone.secret == SECRET
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry():
+    store = ParameterStore({"w": np.zeros(3)})
+    store.set_descent(add)
+    store.start()
+    thread = ServerThread(create_app(store, SECRET, 1 << 20), "127.0.0.1", 0)
+    thread._server.idle_timeout = 0.2  # the server drops keep-alive connections idle this long
+    thread.start()
+    try:
+        client = ModelClient(f"http://127.0.0.1:{thread.port}", SECRET, retries=0)
+        first = client._connection
+        assert client.status()["version"] == 0
+        time.sleep(0.6)
+        assert client.status()["version"] == 0  # retries=0: a failed try would have raised
+        assert client._connection is not first
+    finally:
+        thread.stop()
+        store.stop()

@@ -142,3 +142,12 @@ def take_table_delta(current, pushed):
 def add_sparse(flat, index, value):
     for j in range(index.shape[0]):
         flat[index[j]] += value[j]
+
+
+@njit(cache=True, nogil=True)
+def topic_totals_delta(index, value, num_topics):
+    """The change of n_k implied by a flat COO change of n_wk (``index = w * K + k``)."""
+    totals = np.zeros(num_topics, np.int64)
+    for j in range(index.shape[0]):
+        totals[index[j] % num_topics] += value[j]
+    return totals

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from ..sparse import SparseRows
-from . import sampler
+from . import _delta_kernels, sampler
 from .local_counts import LocalCounts
 
 _SKETCH_KEY = 0x5EED5CE7C4  # fixed: the sketch only has to differ from what a bug would produce
@@ -43,11 +43,19 @@ def _sketch_weights(size: int) -> np.ndarray:
 _SKETCH_CACHE: dict = {}
 
 
-def _coo(index, value, size):
+def _coo(index, value, size, num_topics=None):
+    """An update of n_wk by the flat COO change ``(index, value)``; with ``num_topics``, the change
+    of n_k travels with it (K numbers the task has at hand), so the driver need not derive it."""
     index = np.asarray(index, dtype=np.int64)
+    value = np.asarray(value, dtype=np.int32)
+    update = {}
+    if num_topics is not None:
+        totals = _delta_kernels.topic_totals_delta(index, value, num_topics)
+        update["topic_totals"] = SparseRows(np.arange(num_topics, dtype=np.int32), totals, (num_topics,))
     if size < 2 ** 31:
         index = index.astype(np.int32)  # half the bytes on the wire
-    return {"word_topic_flat": SparseRows(index, np.asarray(value, dtype=np.int32), (size,))}
+    update["word_topic_flat"] = SparseRows(index, value, (size,))
+    return update
 
 
 def _partition_counts(words, topics, num_topics):
@@ -116,7 +124,7 @@ class _Task:
         if self.sweeps == 0:  # the initialisation job: assign topics, push the partition's counts
             topics = self._initial_topics(block)
             if words.size:
-                self._push(ch, _coo(*_partition_counts(words, topics, K), V * K), 0, live)
+                self._push(ch, _coo(*_partition_counts(words, topics, K), V * K, K), 0, live)
         else:
             topics = np.array(block.topics, copy=True)
             local = LocalCounts(words, topics, num_words=V, num_topics=K)
@@ -157,7 +165,7 @@ class _Task:
                     version = self._finish(exchange, ch, local, timing)
             index, value = local.take_unpushed()
             if index.size:
-                self._push(ch, _coo(index, value, V * K), version, live)
+                self._push(ch, _coo(index, value, V * K, K), version, live)
         return block.evolve(topics, self._report(ch, block, topics, doc_topic, timing))
 
     def _steps(self, num_docs, partition):
@@ -185,7 +193,7 @@ class _Task:
         """Push a delta (if any) and fetch the other tasks' changes since ``version`` (background)."""
         answer = None
         if index.size:
-            answer = self._push(ch, _coo(index, value, self.V * self.K), version, live, changes=True)
+            answer = self._push(ch, _coo(index, value, self.V * self.K, self.K), version, live, changes=True)
         return answer if answer is not None else ch.pull_changes(version)
 
     def _finish(self, exchange, ch, local, timing) -> int:
@@ -193,9 +201,10 @@ class _Task:
         version, changes = exchange.result()
         if changes is None:  # the server cannot tell what changed: take the counts, keep our own sweeps
             return local.rebase(lambda arrays: ch.pull_into(arrays, ["word_topic", "topic_totals"]))
-        for part in changes.values():
-            local.merge(part.indices.astype(np.int64, copy=False), part.values.astype(np.int32, copy=False))
-        timing["changed_entries"] += sum(len(part.indices) for part in changes.values())
+        part = changes.get("word_topic_flat")  # n_k follows from it; the "topic_totals" parts are not needed
+        if part is not None:
+            local.merge(part.indices, part.values.astype(np.int32, copy=False))
+            timing["changed_entries"] += len(part.indices)
         return version
 
     def _initial_topics(self, block):

@@ -73,7 +73,8 @@ class LocalCounts:
         return index, value
 
     def merge(self, index, value):
-        """Add other tasks' changes (flat COO, int64 / int32) to the copy; they are not ours to push."""
+        """Add other tasks' changes (flat COO: int32 or int64 indices, int32 values) to the copy;
+        they are not ours to push."""
         _delta_kernels.apply_sparse_delta(self.word_topic, self.topic_totals, index, value)
         if self.method == "table":
             _delta_kernels.add_sparse(self._pushed, index, value)

@@ -451,7 +451,10 @@ def load_kernels():
     for method in ("table", "tokens"):
         local = LocalCounts(words, topics, num_words=num_words, num_topics=num_topics, method=method)
         local.mark_pushed()
-        local.merge(*local.take_unpushed())
+        index, value = local.take_unpushed()
+        local.merge(index, value)
+        local.merge(index.astype(np.int32), value)  # other tasks' changes arrive with int32 indices
+    _delta_kernels.topic_totals_delta(index, value, num_topics)
     log_likelihood(word_topic, totals, 0.01, doc_topic=doc_topic, alpha=0.1)
     phi = topic_word_distribution(word_topic, totals, 0.01)
     completion_log_likelihood(offsets, words, phi, 0.1, iterations=2, burn_in=1)

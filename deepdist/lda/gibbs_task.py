@@ -5,7 +5,8 @@ partition's :class:`_Task`
 
 * pulls the counts n_wk (only the rows of its own words when that is smaller);
 * runs SparseLDA sweeps (:mod:`deepdist.lda.sampler`) against its local copy;
-* every ``sync_every`` sweeps pushes its change of n_wk as sparse int32 COO entries and gets the
+* every ``sync_every`` sweeps pushes its change of n_wk as sparse int32 COO entries (with the
+  K-vector change of n_k, so the driver does not derive it) and gets the
   other tasks' changes since its last sync back in the same round trip. That exchange runs on a
   background thread while the next sweep samples (the kernel releases the GIL). In the first
   ``burn_in_sweeps`` sweeps it exchanges ``burn_in_syncs`` times a sweep, after each slice of

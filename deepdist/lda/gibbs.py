@@ -301,6 +301,7 @@ class GibbsLDA:
                      seed=self.seed, num_topics=K, num_words=V, alpha=self.alpha_, beta=self.beta,
                      pull_rows=self.pull, histograms=histograms, burn_in_sweeps=self.burn_in_sweeps,
                      burn_in_syncs=self.burn_in_syncs if state.getNumPartitions() > 1 else 1,
+                     merge_early=state.getNumPartitions() > 1,
                      initial=initial, hook=self._task_hook)
         new_state = state.mapPartitions(task, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
         if job and job % self.lineage_every == 0:

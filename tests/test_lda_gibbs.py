@@ -2,13 +2,14 @@
 the fitted model's API, vocabulary building, checkpoints and resume."""
 
 import os
+import pickle
 
 import numpy as np
 import pytest
 
 from deepdist.errors import ConfigurationError, NotFittedError
 from deepdist.lda import GibbsLDA, GibbsLDAModel
-from deepdist.lda.corpus import build_vocabulary
+from deepdist.lda.corpus import Block, build_vocabulary
 from deepdist.lda.gibbs_task import _Task
 from deepdist.lda.sampler import derive_seed
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
@@ -189,6 +190,32 @@ def test_burn_in_cuts_its_sweeps_into_seeded_slices_with_an_exchange_before_each
     plain = _Task(None, job=1, first_sweep=2, sweeps=4, sync_every=2, seed=7, num_topics=K, num_words=V,
                   alpha=0.1, beta=0.01, pull_rows="auto", histograms=False)
     assert plain._steps(10, partition=5) == [((0, 10), sweep_seed[n], n % 2 == 0) for n in range(2, 6)]
+
+
+def test_a_whole_sweep_with_an_exchange_in_flight_stops_after_its_head_only_when_others_exist():
+    def task(merge_early):
+        return _Task(None, job=1, first_sweep=1, sweeps=4, sync_every=1, seed=7, num_topics=K, num_words=V,
+                     alpha=0.1, beta=0.01, pull_rows="auto", histograms=False, merge_early=merge_early)
+    assert task(True)._head_end((0, 800), 800) == 100  # the first eighth of the documents
+    assert task(True)._head_end((200, 400), 800) is None  # a burn-in slice: it exchanges anyway
+    assert task(True)._head_end((0, 5), 5) is None  # too few documents to cut
+    assert task(False)._head_end((0, 800), 800) is None  # one partition: nothing to merge
+
+
+@pytest.mark.parametrize("num_topics, num_words", [(100, 5000), (300, 70000)])
+def test_blocks_pickle_word_ids_and_topics_narrow_and_come_back_as_int32(num_topics, num_words):
+    rng = np.random.default_rng(0)
+    words = rng.integers(0, num_words, 1000).astype(np.int32)
+    topics = rng.integers(0, num_topics, 1000).astype(np.int32)
+    block = Block(3, np.array([0, 400, 1000]), words, topics, np.unique(words).astype(np.int64), {"tokens": 1000})
+    state = block.__getstate__()
+    assert state["topics"].itemsize == (1 if num_topics <= 256 else 2)
+    assert state["words"].itemsize == (2 if num_words <= 65536 else 4)
+    back = pickle.loads(pickle.dumps(block))
+    for name in ("words", "topics"):
+        assert getattr(back, name).dtype == np.int32
+        assert np.array_equal(getattr(back, name), getattr(block, name))
+    assert back.partition == 3 and back.report == {"tokens": 1000} and np.array_equal(back.rows, block.rows)
 
 
 def test_alpha_optimisation_moves_alpha(sc, corpus):

@@ -202,6 +202,16 @@ def to_word_ids(document, vocabulary: Vocabulary | None, num_words: int) -> np.n
     return ids
 
 
+def _narrow(ids: np.ndarray) -> np.ndarray:
+    """Non-negative int32 ids as uint8 or uint16 when they fit (unchanged otherwise)."""
+    if ids.dtype != np.int32 or not ids.size:
+        return ids
+    top = int(ids.max())
+    if int(ids.min()) < 0 or top > 0xFFFF:
+        return ids
+    return ids.astype(np.uint8 if top <= 0xFF else np.uint16)
+
+
 class Block:
     """One partition's documents and topic assignments, as flat arrays.
 
@@ -225,10 +235,18 @@ class Block:
         self.report = report
 
     def __getstate__(self):
-        return {name: getattr(self, name) for name in self.__slots__}
+        state = {name: getattr(self, name) for name in self.__slots__}
+        # Spark copies a cached block between the JVM and Python workers about three times a job
+        # and holds it in executor memory: word ids and topics travel in the narrowest unsigned
+        # type that holds them (K <= 256: a byte a topic), and widen back to int32 on arrival
+        for name in ("words", "topics"):
+            state[name] = _narrow(state[name])
+        return state
 
     def __setstate__(self, state):
         for name, value in state.items():
+            if name in ("words", "topics") and value.dtype != np.int32:
+                value = value.astype(np.int32)
             setattr(self, name, value)
 
     def evolve(self, topics, report) -> "Block":

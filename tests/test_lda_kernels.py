@@ -229,6 +229,31 @@ def test_sparse_delta_of_sweeps_equals_count_difference():
     assert (old_wt == wt).all() and (old_tt == tt).all()
 
 
+@pytest.mark.parametrize("order", ["sorted", "sorted runs", "shuffled"])
+def test_merging_a_delta_updates_n_k_from_its_flat_indices_in_any_order(order):
+    # deltas arrive sorted, or as several tasks' sorted runs one after the other; the kernels find
+    # each entry's topic with one division a row, which must not depend on that order
+    from deepdist.lda import _delta_kernels
+    rng = np.random.default_rng(11)
+    V, K = 300, 7
+    index = np.sort(rng.choice(V * K, 900, replace=False))
+    value = rng.integers(-3, 4, index.size).astype(np.int32)
+    if order == "sorted runs":
+        index, value = np.concatenate([index[1::2], index[::2]]), np.concatenate([value[1::2], value[::2]])
+    elif order == "shuffled":
+        perm = rng.permutation(index.size)
+        index, value = index[perm], value[perm]
+    expected = np.zeros(V * K, np.int64)
+    np.add.at(expected, index, value)
+    for dtype in (np.int64, np.int32):
+        word_topic, topic_totals = np.zeros((V, K), np.int32), np.zeros(K, np.int64)
+        _delta_kernels.apply_sparse_delta(word_topic, topic_totals, index.astype(dtype), value)
+        assert np.array_equal(word_topic.ravel(), expected)
+        assert np.array_equal(topic_totals, expected.reshape(V, K).sum(axis=0))
+        assert np.array_equal(_delta_kernels.topic_totals_delta(index.astype(dtype), value, K),
+                              expected.reshape(V, K).sum(axis=0))
+
+
 def test_sparse_delta_with_a_table_too_big_to_scatter_into():
     # few moved tokens over a wide vocabulary take the bucket-by-word path, not the dense scratch
     rng = np.random.default_rng(5)

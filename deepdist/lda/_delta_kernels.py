@@ -110,9 +110,17 @@ def sparse_delta(words, old_topics, new_topics, num_topics):
 def apply_sparse_delta(word_topic, topic_totals, index, value):
     K = word_topic.shape[1]
     flat = word_topic.reshape(-1)
+    start = np.int64(0)
+    stop = np.int64(0)
     for j in range(index.shape[0]):
-        flat[index[j]] += value[j]
-        topic_totals[index[j] % K] += value[j]
+        c = np.int64(index[j])
+        flat[c] += value[j]
+        # a division a row, not an entry: deltas come sorted (or as a few sorted runs), a word's
+        # topics side by side, and a 64-bit division costs more than the rest of the loop
+        if c < start or c >= stop:
+            start = c // K * K
+            stop = start + K
+        topic_totals[c - start] += value[j]
 
 
 @njit(cache=True, nogil=True)
@@ -148,6 +156,12 @@ def add_sparse(flat, index, value):
 def topic_totals_delta(index, value, num_topics):
     """The change of n_k implied by a flat COO change of n_wk (``index = w * K + k``)."""
     totals = np.zeros(num_topics, np.int64)
+    start = np.int64(0)
+    stop = np.int64(0)
     for j in range(index.shape[0]):
-        totals[index[j] % num_topics] += value[j]
+        c = np.int64(index[j])
+        if c < start or c >= stop:  # one division a row, as in apply_sparse_delta
+            start = c // num_topics * num_topics
+            stop = start + num_topics
+        totals[c - start] += value[j]
     return totals

@@ -220,6 +220,9 @@ class Block:
         offsets: int64 (D+1,); document d is ``words[offsets[d]:offsets[d+1]]``.
         words: int32 (N,) word ids.
         topics: int32 (N,) topic assignments z.
+
+    Pickled (Spark's cache and its transfers), ``words`` and ``topics`` take the narrowest
+    unsigned type that holds them.
         rows: int64 sorted distinct word ids of the partition (the rows it pulls).
         report: what the last iteration's task reported (a dict), or None.
     """

@@ -8,7 +8,9 @@ partition's :class:`_Task`
 * every ``sync_every`` sweeps pushes its change of n_wk as sparse int32 COO entries (with the
   K-vector change of n_k, so the driver does not derive it) and gets the
   other tasks' changes since its last sync back in the same round trip. That exchange runs on a
-  background thread while the next sweep samples (the kernel releases the GIL). In the first
+  background thread while the next sweep samples (the kernel releases the GIL); with other tasks
+  to hear from, the sweep stops after its first eighth to merge the answer, which is back by
+  then, rather than leaving it for the next sweep. In the first
   ``burn_in_sweeps`` sweeps it exchanges ``burn_in_syncs`` times a sweep, after each slice of
   its documents: shards that see each other only once a sweep settle on different labellings of
   the forming topics, and their words then keep more topics, and cost more per token, for tens of

@@ -26,7 +26,8 @@ the sweeps inside the tasks; tomotopy / lda: process CPU time), which a busy sha
 does not inflate. ``all CPU s`` (Spark contestants) = CPU seconds of every process of the
 fit: the Python driver with its model server, the JVM and the Python workers. On a machine
 with as many cores as ``local[N]`` asks for, the driver and the JVM have no core of their
-own, so wall ≈ all CPU / cores; with ``local[1]`` on two cores they run on the idle one.
+own, so wall ≈ all CPU / cores; with ``local[1]`` on two cores they run on the idle one. A line
+per deepdist run splits those seconds by process: the driver, the JVM and the Python workers.
 Traffic: bytes deepdist pushed and pulled per sweep, against the dense V × K int32 tables
 the same exchanges would have moved.
 
@@ -172,8 +173,9 @@ def run_multicore(corpus, K, args):
     return {"seconds": wall, "phi": model.get_topics(), "alpha": model.alpha, "passes": 10}
 
 
-def _process_tree_cpu() -> float:
-    """CPU seconds (user + system) so far of this process and all its descendants (Linux /proc)."""
+def _process_tree_cpu() -> dict:
+    """CPU seconds (user + system) so far of this process and all its descendants (Linux /proc), by
+    kind: ``driver`` (this process: Py4J and the model server), ``jvm`` and ``python workers``."""
     tick = os.sysconf("SC_CLK_TCK")
     parent, cpu = {}, {}
     for pid in os.listdir("/proc"):
@@ -191,7 +193,21 @@ def _process_tree_cpu() -> float:
         pid = frontier.pop()
         mine.add(pid)
         frontier.extend(child for child, up in parent.items() if up == pid and child not in mine)
-    return sum(cpu.get(pid, 0.0) for pid in mine)
+    kinds = {"driver": 0.0, "jvm": 0.0, "python workers": 0.0}
+    for pid in mine:
+        kinds[_process_kind(pid)] += cpu.get(pid, 0.0)
+    return kinds
+
+
+def _process_kind(pid: int) -> str:
+    if pid == os.getpid():
+        return "driver"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            program = f.read().split(b"\0")[0]
+    except OSError:
+        return "python workers"
+    return "jvm" if program.endswith(b"java") else "python workers"
 
 
 def spark_worker(job_path):
@@ -225,14 +241,17 @@ def spark_worker(job_path):
         lda = GibbsLDA(num_topics=K, alpha=0.1, beta=0.01, iterations=job["iterations"], seed=job["seed"],
                        sweeps_per_job=job["sweeps_per_job"], sync_every=job["sync_every"],
                        id2word=[str(i) for i in range(V)], progress=False)
-        wall, cpu = time.perf_counter(), _process_tree_cpu()
+        wall, before = time.perf_counter(), _process_tree_cpu()
         model = lda.fit(rdd)
-        wall, cpu = time.perf_counter() - wall, _process_tree_cpu() - cpu
+        wall, after = time.perf_counter() - wall, _process_tree_cpu()
+        by_kind = {kind: after[kind] - before[kind] for kind in after}
+        cpu = sum(by_kind.values())
         sweeps = lda.history_[1:]
         n = sum(h["sweeps"] - p["sweeps"] for h, p in zip(lda.history_[1:], lda.history_))
         traffic = {key: sum(h[key] for h in sweeps) / n for key in
                    ("bytes_pushed", "bytes_pulled", "dense_bytes_pushed", "dense_bytes_pulled")}
-        result.update(seconds=wall, all_cpu=cpu, kernel_cpu=sum(h["sweep_cpu_seconds"] for h in sweeps), alpha=0.1,
+        result.update(seconds=wall, all_cpu=cpu, cpu_by_kind=by_kind,
+                      kernel_cpu=sum(h["sweep_cpu_seconds"] for h in sweeps), alpha=0.1,
                       passes=job["iterations"], traffic=traffic, repairs=lda.repairs_,
                       ll_first=lda.history_[1]["ll_per_token"], ll_last=lda.history_[-1]["ll_per_token"],
                       jobs=len(sweeps))
@@ -251,10 +270,11 @@ def spark_worker(job_path):
             est = LDA(k=K, maxIter=50, optimizer="online", learningOffset=10.0, subsamplingRate=0.2, seed=job["seed"])
         else:
             est = LDA(k=K, maxIter=50, optimizer="em", seed=job["seed"])
-        wall, cpu = time.perf_counter(), _process_tree_cpu()
+        wall, before = time.perf_counter(), _process_tree_cpu()
         fitted = est.fit(frame)
         phi = fitted.topicsMatrix().toArray().T
-        wall, cpu = time.perf_counter() - wall, _process_tree_cpu() - cpu
+        wall, after = time.perf_counter() - wall, _process_tree_cpu()
+        cpu = sum(after.values()) - sum(before.values())
         result.update(seconds=wall, all_cpu=cpu, alpha=fitted.estimatedDocConcentration().toArray().tolist(),
                       passes=50 * (0.2 if tool == "mllib-online" else 1.0))
     spark.stop()
@@ -356,6 +376,13 @@ def report(corpus, K, rows, tokens):
                   f"({t['bytes_pulled'] / t['dense_bytes_pulled']:.1%}); {rows[tool]['jobs']} Spark jobs, "
                   f"count repairs {rows[tool]['repairs']}, train ll/token {rows[tool]['ll_first']:.4f} -> "
                   f"{rows[tool]['ll_last']:.4f}")
+    for tool in ("deepdist-1", "deepdist-2"):
+        by_kind = rows.get(tool, {}).get("cpu_by_kind")
+        if by_kind:
+            # on local[1] the driver and the JVM have the second core to themselves; on local[2]
+            # every one of these seconds is taken from the sampling tasks
+            print(f"{LABELS[tool]} CPU seconds of the fit: " + ", ".join(f"{kind} {v:.2f}" for kind, v in by_kind.items())
+                  + f" (of the workers', sampling {rows[tool]['kernel_cpu']:.2f})")
 
 
 def main(argv=None):

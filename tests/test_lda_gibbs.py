@@ -157,6 +157,22 @@ def test_warns_when_one_partition_holds_far_more_than_its_share(sc, corpus, capl
     assert not [r for r in caplog.records if "more than the mean" in r.getMessage()]
 
 
+def test_warns_when_the_partitions_are_too_small_for_exchanges_to_pay(sc, corpus, caplog):
+    docs, _ = corpus
+    options = {"num_topics": K, "id2word": [str(i) for i in range(V)], "progress": False, "iterations": 1}
+    tokens = sum(len(d) for d in docs)
+    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs"):
+        GibbsLDA(**options).fit(sc.parallelize(docs, 2))
+    warnings = [r.getMessage() for r in caplog.records if "fewer partitions" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"2 partitions hold {tokens} tokens, {tokens // 2} each" in warnings[0]
+    assert "docs_rdd.coalesce(1)" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs"):
+        GibbsLDA(**options).fit(sc.parallelize(docs, 1))  # one partition: nothing to exchange
+    assert not [r for r in caplog.records if "fewer partitions" in r.getMessage()]
+
+
 def test_checkpoint_and_resume(sc, corpus, tmp_path):
     docs, _ = corpus
     rdd = sc.parallelize(docs, 2)

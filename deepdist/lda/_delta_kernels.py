@@ -128,22 +128,26 @@ def take_table_delta(current, pushed):
     """COO of ``current - pushed`` (flat int32 tables of equal size), sorted; then pushed = current.
 
     Two sequential passes over the tables, whatever the number of tokens: cheaper than
-    comparing assignments when the table is small next to the partition's tokens.
+    comparing assignments when the table is small next to the partition's tokens. The second
+    pass writes every cell's difference and advances only past non-zero ones: after a sweep
+    about one cell in twelve differs, at random, and a branch on it mispredicted often enough
+    to cost a fifth of the time (0.51-0.53 -> 0.38-0.43 ms on 500k cells with 40k changed).
     """
     n = current.shape[0]
     count = 0
     for c in range(n):
         count += current[c] != pushed[c]
-    index = np.empty(count, np.int64)
-    value = np.empty(count, np.int32)
+    index = np.empty(count + 1, np.int64)  # + 1: the last cell's write lands past the changes
+    value = np.empty(count + 1, np.int32)
     out = 0
     for c in range(n):
-        if current[c] != pushed[c]:
-            index[out] = c
-            value[out] = current[c] - pushed[c]
-            pushed[c] = current[c]
-            out += 1
-    return index, value
+        d = current[c] - pushed[c]
+        index[out] = c
+        value[out] = d
+        out += d != 0
+    for j in range(count):
+        pushed[index[j]] += value[j]
+    return index[:count], value[:count]
 
 
 @njit(cache=True, nogil=True)

@@ -177,7 +177,7 @@ def _process_tree_cpu() -> dict:
     """CPU seconds (user + system) so far of this process and all its descendants (Linux /proc), by
     kind: ``driver`` (this process: Py4J and the model server), ``jvm`` and ``python workers``."""
     tick = os.sysconf("SC_CLK_TCK")
-    parent, cpu = {}, {}
+    parent, cpu, program = {}, {}, {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -188,6 +188,7 @@ def _process_tree_cpu() -> dict:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         parent[int(pid)], cpu[int(pid)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+        program[int(pid)] = stat[stat.index("(") + 1:stat.rindex(")")]
     mine, frontier = set(), [os.getpid()]
     while frontier:
         pid = frontier.pop()
@@ -195,19 +196,15 @@ def _process_tree_cpu() -> dict:
         frontier.extend(child for child, up in parent.items() if up == pid and child not in mine)
     kinds = {"driver": 0.0, "jvm": 0.0, "python workers": 0.0}
     for pid in mine:
-        kinds[_process_kind(pid)] += cpu.get(pid, 0.0)
+        kind = "driver" if pid == os.getpid() else "jvm" if program.get(pid) == "java" else "python workers"
+        kinds[kind] += cpu.get(pid, 0.0)
     return kinds
 
 
-def _process_kind(pid: int) -> str:
-    if pid == os.getpid():
-        return "driver"
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            program = f.read().split(b"\0")[0]
-    except OSError:
-        return "python workers"
-    return "jvm" if program.endswith(b"java") else "python workers"
+def _cpu_since(before: dict) -> dict:
+    """CPU seconds by kind (:func:`_process_tree_cpu`) spent since ``before``."""
+    after = _process_tree_cpu()
+    return {kind: after[kind] - before[kind] for kind in after}
 
 
 def spark_worker(job_path):
@@ -243,8 +240,7 @@ def spark_worker(job_path):
                        id2word=[str(i) for i in range(V)], progress=False)
         wall, before = time.perf_counter(), _process_tree_cpu()
         model = lda.fit(rdd)
-        wall, after = time.perf_counter() - wall, _process_tree_cpu()
-        by_kind = {kind: after[kind] - before[kind] for kind in after}
+        wall, by_kind = time.perf_counter() - wall, _cpu_since(before)
         cpu = sum(by_kind.values())
         sweeps = lda.history_[1:]
         n = sum(h["sweeps"] - p["sweeps"] for h, p in zip(lda.history_[1:], lda.history_))
@@ -273,8 +269,7 @@ def spark_worker(job_path):
         wall, before = time.perf_counter(), _process_tree_cpu()
         fitted = est.fit(frame)
         phi = fitted.topicsMatrix().toArray().T
-        wall, after = time.perf_counter() - wall, _process_tree_cpu()
-        cpu = sum(after.values()) - sum(before.values())
+        wall, cpu = time.perf_counter() - wall, sum(_cpu_since(before).values())
         result.update(seconds=wall, all_cpu=cpu, alpha=fitted.estimatedDocConcentration().toArray().tolist(),
                       passes=50 * (0.2 if tool == "mllib-online" else 1.0))
     spark.stop()

@@ -5,7 +5,9 @@ Contestants, on the same training documents, in one run:
 - deepdist ``GibbsLDA`` on ``local[1]`` and ``local[2]`` (each in its own process and
   SparkSession; session start and input caching excluded), ``sweeps_per_job`` sweeps per Spark
   job (by default GibbsLDA's own: all sweeps in one job) and counts exchanged with the server every ``sync_every`` sweep;
-- tomotopy ``LDAModel`` (collapsed Gibbs), 1 worker, fixed symmetric α (``optim_interval=0``);
+- tomotopy ``LDAModel`` (collapsed Gibbs), fixed symmetric α (``optim_interval=0``), with 1 worker
+  and with 2 (its default parallel scheme, in shared memory): the second is the two-core speed-up
+  a user gets from the peer, next to deepdist's local[2] over local[1];
 - the ``lda`` package (Cython collapsed Gibbs);
 - gensim ``LdaMulticore`` (online VB, 1 worker, 10 passes);
 - Spark MLlib LDA, ``online`` (learningOffset=10, maxIter 50, subsampling 0.2) and ``em``
@@ -60,12 +62,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.
 from deepdist.lda.evaluate import completion_log_likelihood  # noqa: E402
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery  # noqa: E402
 
-TOOLS = ["deepdist-1", "deepdist-2", "tomotopy", "lda", "multicore", "mllib-online", "mllib-em"]
+TOOLS = ["deepdist-1", "deepdist-2", "tomotopy", "tomotopy-2", "lda", "multicore", "mllib-online", "mllib-em"]
 LABELS = {"deepdist-1": "deepdist GibbsLDA local[1]", "deepdist-2": "deepdist GibbsLDA local[2]",
-          "tomotopy": "tomotopy LDAModel workers=1", "lda": "`lda` package (Cython CGS)",
+          "tomotopy": "tomotopy LDAModel workers=1", "tomotopy-2": "tomotopy LDAModel workers=2", "lda": "`lda` package (Cython CGS)",
           "multicore": "gensim LdaMulticore workers=1, 10 passes",
           "mllib-online": "Spark MLlib LDA online (tau0=10), 50 it", "mllib-em": "Spark MLlib LDA em, 50 it"}
-CORES = {"deepdist-2": 2, "mllib-online": 2, "mllib-em": 2}
+CORES = {"deepdist-2": 2, "tomotopy-2": 2, "mllib-online": 2, "mllib-em": 2}
 
 
 def parse_args(argv=None):
@@ -125,16 +127,16 @@ def wiki():
 
 
 # -- contestants ----------------------------------------------------------------------------------
-def run_tomotopy(corpus, K, args):
+def run_tomotopy(corpus, K, args, workers=1):
     import tomotopy as tp
 
     mdl = tp.LDAModel(tw=tp.TermWeight.ONE, min_cf=0, rm_top=0, k=K, alpha=0.1, eta=0.01, seed=args.seed)
     for doc in corpus["train"]:
         mdl.add_doc([str(w) for w in doc])
     mdl.optim_interval = 0
-    mdl.train(0, workers=1)
+    mdl.train(0, workers=workers)
     wall, cpu = time.perf_counter(), time.process_time()
-    mdl.train(args.iterations, workers=1)
+    mdl.train(args.iterations, workers=workers)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     phi = np.zeros((K, corpus["V"]))
     cols = np.array([int(w) for w in mdl.used_vocabs])
@@ -248,6 +250,8 @@ def spark_worker(job_path):
                    ("bytes_pushed", "bytes_pulled", "dense_bytes_pushed", "dense_bytes_pulled")}
         result.update(seconds=wall, all_cpu=cpu, cpu_by_kind=by_kind,
                       kernel_cpu=sum(h["sweep_cpu_seconds"] for h in sweeps), alpha=0.1,
+                      exchange_cpu=sum(sum(h["exchange_cpu_seconds"]) for h in sweeps),
+                      sync_cpu=sum(sum(h["sync_cpu_seconds"]) for h in sweeps),
                       passes=job["iterations"], traffic=traffic, repairs=lda.repairs_,
                       ll_first=lda.history_[1]["ll_per_token"], ll_last=lda.history_[-1]["ll_per_token"],
                       jobs=len(sweeps))
@@ -319,7 +323,8 @@ def run_corpus(corpus, args, tmp):
             elif tool.startswith("mllib"):
                 result = run_spark(tool, corpus, K, args, tmp)
             else:
-                result = {"tomotopy": run_tomotopy, "lda": run_lda_package, "multicore": run_multicore}[tool](corpus, K, args)
+                result = {"tomotopy": run_tomotopy, "tomotopy-2": lambda *a: run_tomotopy(*a, workers=2),
+                          "lda": run_lda_package, "multicore": run_multicore}[tool](corpus, K, args)
             total, n = completion_log_likelihood(corpus["held"], result["phi"], result["alpha"])
             result["heldout"] = total / n
             if corpus["true"] is not None:
@@ -356,7 +361,10 @@ def report(corpus, K, rows, tokens):
     print()
     if one and two:
         print(f"deepdist local[2] vs local[1]: {one['seconds'] / two['seconds']:.2f}x faster (wall)")
-    for tool in ("tomotopy", "lda", "mllib-online", "mllib-em"):
+    if "tomotopy" in rows and "tomotopy-2" in rows:
+        print(f"tomotopy workers=2 vs workers=1: {rows['tomotopy']['seconds'] / rows['tomotopy-2']['seconds']:.2f}x "
+              f"faster (wall)")
+    for tool in ("tomotopy", "tomotopy-2", "lda", "mllib-online", "mllib-em"):
         if tool in rows and (one or two):
             ours = two or one
             print(f"deepdist {'local[2]' if two else 'local[1]'} vs {LABELS[tool]}: "
@@ -377,7 +385,8 @@ def report(corpus, K, rows, tokens):
             # on local[1] the driver and the JVM have the second core to themselves; on local[2]
             # every one of these seconds is taken from the sampling tasks
             print(f"{LABELS[tool]} CPU seconds of the fit: " + ", ".join(f"{kind} {v:.2f}" for kind, v in by_kind.items())
-                  + f" (of the workers', sampling {rows[tool]['kernel_cpu']:.2f})")
+                  + f" (of the workers', sampling {rows[tool]['kernel_cpu']:.2f}, count exchanges "
+                  f"{rows[tool]['exchange_cpu']:.2f} on their threads and {rows[tool]['sync_cpu']:.2f} on the tasks')")
 
 
 def main(argv=None):

@@ -65,6 +65,9 @@ def test_recovers_planted_topics_and_likelihood_rises(sc, corpus):
         # traffic: sparse pushes are smaller than dense tables
         last = lda.history_[-1]
         assert 0 < last["bytes_pushed"] < last["dense_bytes_pushed"]
+        # each partition's count exchanges ran on its background thread, and their time is accounted
+        assert len(last["exchange_cpu_seconds"]) == 2
+        assert all(0 < cpu <= wall for cpu, wall in zip(last["exchange_cpu_seconds"], last["exchange_seconds"]))
     finally:
         lda.state_.unpersist()
 

@@ -425,6 +425,8 @@ class GibbsLDA:
                 "sweep_cpu_seconds": sum(r["sweep_cpu_seconds"] for r in reports),
                 "sync_seconds": [round(r["sync_seconds"], 4) for r in by_partition],
                 "sync_cpu_seconds": [round(r["sync_cpu_seconds"], 4) for r in by_partition],
+                "exchange_seconds": [round(r["exchange_seconds"], 4) for r in by_partition],
+                "exchange_cpu_seconds": [round(r["exchange_cpu_seconds"], 4) for r in by_partition],
                 "pushes": pushes, "pulls": pulls, "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
                 "bytes_pulled": dd.store.status()["bytes_out"] - out_before,
                 "dense_bytes_pushed": pushes * V * K * 4, "dense_bytes_pulled": pulls * (V * K * 4 + K * 8),

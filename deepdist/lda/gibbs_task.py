@@ -126,7 +126,8 @@ class _Task:
         live = ch.client.status()["epoch"] == self.job
         words, offsets = block.words, block.offsets
         timing = {"sweep_seconds": 0.0, "sweep_cpu_seconds": 0.0, "pulled_rows": 0, "changed_entries": 0,
-                  "sync_seconds": 0.0, "sync_cpu_seconds": 0.0, "early_merges": 0}
+                  "sync_seconds": 0.0, "sync_cpu_seconds": 0.0, "exchange_seconds": 0.0,
+                  "exchange_cpu_seconds": 0.0, "early_merges": 0}
         doc_topic = None
         if self.sweeps == 0:  # the initialisation job: assign topics, push the partition's counts
             topics = self._initial_topics(block)
@@ -159,7 +160,7 @@ class _Task:
                             # added meanwhile (a sweep's changes are far smaller than the tables); the
                             # answer is merged once it is back, after the next step or its head
                             index, value = local.take_unpushed()
-                            exchange = _background().submit(self._exchange, ch, index, value, version, live)
+                            exchange = _background().submit(self._exchange, ch, index, value, version, live, timing)
                 split = self._head_end(docs, len(offsets) - 1) if sync and exchange is not None else None
                 if split is None:
                     self._sweep(block, topics, doc_topic, local, docs, seed, timing)
@@ -221,12 +222,13 @@ class _Task:
                               sampler.derive_seed(seed, c), True))
         return steps
 
-    def _exchange(self, ch, index, value, version, live):
+    def _exchange(self, ch, index, value, version, live, timing):
         """Push a delta (if any) and fetch the other tasks' changes since ``version`` (background)."""
-        answer = None
-        if index.size:
-            answer = self._push(ch, _coo(index, value, self.V * self.K, self.K), version, live, changes=True)
-        return answer if answer is not None else ch.pull_changes(version)
+        with _clock(timing, "exchange"):
+            answer = None
+            if index.size:
+                answer = self._push(ch, _coo(index, value, self.V * self.K, self.K), version, live, changes=True)
+            return answer if answer is not None else ch.pull_changes(version)
 
     def _finish(self, exchange, ch, local, timing) -> int:
         """Merge a finished exchange into the local copy; return the version it brought it to."""

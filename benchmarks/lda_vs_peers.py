@@ -33,6 +33,10 @@ per deepdist run splits those seconds by process: the driver, the JVM and the Py
 Traffic: bytes deepdist pushed and pulled per sweep, against the dense V × K int32 tables
 the same exchanges would have moved.
 
+With ``--sweeps-per-job N`` (fewer sweeps than the whole fit) each deepdist run also prints its
+sampling CPU per token-sample job by job: how the cost per token falls as the topics form, and
+how far local[2]'s stays above local[1]'s.
+
 ``--repeats N`` runs the deepdist pair N times, local[1] and local[2] alternating so that a
 drift of the machine's speed hits both alike, and reports the median run of each (and the
 range of its wall seconds).
@@ -251,6 +255,9 @@ def spark_worker(job_path):
         result.update(seconds=wall, all_cpu=cpu, cpu_by_kind=by_kind,
                       kernel_cpu=sum(h["sweep_cpu_seconds"] for h in sweeps), alpha=0.1,
                       exchange_cpu=sum(sum(h["exchange_cpu_seconds"]) for h in sweeps),
+                      # sampling CPU per token-sample of each job: where a run's sweeps got dearer
+                      profile=[h["sweep_cpu_seconds"] / (h["tokens"] * (h["sweeps"] - p["sweeps"])) * 1e9
+                               for h, p in zip(lda.history_[1:], lda.history_)],
                       sync_cpu=sum(sum(h["sync_cpu_seconds"]) for h in sweeps),
                       passes=job["iterations"], traffic=traffic, repairs=lda.repairs_,
                       ll_first=lda.history_[1]["ll_per_token"], ll_last=lda.history_[-1]["ll_per_token"],
@@ -379,6 +386,10 @@ def report(corpus, K, rows, tokens):
                   f"({t['bytes_pulled'] / t['dense_bytes_pulled']:.1%}); {rows[tool]['jobs']} Spark jobs, "
                   f"count repairs {rows[tool]['repairs']}, train ll/token {rows[tool]['ll_first']:.4f} -> "
                   f"{rows[tool]['ll_last']:.4f}")
+    for tool in ("deepdist-1", "deepdist-2"):
+        profile = rows.get(tool, {}).get("profile", [])
+        if len(profile) > 1:
+            print(f"{LABELS[tool]} sampling ns per token-sample, job by job: " + " ".join(f"{x:.1f}" for x in profile))
     for tool in ("deepdist-1", "deepdist-2"):
         by_kind = rows.get(tool, {}).get("cpu_by_kind")
         if by_kind:

@@ -249,16 +249,16 @@ def spark_worker(job_path):
         wall, by_kind = time.perf_counter() - wall, _cpu_since(before)
         cpu = sum(by_kind.values())
         sweeps = lda.history_[1:]
-        n = sum(h["sweeps"] - p["sweeps"] for h, p in zip(lda.history_[1:], lda.history_))
+        per_job = [h["sweeps"] - p["sweeps"] for h, p in zip(sweeps, lda.history_)]  # sweeps each job ran
+        n = sum(per_job)
         traffic = {key: sum(h[key] for h in sweeps) / n for key in
                    ("bytes_pushed", "bytes_pulled", "dense_bytes_pushed", "dense_bytes_pulled")}
         result.update(seconds=wall, all_cpu=cpu, cpu_by_kind=by_kind,
                       kernel_cpu=sum(h["sweep_cpu_seconds"] for h in sweeps), alpha=0.1,
                       exchange_cpu=sum(sum(h["exchange_cpu_seconds"]) for h in sweeps),
-                      # sampling CPU per token-sample of each job: where a run's sweeps got dearer
-                      profile=[h["sweep_cpu_seconds"] / (h["tokens"] * (h["sweeps"] - p["sweeps"])) * 1e9
-                               for h, p in zip(lda.history_[1:], lda.history_)],
                       sync_cpu=sum(sum(h["sync_cpu_seconds"]) for h in sweeps),
+                      # sampling CPU per token-sample of each job: where a run's sweeps got dearer
+                      profile=[h["sweep_cpu_seconds"] / (h["tokens"] * k) * 1e9 for h, k in zip(sweeps, per_job)],
                       passes=job["iterations"], traffic=traffic, repairs=lda.repairs_,
                       ll_first=lda.history_[1]["ll_per_token"], ll_last=lda.history_[-1]["ll_per_token"],
                       jobs=len(sweeps))

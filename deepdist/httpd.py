@@ -10,7 +10,11 @@ keeps one connection (and one thread) per client session instead:
   skipped, so the next request starts where it should (a body too large to skip closes the
   connection instead, as does a chunked request body, which deepdist clients never send);
 * the response is written with a ``Content-Length``, so the client knows where it ends;
-* an idle connection closes after ``idle_timeout`` seconds, and ``shutdown`` closes them all.
+* an idle connection closes after ``idle_timeout`` seconds, and ``shutdown`` closes them all;
+* the accept loop sleeps until a client connects or ``shutdown`` wakes it. socketserver's loop
+  wakes every ``poll_interval`` to look for a shutdown request; on a driver whose cores run
+  samplers, each of those wake-ups (50 a second at the 20 ms a prompt shutdown needs) preempts
+  a sampler and costs it its warm caches.
 
 Example::
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import selectors
 import socket
 import sys
 import threading
@@ -207,6 +212,34 @@ class WSGIServer(http.server.ThreadingHTTPServer):
         if ":" in str(address[0]):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        self._wake, self._waker = socket.socketpair()
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    def serve_forever(self, poll_interval=None) -> None:  # noqa: ARG002 - nothing polls
+        """Accept connections until :meth:`shutdown`, sleeping in between (no polling)."""
+        self._stopped.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake, selectors.EVENT_READ)
+                while not self._stopping:
+                    for key, _ in selector.select():
+                        if key.fileobj is self._wake:
+                            self._wake.recv(64)
+                        elif not self._stopping:
+                            self._handle_request_noblock()
+        finally:
+            self._stopping = False
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` (from another thread) and wait until it has returned."""
+        self._stopping = True
+        if not self._stopped.is_set():  # not serving (or stopped already): nothing to wake
+            self._waker.send(b"\0")
+            self._stopped.wait()
 
     def handle_error(self, request, client_address) -> None:
         error = sys.exc_info()[1]
@@ -226,6 +259,8 @@ class WSGIServer(http.server.ThreadingHTTPServer):
     def server_close(self) -> None:
         """Stop listening and close the connections still open (their threads then end)."""
         super().server_close()
+        self._wake.close()
+        self._waker.close()
         with self._open_lock:
             connections, self._open = list(self._open), set()
         for connection in connections:

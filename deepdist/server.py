@@ -236,9 +236,7 @@ class ServerThread:
         self._server = WSGIServer((host, port), app)
         self.host = host
         self.port = self._server.server_port
-        # shutdown() waits for the serve loop's next poll: 0.5 s by default, on every exit
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="deepdist-server", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="deepdist-server", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

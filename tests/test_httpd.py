@@ -1,7 +1,9 @@
 """The keep-alive WSGI server under the model server, on a real loopback socket."""
 
 import http.client
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -77,3 +79,23 @@ def test_stopping_the_server_closes_idle_connections(server):
     reader.join(5)
     assert closed.is_set()
     conn.close()
+
+
+def _voluntary_switches(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/status") as f:
+        return int(f.read().split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_the_accept_loop_sleeps_until_a_client_comes(server):
+    # a polling loop wakes every few ms; on the driver each wake-up preempts a sampling task
+    tid = server._thread.native_id
+    before = _voluntary_switches(tid)
+    time.sleep(0.5)
+    assert _voluntary_switches(tid) - before <= 1
+    conn = _connection(server)  # and a client is still answered at once
+    conn.request("GET", "/health", headers=AUTH)
+    assert conn.getresponse().status == 200
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 5  # shutdown wakes the loop rather than waiting for a poll

@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from procstat import read_stat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SECRET = "bench-secret"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _deltas(rng, size, entries, count=8):
@@ -55,14 +55,10 @@ def _thread_cpu() -> dict:
              for t in threading.enumerate()}
     cpu = {}
     for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        try:
-            with open(f"/proc/{os.getpid()}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        name = names.get(int(tid), "other")
-        cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+        stat = read_stat(f"/proc/{os.getpid()}/task/{tid}/stat")
+        if stat is not None:
+            name = names.get(int(tid), "other")
+            cpu[name] = cpu.get(name, 0.0) + stat[2]
     return cpu
 
 

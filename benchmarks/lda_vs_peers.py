@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from procstat import read_stat
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -182,19 +183,11 @@ def run_multicore(corpus, K, args):
 def _process_tree_cpu() -> dict:
     """CPU seconds (user + system) so far of this process and all its descendants (Linux /proc), by
     kind: ``driver`` (this process: Py4J and the model server), ``jvm`` and ``python workers``."""
-    tick = os.sysconf("SC_CLK_TCK")
     parent, cpu, program = {}, {}, {}
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent[int(pid)], cpu[int(pid)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
-        program[int(pid)] = stat[stat.index("(") + 1:stat.rindex(")")]
+        stat = read_stat(f"/proc/{pid}/stat") if pid.isdigit() else None
+        if stat is not None:
+            program[int(pid)], parent[int(pid)], cpu[int(pid)] = stat
     mine, frontier = set(), [os.getpid()]
     while frontier:
         pid = frontier.pop()

@@ -48,7 +48,8 @@ def _lda_parser(sub):
     p.add_argument("--alpha", type=float, default=0.1, help="symmetric document-topic prior (default 0.1)")
     p.add_argument("--beta", type=float, default=0.01, help="symmetric topic-word prior (default 0.01)")
     p.add_argument("--optimize-alpha-every", type=int, default=0, help="Minka updates of alpha every N jobs")
-    p.add_argument("--master", default=None, help="Spark master, e.g. local[*] (default: Spark's own)")
+    p.add_argument("--master", default=None, help="Spark master, e.g. spark://host:7077 (default: spark-submit's or "
+                                               "spark-defaults.conf's, else local[*])")
     p.add_argument("--partitions", type=int, default=None, help="RDD partitions (shards); default Spark's")
     p.add_argument("--sync-every", type=int, default=1, help="sweeps between pulls of fresh counts")
     p.add_argument("--burn-in-sweeps", type=int, default=20,
@@ -70,14 +71,10 @@ def _lda_parser(sub):
 
 
 def run_lda(args) -> int:
-    from pyspark.sql import SparkSession
-
     from .lda import GibbsLDA
+    from .session import spark_session
 
-    builder = SparkSession.builder.appName("deepdist lda")
-    if args.master:
-        builder = builder.master(args.master)
-    spark = builder.getOrCreate()
+    spark = spark_session("deepdist lda", args.master)
     try:
         sc = spark.sparkContext
         sc.setLogLevel("WARN")

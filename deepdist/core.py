@@ -26,6 +26,7 @@ from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerU
 from .params import DictAdapter, adapter_for
 from .progress import ProgressLine
 from .server import ServerThread, create_app
+from .session import use_driver_python
 from .store import ParameterStore
 from .worker import PartitionTrainer, TaskChannel
 
@@ -139,6 +140,11 @@ class DeepDist:
         self._skeleton = None
         self._epochs_done = 0
         self._checked_reachable = False
+        # a caller's epoch numbers repeat (each train() call counts from 0; Gibbs numbers its
+        # jobs): on the wire every epoch gets its own serial, so the server's per-attempt
+        # bookkeeping of one call never answers for the next, and a settled one stays closed
+        self._wire_epochs: dict = {}
+        self._serial = 0
 
     @property
     def model(self):
@@ -154,6 +160,7 @@ class DeepDist:
     def __enter__(self) -> "DeepDist":
         self.config.validate()
         self.sc = spark_context(self.spark)
+        use_driver_python(self.sc)
         adapter = adapter_for(self._model, self.params)
         checkpointer = self.checkpoint
         if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
@@ -331,7 +338,14 @@ class DeepDist:
     def channel(self, epoch: int) -> TaskChannel:
         """A :class:`~deepdist.worker.TaskChannel` for the tasks of ``epoch`` (custom loops)."""
         self._require_open()
-        return TaskChannel(ModelClient(self.url, self.secret, **self.client_options), epoch)
+        return TaskChannel(ModelClient(self.url, self.secret, **self.client_options), self._wire_epoch(epoch))
+
+    def _wire_epoch(self, epoch: int) -> int:
+        """The serial that tags ``epoch``'s pushes until :meth:`run_epoch` settles it."""
+        if epoch not in self._wire_epochs:
+            self._serial += 1
+            self._wire_epochs[epoch] = self._serial
+        return self._wire_epochs[epoch]
 
     def run_epoch(self, epoch: int, action, label: str | None = None, describe=None) -> list:
         """Run one epoch's Spark ``action`` and settle its updates exactly.
@@ -346,13 +360,15 @@ class DeepDist:
         self._require_open()
         if not self._checked_reachable:
             self.check_reachable()
-        self.store.epoch = epoch
+        wire_epoch = self._wire_epoch(epoch)
+        self.store.epoch = wire_epoch
         started = time.perf_counter()
         with ProgressLine(self.sc, self.store, label or f"epoch {epoch + 1}", enabled=self.progress,
                           describe=describe):
             results = self._collect(action)
             winners = {r["partition"]: (r["attempt"], r["pushed"]) for r in results}
-            self.store.end_epoch(epoch, winners)
+            self._wire_epochs.pop(epoch, None)
+            self.store.end_epoch(wire_epoch, winners)
         if self.store.error is not None:
             raise self.store.error
         if self.checkpointer is not None:

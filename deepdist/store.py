@@ -87,6 +87,9 @@ class ParameterStore:
         self._changed = threading.Condition(self.lock)
         # (epoch, partition, attempt) -> how many of its updates the applier has finished
         self._finished_by: dict = {}
+        # epochs whose attempts are reconciled: a late push tagged with one (a losing speculative
+        # copy, a task on an executor wrongly declared lost) could never be rolled back
+        self._settled: set = set()
         self.version = 0
         self.epoch = 0
         self._descent = None
@@ -175,7 +178,18 @@ class ParameterStore:
             raise SupersededAttemptError(
                 f"partition {meta.partition} attempt {meta.attempt} was superseded by a newer attempt")
         with self._idle:
-            self._pending += 1
+            # checked under the same lock end_epoch marks with: a push that passes is pending
+            # before the epoch's drain starts, so reconcile sees it
+            if meta.epoch in self._settled:
+                settled = True
+            else:
+                settled = False
+                self._pending += 1
+        if settled:
+            self._count_rejected("settled_epoch")
+            raise SupersededAttemptError(
+                f"epoch {meta.epoch} is already settled: the update of partition {meta.partition} "
+                f"attempt {meta.attempt} comes from an attempt whose result Spark did not keep")
         try:
             self._queue.put((update, meta), timeout=timeout if timeout is not None
                             else self.config.backpressure_timeout)
@@ -319,10 +333,14 @@ class ParameterStore:
                 self._descend(step)
 
     def end_epoch(self, epoch: int, winners: dict) -> None:
-        """Drain, then leave exactly the winning attempts applied (additive mode)."""
+        """Refuse further pushes of ``epoch``, drain, then leave exactly the winning attempts applied."""
+        with self._idle:
+            self._settled.add(epoch)
         self.drain()
         with self._stats_lock:
             self._seen = {key for key in self._seen if key[0] != epoch}
+        with self._changed:
+            self._finished_by = {key: n for key, n in self._finished_by.items() if key[0] != epoch}
         if self.error is None and self._additive:
             self.apply_corrections(self._ledger.reconcile(epoch, winners))
         with self.lock:

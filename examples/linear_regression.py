@@ -15,10 +15,10 @@ import logging
 import time
 
 import numpy as np
-from pyspark.sql import SparkSession
 
 import deepdist
 from deepdist import AdaGrad, DeepDist, SGD
+from deepdist.session import describe_master, spark_session
 
 
 def make_data(rows: int, features: int, noise: float, seed: int):
@@ -51,12 +51,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    builder = SparkSession.builder.appName("deepdist-linear-regression")
-    if args.master:
-        builder = builder.master(args.master)
-    elif not SparkSession.getActiveSession():
-        builder = builder.master("local[*]")
-    spark = builder.getOrCreate()
+    spark = spark_session("deepdist-linear-regression", args.master)
 
     X, y = make_data(args.rows, args.features, args.noise, args.seed)
     best, *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -76,7 +71,7 @@ def main(argv=None):
 
     trained, optimum = loss(dd.model["w"]), loss(best)
     print(f"\nDownpour {args.optimizer.upper()} on {args.rows:,} x {args.features} "
-          f"({args.partitions} partitions, {args.epochs} epochs, {seconds:.1f}s, "
+          f"({args.partitions} partitions, {args.epochs} epochs, {seconds:.1f}s on {describe_master(spark.sparkContext)}, "
           f"{status['updates_applied']} updates)")
     print(f"  loss of the trained model      {trained:.6f}")
     print(f"  least-squares optimum          {optimum:.6f}")

@@ -103,18 +103,12 @@ class SparkProgress:
 
 
 def spark_session(master: str | None):
-    from pyspark import SparkConf
-    from pyspark.sql import SparkSession
+    from deepdist.session import spark_session as session
 
+    # a plain `python examples/...` outside `make` still gets the project's quiet Spark settings
     here = os.path.dirname(os.path.abspath(__file__))
     os.environ.setdefault("SPARK_CONF_DIR", os.path.join(os.path.dirname(here), "spark-conf"))
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName("deepdist-word2vec-wikipedia")
-    if master:
-        builder = builder.master(master)
-    elif not SparkConf().contains("spark.master"):
-        builder = builder.master("local[*]")
-    return builder.getOrCreate()
+    return session("deepdist-word2vec-wikipedia", master)
 
 
 def summary_table(summary: dict) -> str:

@@ -126,8 +126,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    from .errors import DeepDistError
+
     if args.command == "lda":
-        return run_lda(args)
+        try:
+            return run_lda(args)
+        except DeepDistError as err:  # one actionable line, not a stack through Py4J
+            parser.exit(2, f"deepdist lda: error: {err}\n")
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
 

@@ -13,7 +13,6 @@ order (Downpour SGD, Dean et al. 2012, as in the original DeepDist).
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import time
 import uuid
@@ -27,6 +26,7 @@ from .params import DictAdapter, adapter_for
 from .progress import ProgressLine
 from .server import ServerThread, create_app
 from .session import use_driver_python
+from .executors import ensure_executors, failure_cause
 from .store import ParameterStore
 from .worker import PartitionTrainer, TaskChannel
 
@@ -68,15 +68,6 @@ def driver_addresses(sc, host: str | None = None) -> tuple[str, str]:
     if not advertise:
         raise ConfigurationError("spark.driver.host is not set; set it to an address executors can reach")
     return conf.get("spark.driver.bindAddress", None) or advertise, advertise
-
-
-def _spark_failure_message(text: str) -> str:
-    """The Python part of a Spark task failure, without the JVM stack."""
-    match = re.search(r"(Traceback \(most recent call last\):.*?)(?:\n\s+at |\n\n|$)", text, re.S)
-    if match:
-        return match.group(1).strip()
-    first = next((line for line in text.splitlines() if line.strip()), text)
-    return first[:2000]
 
 
 class DeepDist:
@@ -161,6 +152,7 @@ class DeepDist:
         self.config.validate()
         self.sc = spark_context(self.spark)
         use_driver_python(self.sc)
+        ensure_executors(self.sc)
         adapter = adapter_for(self._model, self.params)
         checkpointer = self.checkpoint
         if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
@@ -280,7 +272,7 @@ class DeepDist:
             tagged = find_tagged_error(text)
             if tagged is not None:
                 raise tagged from None
-            raise TrainingFailedError(f"a Spark task failed:\n{_spark_failure_message(text)}") from None
+            raise TrainingFailedError(f"a Spark task failed:\n{failure_cause(text)}") from None
 
     def train(self, rdd, gradient, descent, *, epochs: int = 1, batch_size: int | None = None,
               fetch_every: int = 1, push_every: int = 1, additive: bool = False, rows=None,

@@ -41,6 +41,9 @@ def spark_session(app_name: str, master: str | None = None):
         builder = builder.master(master)
     spark = builder.getOrCreate()
     use_driver_python(spark.sparkContext)
+    from .executors import ensure_executors
+
+    ensure_executors(spark.sparkContext)
     log.info("Spark: %s", describe_master(spark.sparkContext))
     return spark
 

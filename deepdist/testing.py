@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["LocalCluster", "spark_home", "free_port"]
+__all__ = ["LocalCluster", "bare_python", "spark_home", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bare_python(directory: str) -> str:
+    """A Python that has this one's packages (numpy, numba, gensim, ...) but not deepdist.
+
+    A virtual environment whose only site directory entry lists this interpreter's
+    site-packages as plain paths: ``.pth`` files there are not run, so an editable or
+    path-hooked deepdist stays invisible, as on executors where only the dependencies were
+    installed. Returns the interpreter's path.
+    """
+    import site
+    import venv
+
+    venv.EnvBuilder(with_pip=False, symlinks=True, clear=True).create(directory)
+    python = os.path.join(directory, "bin", "python")
+    target = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    ours = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    with open(os.path.join(target, "dependencies.pth"), "w") as f:
+        f.write("\n".join(ours) + "\n")
+    check = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('deepdist') is None, "
+                            "u.find_spec('numpy') is not None)"], capture_output=True, text=True,
+                           cwd=directory, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    if check.stdout.split() != ["True", "True"]:
+        raise RuntimeError(f"{python} is not the bare Python wanted (no deepdist, numpy): {check.stdout}{check.stderr}")
+    return python
 
 
 def _children(pid: int) -> list[int]:

@@ -11,6 +11,7 @@ compares the result with the closed-form least-squares optimum.
 """
 
 import argparse
+import json
 import logging
 import time
 
@@ -48,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--optimizer", choices=["sgd", "adagrad"], default="sgd")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -77,8 +79,15 @@ def main(argv=None):
     print(f"  least-squares optimum          {optimum:.6f}")
     print(f"  relative gap                   {trained / optimum - 1:.4%}")
     print(f"  |w - w*| / |w*|                {np.linalg.norm(dd.model['w'] - best) / np.linalg.norm(best):.4%}")
+    gap = trained / optimum - 1
+    if args.output:
+        sc = spark.sparkContext
+        with open(args.output, "w") as f:
+            json.dump({"master": sc.master, "app_id": sc.applicationId, "loss": trained, "optimum": optimum,
+                       "relative_gap": gap, "updates": status["updates_applied"], "url": dd.url,
+                       "optimizer": args.optimizer, "epochs": args.epochs, "seconds": seconds}, f, indent=1)
     spark.stop()
-    return trained / optimum - 1
+    return gap
 
 
 if __name__ == "__main__":

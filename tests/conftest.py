@@ -45,3 +45,12 @@ def no_server_thread_left():
             thread.join(timeout=5)
     left = [t.name for t in threading.enumerate() if t.name in names and t.is_alive()]
     assert not left, f"threads left running: {left}"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A Spark standalone master and two 1-core workers, as processes on 127.0.0.1."""
+    from deepdist.testing import LocalCluster
+
+    with LocalCluster(workers=2, cores=1) as running:
+        yield running

@@ -1,0 +1,162 @@
+"""A driver program for ``spark-submit``: every deepdist entry point, on whatever master it is given.
+
+    spark-submit --master spark://127.0.0.1:7077 tests/cluster_jobs.py --output results.json
+
+Runs a plain ``dd.train`` (exact additive counts, and least squares by Downpour SGD),
+``GibbsLDA`` and ``OnlineLDA`` on corpora planted from LDA's generative process, and
+``DistributedWord2Vec`` on gensim's ``lee_background.cor``; beside each it computes the
+single-machine reference the quality is judged against, and writes the numbers, the
+master and the executor processes that ran the tasks to ``--output``. tests/test_cluster.py
+asserts on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import time
+
+import numpy as np
+
+from deepdist import DeepDist, SGD
+from deepdist.session import spark_session
+
+
+def _where(iterator):
+    for _ in iterator:
+        pass
+    yield (socket.gethostname(), os.getpid(), sys.executable)
+
+
+def executors_of(sc, partitions: int = 4) -> list:
+    """The (host, pid, python) of the processes that run this context's tasks."""
+    return sorted(set(sc.parallelize(range(partitions), partitions).mapPartitions(_where).collect()))
+
+
+def job_train(sc) -> dict:
+    data = np.arange(4000) % 50
+
+    def count(model, batch):
+        return {"counts": np.bincount(np.asarray(batch), minlength=50).astype(np.int64)}
+
+    def add(model, update):
+        model["counts"] += update["counts"]
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 10))
+    w = rng.normal(size=10)
+    y = X @ w + 0.1 * rng.normal(size=4000)
+    best, *_ = np.linalg.lstsq(X, y, rcond=None)
+
+    def gradient(model, batch):
+        Xb = np.stack([x for x, _ in batch])
+        yb = np.array([t for _, t in batch])
+        return {"w": Xb.T @ (Xb @ model["w"] - yb) / len(batch)}
+
+    with DeepDist({"counts": np.zeros(50, np.int64)}, spark=sc, progress=False) as dd:
+        dd.train(sc.parallelize(data.tolist(), 4), count, add, epochs=2, batch_size=100, additive=True)
+        counts, url = dd.model["counts"].copy(), dd.url
+    with DeepDist({"w": np.zeros(10)}, spark=sc, progress=False) as dd:
+        dd.train(sc.parallelize(list(zip(X, y)), 4), gradient, SGD(lr=0.1), epochs=4, batch_size=100)
+        trained = dd.model["w"]
+
+    def loss(v):
+        r = X @ v - y
+        return float(r @ r) / len(y)
+
+    return {"counts_exact": bool(np.array_equal(counts, 2 * np.bincount(data, minlength=50))), "url": url,
+            "loss": loss(trained), "optimum": loss(best)}
+
+
+def job_gibbs(sc) -> dict:
+    from deepdist.lda import GibbsLDA
+    from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
+
+    V, K = 400, 8
+    docs, phi = synthetic_lda_corpus(1200, V, K, 60, alpha=0.1, beta=0.01, seed=3)
+    lda = GibbsLDA(num_topics=K, id2word=[str(i) for i in range(V)], iterations=60, sweeps_per_job=10,
+                   seed=0, progress=False, keep_state=True)
+    model = lda.fit(sc.parallelize([d.tolist() for d in docs], 2))
+    counts = np.zeros((V, K), np.int64)
+    for block in lda.state_.collect():
+        np.add.at(counts, (block.words, block.topics), 1)
+    lda.state_.unpersist()
+    return {"recovery": float(topic_recovery(phi, model.topic_word_)),
+            "counts_exact": bool(np.array_equal(counts, model.word_topic_)), "repairs": lda.repairs_,
+            "ll_per_token": [h["ll_per_token"] for h in lda.history_]}
+
+
+def job_online(sc) -> dict:
+    from gensim.models import LdaModel
+
+    from deepdist.lda import OnlineLDA
+    from deepdist.lda.evaluate import completion_perplexity
+    from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
+
+    V, K = 300, 8
+    docs, topic_word = synthetic_lda_corpus(1600, V, K, 60, alpha=0.1, beta=0.01, seed=3, poisson_lengths=True)
+    bow = [[(int(w), int(c)) for w, c in zip(*np.unique(doc, return_counts=True))] for doc in docs]
+    train, held_out = bow[:1440], docs[1440:]
+    id2word = {i: f"w{i}" for i in range(V)}
+    lda = OnlineLDA(num_topics=K, id2word=id2word, passes=4, chunksize=120, seed=0, progress=False)
+    model = lda.fit(sc.parallelize(train, 2))
+    reference = LdaModel(train, num_topics=K, id2word=id2word, passes=4, chunksize=120, random_state=0,
+                         eval_every=None)
+    return {"recovery": float(topic_recovery(topic_word, model.get_topics())),
+            "perplexity": completion_perplexity(held_out, model.get_topics(), model.alpha),
+            "reference_perplexity": completion_perplexity(held_out, reference.get_topics(), reference.alpha)}
+
+
+def job_word2vec(sc) -> dict:
+    from gensim.models import Word2Vec
+    from gensim.test.utils import datapath
+    from gensim.utils import simple_preprocess
+
+    from deepdist.word2vec import DistributedWord2Vec
+    from deepdist.word2vec_eval import HeldoutSGNSLoss
+
+    with open(datapath("lee_background.cor"), encoding="utf-8") as f:
+        docs = [simple_preprocess(line) for line in f if line.strip()]
+    train, heldout = docs[:270], docs[270:]
+    estimator = DistributedWord2Vec(vector_size=50, epochs=5, min_count=2, seed=3, progress=False, spark=sc)
+    estimator.fit(sc.parallelize(train, 2))
+    model = estimator.model_
+    counts = {w: model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key}
+    evaluator = HeldoutSGNSLoss(counts, heldout, window=5)
+    untrained = Word2Vec(vector_size=50, min_count=2, seed=3)
+    untrained.build_vocab_from_freq(counts)
+    reference = Word2Vec(train, vector_size=50, epochs=5, min_count=2, seed=3, workers=1)
+    return {"loss": evaluator(model), "untrained_loss": evaluator(untrained), "reference_loss": evaluator(reference)}
+
+
+JOBS = {"train": job_train, "gibbs": job_gibbs, "online": job_online, "word2vec": job_word2vec}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--jobs", default=",".join(JOBS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    spark = spark_session("deepdist-cluster-jobs")
+    sc = spark.sparkContext
+    sc.setLogLevel("WARN")
+    results = {"master": sc.master, "app_id": sc.applicationId, "driver_pid": os.getpid(),
+               "executors": executors_of(sc), "seconds": {}}
+    for name in args.jobs.split(","):
+        started = time.perf_counter()
+        results[name] = JOBS[name](sc)
+        results["seconds"][name] = time.perf_counter() - started
+        logging.info("%s: %s", name, results[name])
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

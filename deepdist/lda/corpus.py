@@ -202,6 +202,11 @@ def to_word_ids(document, vocabulary: Vocabulary | None, num_words: int) -> np.n
     return ids
 
 
+def topic_dtype(num_topics: int):
+    """The narrowest unsigned type that holds topics 0..num_topics-1 (int32 beyond uint16)."""
+    return np.uint8 if num_topics <= 0x100 else np.uint16 if num_topics <= 0x10000 else np.int32
+
+
 def _narrow(ids: np.ndarray) -> np.ndarray:
     """Non-negative int32 ids as uint8 or uint16 when they fit (unchanged otherwise)."""
     if ids.dtype != np.int32 or not ids.size:
@@ -225,17 +230,20 @@ class Block:
     unsigned type that holds them.
         rows: int64 sorted distinct word ids of the partition (the rows it pulls).
         report: what the last iteration's task reported (a dict), or None.
+        job: the Gibbs job whose sampling produced ``topics`` (-1: none yet). A block Spark
+            rebuilt after losing it carries an older job than its neighbours.
     """
 
-    __slots__ = ("partition", "offsets", "words", "topics", "rows", "report")
+    __slots__ = ("partition", "offsets", "words", "topics", "rows", "report", "job")
 
-    def __init__(self, partition, offsets, words, topics, rows=None, report=None):
+    def __init__(self, partition, offsets, words, topics, rows=None, report=None, job=-1):
         self.partition = partition
         self.offsets = offsets
         self.words = words
         self.topics = topics
         self.rows = rows
         self.report = report
+        self.job = job
 
     def __getstate__(self):
         state = {name: getattr(self, name) for name in self.__slots__}
@@ -247,13 +255,15 @@ class Block:
         return state
 
     def __setstate__(self, state):
+        self.job = -1
         for name, value in state.items():
             if name in ("words", "topics") and value.dtype != np.int32:
                 value = value.astype(np.int32)
             setattr(self, name, value)
 
-    def evolve(self, topics, report) -> "Block":
-        return Block(self.partition, self.offsets, self.words, topics, self.rows, report)
+    def evolve(self, topics, report, job=None) -> "Block":
+        return Block(self.partition, self.offsets, self.words, topics, self.rows, report,
+                     self.job if job is None else job)
 
     @property
     def num_tokens(self) -> int:

@@ -24,6 +24,22 @@ the exact counts from the assignments (one aggregate pass) and corrects the serv
 warning (``repairs_``). So at the end of every iteration the counts equal the counts implied
 by the assignments, whatever Spark retried.
 
+**Losing an executor.** Its cached blocks go with it, and Spark rebuilds them from the
+lineage. A task of an old job that Spark re-runs for that does not sample again: its epoch is
+settled, so it passes its block through with the assignments it came with (see
+:mod:`deepdist.lda.gibbs_task`), and the next job's checksum repairs the server's counts from
+the assignments the blocks hold. Every ``lineage_every`` jobs the lineage is cut, so a rebuild
+never reaches further back than that:
+
+* with a checkpoint directory set on the SparkContext, by a reliable ``checkpoint()``;
+* otherwise the driver keeps the assignments of the cut (collected with the job's reports, one
+  byte a token for K <= 256) in a parameter of the DeepDist server, and the next job's input is
+  the cached word-id blocks (recomputable from the documents' own lineage) with each partition's
+  assignments pulled back from the server. No shared file system is needed; the cost is N bytes
+  up to the driver and N bytes back per cut, and N bytes of driver memory (``history_``:
+  ``cut_bytes``, ``cut_held_bytes``). Spark's ``localCheckpoint()`` is not used: its blocks die
+  with their executor, and a fit that lost one could not continue.
+
 Example (``local[2]``)::
 
     >>> from deepdist.lda import GibbsLDA                                      # doctest: +SKIP
@@ -46,9 +62,9 @@ import time
 
 import numpy as np
 
-from ..errors import ConfigurationError, NotFittedError
+from ..errors import ConfigurationError, DeepDistError, NotFittedError
 from . import evaluate, sampler
-from .corpus import Vocabulary, build_vocabulary, make_blocks, to_word_ids
+from .corpus import Vocabulary, build_vocabulary, make_blocks, to_word_ids, topic_dtype
 from .gibbs_model import GibbsLDAModel
 from .gibbs_task import _coo, _partition_counts, _sketch_weights, _Task
 
@@ -63,6 +79,11 @@ _IMBALANCE = 1.1
 #: as long as the count exchange after it. Measured with K=100 on 2 cores, local[2] against local[1]
 #: at 90k, 180k, 360k and 900k tokens a partition: 0.76x, 1.04x, 1.31x, 1.52x.
 _SMALL_PARTITION_TOKENS = 200_000
+#: The assignments of a lineage cut sit on the server in rows of this many bytes: a partition's
+#: pull then names a handful of rows, not one index per token.
+_CUT_ROW_BYTES = 4096
+#: Assignments held on the driver beyond this many bytes get a warning naming the reliable checkpoint.
+_CUT_WARN_BYTES = 1 << 30
 
 
 def _descent(model, update):
@@ -86,6 +107,85 @@ def _descent(model, update):
 
 def _block_report(block):
     return block.report
+
+
+def _report_with_topics(block):
+    """The job's report plus the block's assignments, narrowed: a lineage cut keeps them on the driver."""
+    dtype = topic_dtype(int(block.report["topic_counts"].shape[0]))
+    return {**block.report, "cut_topics": block.topics.astype(dtype)}
+
+
+def _block_tokens(block):
+    return block.partition, block.num_tokens
+
+
+class _CutLayout:
+    """Where each partition's assignments sit in the server's ``cut_topics`` parameter.
+
+    The parameter is an int64 (rows, ``_CUT_ROW_BYTES`` / 8) array holding the narrowed
+    assignments as bytes; each partition starts on a row of its own.
+    """
+
+    def __init__(self, tokens_by_partition: dict, num_topics: int):
+        self.dtype = np.dtype(topic_dtype(num_topics))
+        self.first_row, row = {}, 0
+        for partition in sorted(tokens_by_partition):
+            self.first_row[partition] = row
+            row += -(-tokens_by_partition[partition] * self.dtype.itemsize // _CUT_ROW_BYTES)
+        self.shape = (max(row, 1), _CUT_ROW_BYTES // 8)
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * _CUT_ROW_BYTES
+
+    def store(self, params, topics_by_partition) -> int:
+        """Write the assignments into the server's array (under its lock); return the bytes written."""
+        flat = params["cut_topics"].view(np.uint8).reshape(-1)
+        written = 0
+        for partition, topics in topics_by_partition.items():
+            data = np.ascontiguousarray(topics, dtype=self.dtype).view(np.uint8)
+            start = self.first_row[partition] * _CUT_ROW_BYTES
+            flat[start:start + data.size] = data
+            written += data.size
+        return written
+
+
+class _Restore:
+    """``mapPartitions`` over the word-id blocks: each block with the assignments of the cut after
+    job ``job``, pulled from the server (what a lineage cut's RDD computes)."""
+
+    def __init__(self, client, layout: _CutLayout, job: int):
+        self.client, self.layout, self.job = client, layout, job
+
+    def __call__(self, blocks):
+        for block in blocks:
+            yield self._restore(block)
+
+    def _restore(self, block):
+        layout = self.layout
+        size = block.num_tokens * layout.dtype.itemsize
+        if not size:
+            return block.evolve(np.zeros(0, np.int32), None, self.job)
+        first = layout.first_row[block.partition]
+        rows = np.arange(first, first + -(-size // _CUT_ROW_BYTES), dtype=np.int64)
+        _, arrays = self.client.pull_rows({"cut_topics": rows})
+        data = np.ascontiguousarray(arrays["cut_topics"].values).view(np.uint8).reshape(-1)[:size]
+        return block.evolve(data.view(layout.dtype).astype(np.int32), None, self.job)
+
+
+def _unrecoverable(err):
+    """``err``, or when Spark lost a block that no lineage can rebuild, an error naming the fix."""
+    text = str(err)
+    if "CHECKPOINT_RDD_BLOCK_ID_NOT_FOUND" not in text and "Checkpoint block" not in text:
+        return err
+    from ..core import TrainingFailedError
+
+    return TrainingFailedError(
+        "GibbsLDA: an executor was lost with a block of the documents that was cut with localCheckpoint(), "
+        "which only that executor held, so Spark cannot rebuild it. Give fit() documents whose lineage "
+        "Spark can recompute (persist() them rather than localCheckpoint()), or checkpoint them reliably "
+        "(sc.setCheckpointDir on storage every node reads, then docs.checkpoint()).\n"
+        f"Spark said: {text[:1000]}")
 
 
 def _minka_symmetric_alpha(alpha, num_topics, ndk_hist, length_hist, iterations=50):
@@ -157,19 +257,27 @@ class GibbsLDA:
             as gzipped JSON and the arrays (counts, α, all assignments, gathered on the driver:
             N int32). ``resume=True`` continues from the latest one (same input, same
             partitioning).
-        lineage_every: cut the cached RDD's lineage every this many jobs (a reliable
-            checkpoint if the SparkContext has a checkpoint directory, else a local one).
+        lineage_every: cut the cached RDD's lineage every this many jobs, so that rebuilding a
+            block lost with an executor never reaches further back: a reliable checkpoint if the
+            SparkContext has a checkpoint directory, else the assignments are kept on the driver
+            (in the model server) and the next job starts from them and the cached word ids.
         verify: ``"sketch"`` (compare a linear sketch of the counts every job, rebuild them on a
             mismatch), ``"full"`` (rebuild and compare every job) or ``"off"``.
         pull: ``"rows"`` (each task pulls the rows of its words), ``"dense"`` or ``"auto"``.
-        keep_state: keep the final RDD of blocks (``state_``, persisted) for inspection.
+        keep_state: keep the final RDD of blocks (``state_``, persisted) for inspection. Its lineage
+            ends at the last cut, on a model server that is gone after ``fit``: a block of it lost
+            later cannot be rebuilt unless a checkpoint directory was set.
         progress: show the driver's progress line.
         callback: ``callback(estimator, entry)`` after every job (``entry`` as in ``history_``).
 
     Attributes:
         model_: the fitted :class:`GibbsLDAModel`.
         history_: one dict per job: sweeps done, seconds, the joint log-likelihood log p(w, z)
-            (and per token), α, bytes pushed and pulled against their dense size, repairs.
+            (and per token), α, bytes pushed and pulled against their dense size, repairs
+            (``repaired``, ``repaired_entries``), partitions rebuilt after a lost executor
+            (``rebuilt_partitions``), and at lineage cuts ``cut`` (``"driver"`` or ``"reliable"``),
+            ``cut_bytes`` (assignments sent to the driver), ``cut_held_bytes`` (driver memory
+            holding them) and ``cut_seconds``.
         repairs_: how many times the exactness check had to correct the server's counts.
         status_: the server's counters at the end.
     """
@@ -242,6 +350,8 @@ class GibbsLDA:
         ``[(word_id, count), ...]`` or ``(doc_id, bag of words)``. Its partitions are the shards.
         ``heldout`` are documents of the same kind (a local list) scored every ``eval_every`` jobs.
         """
+        from pyspark import StorageLevel
+
         from ..core import DeepDist
 
         self._validate()
@@ -254,7 +364,10 @@ class GibbsLDA:
             vocabulary = self._vocabulary(docs_rdd)
         V, K = len(vocabulary), self.num_topics
         heldout_ids = None if heldout is None else [to_word_ids(d, vocabulary, V) for d in heldout]
-        blocks = make_blocks(docs_rdd, vocabulary, V)
+        # the word ids stay cached apart from the assignments: the first job and every lineage cut
+        # start from them, and a lost one is rebuilt from the documents' own lineage
+        words = make_blocks(docs_rdd, vocabulary, V).setName("GibbsLDA word ids").persist(
+            StorageLevel.MEMORY_AND_DISK)
         word_topic = np.zeros((V, K), np.int32)
         model = {"word_topic": word_topic, "topic_totals": np.zeros(K, np.int64),
                  "word_topic_flat": word_topic.reshape(-1)}  # a view: deltas arrive as flat COO
@@ -263,29 +376,54 @@ class GibbsLDA:
         done, initial = 0, None
         if checkpoint is not None:
             done, initial = self._load_checkpoint(checkpoint, sc)
+        self._cut_mode, self._cut_layout, self._words = self._plan_cuts(sc, words, done), None, words
+        if self._cut_mode == "driver":
+            self._cut_layout = _CutLayout(dict(words.map(_block_tokens).collect()), K)
+            model["cut_topics"] = np.zeros(self._cut_layout.shape, np.int64)
+            log.info("GibbsLDA: lineage cuts every %d jobs keep the assignments on the driver (%.1f MB "
+                     "reserved in the model server); set a checkpoint directory on the SparkContext "
+                     "for reliable checkpoints instead", self.lineage_every, self._cut_layout.nbytes / 1e6)
+            if self._cut_layout.nbytes > _CUT_WARN_BYTES:
+                log.warning("GibbsLDA: the driver holds %.1f GB of assignments for lineage cuts; "
+                            "sc.setCheckpointDir(a directory every node reads, e.g. on HDFS) cuts the "
+                            "lineage with reliable checkpoints instead", self._cut_layout.nbytes / 1e9)
         started = time.perf_counter()
-        with DeepDist(model, spark=sc, progress=self.progress) as dd:
-            dd.set_descent(_descent, additive=True)
-            self._dd, self._vocab = dd, vocabulary
-            self._describe = "ll/token -"
-            state = self._run_job(dd, blocks, 0, done, 0, initial, started, heldout_ids)
-            if initial is not None:
-                initial.unpersist()
-            while done < self.iterations:
-                sweeps = min(self._sweeps_per_job(), self.iterations - done)
-                state = self._run_job(dd, state, len(self.history_), done, sweeps, None, started, heldout_ids)
-                done += sweeps
-            with dd.store.lock:
-                counts = word_topic.copy(), model["topic_totals"].copy()
-            self.status_ = dd.status()
+        try:
+            with DeepDist(model, spark=sc, progress=self.progress) as dd:
+                dd.set_descent(_descent, additive=True)
+                self._dd, self._vocab = dd, vocabulary
+                self._describe = "ll/token -"
+                state = self._run_job(dd, words, 0, done, 0, initial, started, heldout_ids)
+                if initial is not None:
+                    initial.unpersist()
+                while done < self.iterations:
+                    sweeps = min(self._sweeps_per_job(), self.iterations - done)
+                    state = self._run_job(dd, state, len(self.history_), done, sweeps, None, started, heldout_ids)
+                    done += sweeps
+                with dd.store.lock:
+                    counts = word_topic.copy(), model["topic_totals"].copy()
+                self.status_ = dd.status()
+        except DeepDistError as err:
+            raise _unrecoverable(err) from None
+        finally:
+            self._dd = self._words = None
         self.model_ = GibbsLDAModel(counts[0], counts[1], self.alpha_, self.beta, vocabulary, self.history_)
         if self.keep_state:
             self.state_ = state
         else:
             state.unpersist()
-        del self._dd
-        log.info("GibbsLDA: %d sweeps in %.1fs, %d count repairs", done, time.perf_counter() - started, self.repairs_)
+            words.unpersist()
+        log.info("GibbsLDA: %d sweeps in %.1fs, %d count repairs, %d partitions rebuilt after lost blocks",
+                 done, time.perf_counter() - started, self.repairs_,
+                 sum(len(h.get("rebuilt_partitions", ())) for h in self.history_))
         return self.model_
+
+    def _plan_cuts(self, sc, words, done) -> str | None:
+        """How this fit cuts the lineage: ``"reliable"``, ``"driver"`` or None (it runs too few jobs)."""
+        jobs = -(-(self.iterations - done) // self._sweeps_per_job())
+        if jobs <= self.lineage_every:  # the last job is never cut: its state outlives the server
+            return None
+        return "reliable" if sc.getCheckpointDir() else "driver"
 
     def _sweeps_per_job(self) -> int:
         if self.sweeps_per_job is not None:
@@ -308,15 +446,16 @@ class GibbsLDA:
                      merge_early=state.getNumPartitions() > 1,
                      initial=initial, hook=self._task_hook)
         new_state = state.mapPartitions(task, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
-        if job and job % self.lineage_every == 0:
-            if state.context.getCheckpointDir():
-                new_state.checkpoint()
-            else:
-                new_state.localCheckpoint()
+        final = done + sweeps >= self.iterations
+        # the last job's state outlives the model server (keep_state), so it keeps its lineage
+        cut = self._cut_mode if job and job % self.lineage_every == 0 and not final else None
+        if cut == "reliable":
+            new_state.checkpoint()
         out_before = dd.store.status()["bytes_out"]
         job_started = time.perf_counter()
         label = "initialise" if not sweeps else f"sweep {done + sweeps}/{self.iterations}"
-        reports = dd.run_epoch(job, lambda: new_state.map(_block_report).collect(), label=label,
+        collect = _report_with_topics if cut == "driver" else _block_report
+        reports = dd.run_epoch(job, lambda: new_state.map(collect).collect(), label=label,
                                describe=lambda: self._describe)
         seconds = time.perf_counter() - job_started
         if job:
@@ -324,18 +463,26 @@ class GibbsLDA:
         if not sweeps:
             self._check_balance(reports)
             self._check_size(reports)
-        repaired = self._verify(dd, new_state, reports)
+        rebuilt = self._rebuilt(reports, job)
+        next_state, cut_info = new_state, {}
+        if cut == "driver":
+            next_state, cut_info = self._cut(dd, reports, job)
+            new_state.unpersist()
+        elif cut == "reliable":
+            cut_info = {"cut": "reliable"}
+            self._words.unpersist()  # nothing starts from the word ids any more
+        repaired = self._verify(dd, next_state, reports, rebuilt)
         entry = self._history_entry(dd, reports, job, done + sweeps, seconds, out_before, repaired)
+        entry.update(rebuilt_partitions=sorted(rebuilt), **cut_info)
         if histograms:
             self.alpha_ = _minka_symmetric_alpha(self.alpha_, K, _sum_hist(reports, "ndk_hist"),
                                                  _sum_hist(reports, "length_hist"))
             entry["alpha"] = self.alpha_
-        final = done + sweeps >= self.iterations
         if heldout_ids is not None and sweeps and ((self.eval_every and job % self.eval_every == 0) or final):
             total, tokens = evaluate.completion_log_likelihood(heldout_ids, self._phi(dd), self.alpha_)
             entry["heldout_ll_per_token"] = total / max(tokens, 1)
         if self.checkpoint_every and sweeps and (job % self.checkpoint_every == 0 or final):
-            self._write_checkpoint(dd, new_state, done + sweeps)
+            self._write_checkpoint(dd, next_state, done + sweeps)
         entry["elapsed"] = time.perf_counter() - started
         self.history_.append(entry)
         self._describe = f"ll/token {entry['ll_per_token']:.4f}"
@@ -346,7 +493,35 @@ class GibbsLDA:
                  seconds, entry["bytes_pushed"], entry["bytes_pulled"], ", counts repaired" if repaired else "")
         if self.callback is not None:
             self.callback(self, entry)
-        return new_state
+        return next_state
+
+    @staticmethod
+    def _rebuilt(reports, job) -> dict:
+        """Partitions whose task started from assignments older than the last job's: Spark lost
+        their cached block with an executor and rebuilt it from the lineage (partition -> job)."""
+        if not job:
+            return {}
+        rebuilt = {r["partition"]: r["input_job"] for r in reports if r.get("input_job", job - 1) != job - 1}
+        if rebuilt:
+            log.warning("GibbsLDA job %d: %d partitions lost their cached block with an executor and started "
+                        "from the assignments of an earlier job (partition: job %s); the checksum below "
+                        "makes the counts match them", job, len(rebuilt),
+                        ", ".join(f"{p}: {j}" for p, j in sorted(rebuilt.items())))
+        return rebuilt
+
+    def _cut(self, dd, reports, job):
+        """Cut the lineage after ``job``: the assignments go to the server, and the next job starts
+        from the cached word ids plus those; returns the new state and what it cost."""
+        started = time.perf_counter()
+        topics = {r["partition"]: r.pop("cut_topics") for r in reports}
+        with dd.store.lock:
+            written = self._cut_layout.store(dd.store.params, topics)
+        state = self._words.mapPartitions(_Restore(dd.client, self._cut_layout, job), preservesPartitioning=True)
+        info = {"cut": "driver", "cut_bytes": written, "cut_held_bytes": self._cut_layout.nbytes,
+                "cut_seconds": time.perf_counter() - started}
+        log.info("GibbsLDA: lineage cut after job %d: %d partitions' assignments (%.2f MB) held by the "
+                 "model server, %.3fs", job, len(topics), written / 1e6, info["cut_seconds"])
+        return state, info
 
     @staticmethod
     def _check_balance(reports):
@@ -376,10 +551,10 @@ class GibbsLDA:
                                                    dd.store.params["topic_totals"], self.beta)
 
     # -- exactness --------------------------------------------------------------------------------
-    def _verify(self, dd, state, reports) -> bool:
-        """Make the server's counts equal the counts implied by the assignments; True if it had to."""
+    def _verify(self, dd, state, reports, rebuilt=None) -> int:
+        """Make the server's counts equal the counts implied by the assignments; how many entries it fixed."""
         if self.verify == "off":
-            return False
+            return 0
         K = self.num_topics
         params = dd.store.params
         if self.verify == "sketch":
@@ -391,7 +566,7 @@ class GibbsLDA:
             expected = sum(r["sketch"] for r in reports) % _U64
             expected_totals = np.sum([r["topic_counts"] for r in reports], axis=0) if reports else np.zeros(K)
             if server == expected and np.array_equal(totals, expected_totals):
-                return False
+                return 0
         exact = np.zeros(params["word_topic_flat"].size, np.int64)
         for index, count in state.map(lambda b: _partition_counts(b.words, b.topics, K)).collect():
             exact[index] += count
@@ -400,14 +575,15 @@ class GibbsLDA:
             totals_ok = np.array_equal(params["topic_totals"], exact.reshape(-1, K).sum(axis=0))
         changed = np.flatnonzero(diff)
         if not changed.size and totals_ok:
-            return False
+            return 0
         dd.store.apply_corrections([_coo(changed, diff[changed], exact.size)])
         with dd.store.lock:  # n_k follows n_wk after the correction
             params["topic_totals"][...] = params["word_topic"].sum(axis=0, dtype=np.int64)
         self.repairs_ += 1
-        log.warning("GibbsLDA: the server's counts differed from the assignments in %d entries "
-                    "after job %d; corrected from the assignments", changed.size, len(self.history_))
-        return True
+        log.warning("GibbsLDA: the server's counts differed from the assignments in %d entries after job %d%s; "
+                    "corrected from the assignments (repair %d)", changed.size, len(self.history_),
+                    f" ({len(rebuilt)} partitions rebuilt after a lost executor)" if rebuilt else "", self.repairs_)
+        return max(int(changed.size), 1)
 
     def _history_entry(self, dd, reports, job, done, seconds, out_before, repaired):
         V, K = len(self._vocab), self.num_topics
@@ -430,7 +606,7 @@ class GibbsLDA:
                 "pushes": pushes, "pulls": pulls, "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
                 "bytes_pulled": dd.store.status()["bytes_out"] - out_before,
                 "dense_bytes_pushed": pushes * V * K * 4, "dense_bytes_pulled": pulls * (V * K * 4 + K * 8),
-                "repaired": repaired}
+                "repaired": bool(repaired), "repaired_entries": int(repaired)}
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _latest_checkpoint(self):

@@ -17,6 +17,14 @@ partition's :class:`_Task`
   sweeps;
 * reports its block's new assignments, with a 64-bit linear sketch of its contribution to n_wk
   that lets the driver check the server's counts exactly.
+
+A task that runs after its job was settled is Spark recomputing a lost cached block from the
+lineage (an executor died). The server refuses pushes to a settled epoch (409), and the counts
+that sampling would need describe assignments that no longer exist, so such a task neither
+samples nor pushes: the block passes through with the assignments it came with (those of the
+last lineage cut, or of a block that survived), keeping the number of the job that produced
+them. The next live task reports that number (``input_job``), and the job-end checksum
+rebuilds the server's counts from the assignments the tasks actually hold.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import time
 
 import numpy as np
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, SupersededAttemptError
 from ..sparse import SparseRows
 from . import _delta_kernels, sampler
 from .local_counts import LocalCounts
@@ -94,6 +102,10 @@ def _background():
     return _BACKGROUND[0]
 
 
+class _EpochSettled(Exception):
+    """The server refused a push: this task's job is already settled (the task is a recomputation)."""
+
+
 class _Task:
     """One job's work on one partition (``mapPartitions``); carries configuration only."""
 
@@ -114,16 +126,34 @@ class _Task:
     def _push(self, ch, update, version, live, changes=False):
         """Push ``update``; with ``changes``, return the other tasks' changes since ``version``."""
         if live:
-            result = ch.push(update, version, changes_since=version if changes else None)
+            try:
+                result = ch.push(update, version, changes_since=version if changes else None)
+            except SupersededAttemptError as err:
+                # the epoch settled between the liveness check and this push: the task is a
+                # recomputation after all (say, of a block lost while the driver verified it)
+                if "settled" in str(err):
+                    raise _EpochSettled(str(err)) from None
+                raise
             if self.hook is not None:
                 self.hook(job=self.job, partition=ch.partition, attempt=ch.attempt, event="pushed")
             return result
         return None
 
     def _run(self, block, ch):
+        # the server's epoch is the wire serial of the job running now (the channel's, for a
+        # live task); any other value means Spark is recomputing a lost block of an older job
+        live = ch.client.status()["epoch"] == ch.epoch
+        if self.sweeps and not live:
+            return block
+        try:
+            return self._sample(block, ch, live)
+        except _EpochSettled:
+            if self.sweeps:
+                return block  # nothing of this attempt was applied: a settled epoch refuses all
+            return self._sample(block, ch, False)
+
+    def _sample(self, block, ch, live):
         K, V = self.K, self.V
-        # a block recomputed after its job ended (a lost cache block) must not push again
-        live = ch.client.status()["epoch"] == self.job
         words, offsets = block.words, block.offsets
         timing = {"sweep_seconds": 0.0, "sweep_cpu_seconds": 0.0, "pulled_rows": 0, "changed_entries": 0,
                   "sync_seconds": 0.0, "sync_cpu_seconds": 0.0, "exchange_seconds": 0.0,
@@ -185,7 +215,7 @@ class _Task:
             index, value = local.take_unpushed()
             if index.size:
                 self._push(ch, _coo(index, value, V * K, K), version, live)
-        return block.evolve(topics, self._report(ch, block, topics, doc_topic, timing))
+        return block.evolve(topics, self._report(ch, block, topics, doc_topic, timing), self.job)
 
     def _sweep(self, block, topics, doc_topic, local, docs, seed, timing):
         with _clock(timing, "sweep"):
@@ -259,7 +289,7 @@ class _Task:
         flat = block.words.astype(np.int64) * K + topics
         if doc_topic is None:
             doc_topic = sampler.doc_topic_from_assignments(block.offsets, topics, K)
-        extra = {"tokens": block.num_tokens, "docs": len(block.offsets) - 1,
+        extra = {"tokens": block.num_tokens, "docs": len(block.offsets) - 1, "input_job": block.job,
                  "sketch": int(weights[flat].sum(dtype=np.uint64)),
                  "topic_counts": np.bincount(topics, minlength=K).astype(np.int64),
                  "log_prior": sampler.log_prior_assignments(doc_topic, self.alpha), **timing}

@@ -88,3 +88,16 @@ def find_tagged_error(text: str) -> DeepDistError | None:
         return None
     cls = _all_error_classes().get(match.group(1), DeepDistError)
     return cls(match.group(2).strip())
+
+
+class CorpusError(DeepDistError, ValueError):
+    """An input corpus cannot be read or yields no document; the message says what was seen and why it was dropped.
+
+    ``counts`` holds the same numbers as the message (``{"pages": …, "redirect": …}``) for callers
+    that act on them; it is empty when the error was rebuilt from an executor's message.
+    """
+
+    def __init__(self, message: str, counts: dict | None = None):
+        # one argument only: find_tagged_error rebuilds errors from their message
+        super().__init__(message)
+        self.counts = dict(counts or {})

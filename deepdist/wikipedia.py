@@ -2,14 +2,20 @@
 
 Two inputs are understood:
 
-* a MediaWiki XML dump (``*-pages-articles*.xml.bz2`` or uncompressed ``.xml``).  Spark
-  reads it with Hadoop's splittable bzip2 codec, one record per ``</page>``, so the
-  executors decompress and parse their own byte ranges: the dump never passes
-  through the driver.  Each page is kept when it is in the main namespace
-  (``<ns>0</ns>``) and is not a redirect (the ``<redirect/>`` element), then cleaned
-  with :func:`gensim.corpora.wikicorpus.filter_wiki` and tokenized with
-  :func:`gensim.corpora.wikicorpus.tokenize`; articles shorter than ``min_tokens``
-  tokens are dropped (``ARTICLE_MIN_WORDS``).
+* a MediaWiki XML dump (``*-pages-articles*.xml.bz2`` or uncompressed ``.xml``), of any
+  export schema version (``export-0.3`` … ``export-0.11``).  Spark reads it with
+  Hadoop's splittable bzip2 codec, one record per ``</page>``, so the executors
+  decompress and parse their own byte ranges: the dump never passes through the
+  driver.  The records stay bytes until a page is parsed, and are decoded with the
+  encoding the dump declares (``<?xml ... encoding="ISO-8859-1"?>``, a UTF-16 byte-order
+  mark, ...), as the expat parser under gensim's ``extract_pages`` decodes them.  Each
+  page is kept when it is in the main namespace (``<ns>0</ns>``; without ``<ns>``, as
+  in schemas before 0.5, the title's prefix names it) and is not a redirect (the
+  ``<redirect/>`` element), then cleaned with :func:`gensim.corpora.wikicorpus.filter_wiki`
+  and tokenized with :func:`gensim.corpora.wikicorpus.tokenize`; articles shorter than
+  ``min_tokens`` tokens are dropped (``ARTICLE_MIN_WORDS``).  A dump in which no page
+  survives raises :class:`~deepdist.errors.CorpusError` with the count of pages dropped
+  for each reason.
 * a directory (or glob) of plain-text files with one article per line, tokenized
   the same way.
 
@@ -42,9 +48,6 @@ from gensim.corpora import wikicorpus
 
 log = logging.getLogger(__name__)
 
-#: Hadoop input format reading records that end with a delimiter (here ``</page>``).
-_TEXT_INPUT = "org.apache.hadoop.mapreduce.lib.input.TextInputFormat"
-
 #: Category (14) and file (6) namespaces: their canonical English names work on every wiki.
 _CANONICAL = {6: ["File", "Image"], 14: ["Category"]}
 #: Names gensim's ``filter_wiki`` already handles; left to it, so English output matches gensim's.
@@ -63,18 +66,100 @@ def _spark_context(spark):
 
 
 # -- dumps -------------------------------------------------------------------------------------
-def _page_records(sc, path: str, partitions: int | None):
-    conf = {"textinputformat.record.delimiter": "</page>"}
+#: Why a page of a dump is not an article, in the order the rules are applied.
+DROP_REASONS = ("unparsable", "namespace", "redirect", "too short")
+_REASON_WORDS = {"unparsable": "not well-formed XML", "namespace": "outside the main namespace",
+                 "redirect": "redirect", "too short": "shorter than {min_tokens} tokens"}
+
+_DECLARATION = re.compile(rb"""^<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']""")
+
+
+def sniff_encoding(head: bytes) -> str:
+    """The Python codec for a dump that starts with ``head``, by the XML rules expat follows.
+
+    A byte-order mark or the UTF-16 shape of ``<?`` decides first; otherwise the
+    declaration's ``encoding``; otherwise UTF-8.  Raises :class:`~deepdist.errors.CorpusError`
+    for an encoding Python does not know, or one in which ``</page>`` is not plain ASCII bytes
+    (EBCDIC, UTF-32), which gensim's reader cannot read either.
+    """
+    import codecs
+
+    from .errors import CorpusError
+
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(b"<\x00?\x00"):
+        return "utf-16-le"
+    if head.startswith(codecs.BOM_UTF16_BE) or head.startswith(b"\x00<\x00?"):
+        return "utf-16-be"
+    match = _DECLARATION.match(head)
+    declared = match.group(1).decode("ascii") if match else "utf-8"
+    try:
+        codec = codecs.lookup(declared).name
+    except LookupError:
+        raise CorpusError(f"the dump declares encoding {declared!r}, which Python (and gensim) cannot decode") from None
+    if codec.startswith("utf-16") or "</page>".encode(codec, "replace") != b"</page>":
+        # expat takes UTF-16 from the bytes, never from an ASCII declaration; and the split on
+        # </page> needs those bytes to be ASCII (not so in EBCDIC or UTF-32, which expat refuses too)
+        raise CorpusError(f"the dump declares encoding {declared!r} but its first bytes {head[:8]!r} are "
+                          "not in it; re-encode the dump (iconv) to UTF-8")
+    return "utf-8" if codec == "utf-8-sig" else codec
+
+
+def _head_bytes(sc, path: str, size: int = 4096) -> bytes:
+    """The first ``size`` decompressed bytes of the first file ``path`` names, read by the driver's Hadoop.
+
+    Hadoop rather than Python so that ``hdfs://`` and ``s3a://`` paths, and every codec
+    Spark reads, work; an empty result lets Spark's own read report a missing path.
+    """
+    jvm = sc._jvm
+    conf = sc._jsc.hadoopConfiguration()
+    pattern = jvm.org.apache.hadoop.fs.Path(path)
+    fs = pattern.getFileSystem(conf)
+    files = [status.getPath() for status in (fs.globStatus(pattern) or []) if status.isFile()]
+    if not files:
+        return b""
+    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(files[0])
+    stream = fs.open(files[0])
+    try:
+        if codec is not None:
+            stream = codec.createInputStream(stream)
+        return bytes(stream.readNBytes(size))
+    finally:
+        stream.close()
+
+
+def _page_records(spark, path: str, encoding: str, partitions: int | None):
+    """An RDD of raw byte records, each ending before a ``</page>`` (in the dump's encoding).
+
+    Spark SQL's text source rather than ``newAPIHadoopFile``: its string column keeps
+    the bytes as read, and a cast to binary hands them to Python undecoded, while
+    Hadoop's ``Text`` reaches Python decoded as UTF-8 with every byte that is not UTF-8
+    replaced by U+FFFD.  The separator is given as the string whose UTF-8 bytes are
+    ``</page>`` in the dump's encoding (NUL-padded for UTF-16).
+    """
+    from pyspark.sql import functions as F
+
+    separator = "</page>".encode(encoding).decode("utf-8")
+    keys = ("spark.sql.files.maxPartitionBytes", "spark.sql.files.openCostInBytes")
+    saved = {key: spark.conf.get(key, None) for key in keys}
+    size = 0
     if partitions:
         try:
             size = os.path.getsize(path)
-        except OSError:  # not a local path (hdfs://, s3a://): let Hadoop choose the splits
+        except OSError:  # not a local path (hdfs://, s3a://): let Spark choose the splits
             size = 0
+    try:
         if size:
-            conf["mapreduce.input.fileinputformat.split.maxsize"] = str(max(1 << 16, size // partitions + 1))
-    pairs = sc.newAPIHadoopFile(path, _TEXT_INPUT, "org.apache.hadoop.io.LongWritable",
-                                "org.apache.hadoop.io.Text", conf=conf)
-    return pairs.values()
+            # the splits are fixed when the plan becomes an RDD, so the session setting is needed only here
+            spark.conf.set(keys[0], str(max(1 << 16, size // partitions + 1)))
+            spark.conf.set(keys[1], "0")
+        frame = spark.read.text(path, lineSep=separator)
+        return frame.select(F.col("value").cast("binary")).rdd.map(lambda row: bytes(row[0]))
+    finally:
+        if size:
+            for key, value in saved.items():
+                spark.conf.unset(key) if value is None else spark.conf.set(key, value)
 
 
 def namespace_names(siteinfo_xml: str) -> dict:
@@ -103,19 +188,22 @@ def _file_caption(match) -> str:
 
 
 class _PageParser:
-    """Turns one ``...</page>`` record into ``(title, tokens)`` or None; pickles as configuration."""
+    """Turns one ``...</page>`` byte record into an article or a reason; pickles as configuration."""
 
-    def __init__(self, names: dict, min_tokens: int, token_min_len: int, token_max_len: int, lower: bool):
+    def __init__(self, names: dict, min_tokens: int, token_min_len: int, token_max_len: int, lower: bool,
+                 encoding: str = "utf-8"):
         self.names = names
         self.min_tokens = min_tokens
         self.token_min_len = token_min_len
         self.token_max_len = token_max_len
         self.lower = lower
+        self.encoding = encoding
         self._patterns = None
+        self._prefixes = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_patterns"] = None
+        state["_patterns"] = state["_prefixes"] = None
         return state
 
     def clean(self, text: str) -> str:
@@ -126,23 +214,70 @@ class _PageParser:
         text = files.sub(_file_caption, text)
         return wikicorpus.filter_wiki(text)
 
-    def __call__(self, record: str):
-        start = record.rfind("<page>")
+    def namespace(self, page, title: str) -> str:
+        ns = page.findtext("ns")
+        if ns is not None:
+            return ns.strip()
+        # schemas before export-0.5 have no <ns>: the title's prefix names it, as MediaWiki itself decides
+        if self._prefixes is None:
+            self._prefixes = {name.replace("_", " ").casefold(): key
+                              for key, names in self.names.items() if key != 0 for name in names}
+        prefix, colon, _ = title.partition(":")
+        return str(self._prefixes.get(prefix.strip().replace("_", " ").casefold(), 0)) if colon else "0"
+
+    def classify(self, record: bytes):
+        """``(None, (title, tokens))`` for an article, ``(reason, None)`` for a dropped page, ``("", None)`` for no page."""
+        # undecodable bytes become U+FFFD, which no token contains: one bad byte does not cost an article
+        text = record.decode(self.encoding, "replace") if isinstance(record, bytes) else record
+        start = text.rfind("<page>")
         if start < 0:
-            return None  # the tail after the last page
+            return "", None  # the tail after the last page
         try:
-            page = ET.fromstring(record[start:] + "</page>")
+            page = ET.fromstring(text[start:] + "</page>")
         except ET.ParseError:
-            log.warning("skipping a page that is not well-formed XML (%.60r)", record[start:start + 200])
-            return None
-        if (page.findtext("ns") or "0").strip() != "0" or page.find("redirect") is not None:
-            return None
+            log.warning("skipping a page that is not well-formed XML (%.60r)", text[start:start + 200])
+            return "unparsable", None
         title = page.findtext("title") or ""
-        text = page.findtext("revision/text") or ""
-        tokens = wikicorpus.tokenize(self.clean(text), self.token_min_len, self.token_max_len, self.lower)
+        if self.namespace(page, title) != "0":
+            return "namespace", None
+        if page.find("redirect") is not None:
+            return "redirect", None
+        tokens = wikicorpus.tokenize(self.clean(page.findtext("revision/text") or ""),
+                                     self.token_min_len, self.token_max_len, self.lower)
         if len(tokens) < self.min_tokens:
-            return None
-        return title, tokens
+            return "too short", None
+        return None, (title, tokens)
+
+    def __call__(self, record):
+        return self.classify(record)[1]
+
+    def reason(self, record) -> str:
+        return self.classify(record)[0]
+
+
+def dump_statistics(records, parser: _PageParser) -> dict:
+    """``{"pages": n, "articles": n, reason: n, ...}`` over the byte records of a dump (one Spark job)."""
+    counts = dict(records.map(parser.reason).countByValue())
+    counts.pop("", None)
+    result = {"pages": sum(counts.values()), "articles": counts.pop(None, 0)}
+    result.update({reason: counts.get(reason, 0) for reason in DROP_REASONS})
+    return result
+
+
+def _no_article_message(path: str, counts: dict, min_tokens: int, encoding: str) -> str:
+    if not counts["pages"]:
+        return (f"no article in {path}: 0 pages seen (no <page>…</page> element when read as {encoding}); "
+                "is it a MediaWiki XML export (*-pages-articles*.xml[.bz2])?")
+    dropped = ", ".join(f"{counts[reason]} {_REASON_WORDS[reason].format(min_tokens=min_tokens)}"
+                        + ("s" if reason == "redirect" and counts[reason] != 1 else "") for reason in DROP_REASONS)
+    hint = "; pass a lower min_tokens to keep short pages" if counts["too short"] else ""
+    return f"no article in {path}: {counts['pages']} pages seen, all dropped: {dropped}{hint}"
+
+
+def _spark_session(spark):
+    from pyspark.sql import SparkSession
+
+    return spark if isinstance(spark, SparkSession) else SparkSession.builder.getOrCreate()
 
 
 def read_dump(spark, path: str, *, partitions: int | None = None, min_tokens: int = wikicorpus.ARTICLE_MIN_WORDS,
@@ -155,16 +290,29 @@ def read_dump(spark, path: str, *, partitions: int | None = None, min_tokens: in
         path: the dump, on a path every executor can read (local file in local mode,
             HDFS / S3 / a shared mount on a cluster).
         partitions: about this many input splits (local files only); by default
-            Hadoop's split size decides.
+            Spark's split size decides.
         min_tokens: drop shorter articles (gensim's ``ARTICLE_MIN_WORDS``).
         token_min_len, token_max_len, lower: as :func:`gensim.corpora.wikicorpus.tokenize`.
+
+    Raises :class:`~deepdist.errors.CorpusError` when no page is an article, with the
+    number of pages seen and of pages dropped for each reason (:data:`DROP_REASONS`):
+    this costs one small job reading up to the first article.
     """
+    from .errors import CorpusError
+
     sc = _spark_context(spark)
-    records = _page_records(sc, path, partitions)
-    head = records.first()  # the siteinfo and the first page, read by one task
+    encoding = sniff_encoding(_head_bytes(sc, path))
+    records = _page_records(_spark_session(spark), path, encoding, partitions)
+    first = records.take(1)  # the siteinfo and the first page, read by one task
+    head = first[0].decode(encoding, "replace") if first else ""
     names = namespace_names(head[: head.find("</siteinfo>") + 1] if "</siteinfo>" in head else "")
-    parser = _PageParser(names, min_tokens, token_min_len, token_max_len, lower)
-    return records.map(parser).filter(lambda article: article is not None)
+    parser = _PageParser(names, min_tokens, token_min_len, token_max_len, lower, encoding)
+    articles = records.map(parser).filter(lambda article: article is not None)
+    # the first count downstream would be a vocabulary with no word in it: say here what the pages were
+    if not articles.take(1):
+        counts = dump_statistics(records, parser)
+        raise CorpusError(_no_article_message(path, counts, min_tokens, encoding), counts)
+    return articles
 
 
 # -- plain text --------------------------------------------------------------------------------
@@ -175,7 +323,8 @@ def read_text(spark, path: str, *, partitions: int | None = None, min_tokens: in
 
     ``path`` is a directory, a file or a glob that Spark can read.  The key is the
     line's first 100 characters (articles have no title here); it only serves to
-    split off held-out articles deterministically.
+    split off held-out articles deterministically.  Raises :class:`~deepdist.errors.CorpusError`
+    when no line has ``min_tokens`` tokens.
     """
     sc = _spark_context(spark)
     lines = sc.textFile(path, minPartitions=partitions) if partitions else sc.textFile(path)
@@ -184,7 +333,14 @@ def read_text(spark, path: str, *, partitions: int | None = None, min_tokens: in
         tokens = wikicorpus.tokenize(line, token_min_len, token_max_len, lower)
         return (line[:100], tokens) if len(tokens) >= min_tokens else None
 
-    return lines.map(tokenize).filter(lambda article: article is not None)
+    articles = lines.map(tokenize).filter(lambda article: article is not None)
+    if not articles.take(1):
+        from .errors import CorpusError
+
+        counts = {"lines": lines.count()}
+        raise CorpusError(f"no article in {path}: {counts['lines']} lines seen, all shorter than {min_tokens} "
+                          "tokens" + ("; pass a lower min_tokens to keep them" if counts["lines"] else ""), counts)
+    return articles
 
 
 def read_articles(spark, path: str, *, max_articles: int | None = None, **options):

@@ -124,12 +124,30 @@ def test_m_steps_take_whole_rounds_in_order_whatever_the_arrival_order():
         mstep(shell, _chunk_update(partition, chunk, 3, word=10 * partition + chunk))
     assert blended == [[0, 10]]  # round 1 waits for partition 1's chunk
     mstep(shell, _chunk_update(0, 0, 3, word=99))  # a retried attempt repeats its first chunk
-    assert blended == [[0, 10]] and mstep.next_block == 1
+    assert blended == [[0, 10]] and mstep.next_block == 1 and mstep.repeated == 1
     mstep(shell, _chunk_update(1, 1, 3, word=11))
-    assert blended == [[0, 10], [1, 11, 99]]  # the repeat joins the next M-step, uncounted
+    assert blended == [[0, 10], [1, 11]]  # the repeat is dropped: each chunk weighs once a pass
     mstep(shell, _chunk_update(0, 2, 3, word=2))
-    assert blended == [[0, 10], [1, 11, 99], [2]] and not mstep.pending
-    assert shell.chunk_docs.tolist() == [20.0, 10.0, 10.0, 10.0, 10.0, 0.0]
+    assert blended == [[0, 10], [1, 11], [2]] and not mstep.pending
+    assert shell.chunk_docs.tolist() == [10.0, 10.0, 10.0, 10.0, 10.0, 0.0]
+    assert shell.chunk_pass.tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    mstep.start_pass(1)  # the next pass merges every chunk again
+    mstep(shell, _chunk_update(0, 0, 3, word=5))
+    assert mstep.repeated == 1 and shell.chunk_pass[0] == 2.0
+
+
+def test_a_retried_task_skips_the_chunks_merged_in_this_pass(corpus):
+    """The E-step of a chunk the driver marks as merged in this pass (chunk_pass) is skipped: no update."""
+    model = LdaModel(num_topics=K, id2word=_id2word(), chunksize=10, eval_every=None, random_state=1)
+    shell = _Shell(model, partitions=1, rounds=3)
+    shell.chunk_pass[:] = [2.0, 1.0, 0.0]  # chunk 0 merged in pass 2 (this one), chunk 1 in pass 1
+    estep = _EStep(seed=0, pass_=1, num_topics=K, num_terms=V, partitions=1, rounds=3, marker=2.0)
+    chunks = [corpus[0][i:i + 10] for i in (0, 10, 20)]
+    assert estep.rows(chunks[0])["chunk_pass"].tolist() == [0]
+    assert estep(shell, chunks[0]) == {}
+    assert estep.rows(chunks[1])["chunk_pass"].tolist() == [1]
+    update = estep(shell, chunks[1])
+    assert update["chunk_docs"].indices.tolist() == [1] and update["sstats_t"].values.sum() > 0
 
 
 def test_completion_evaluator_against_a_slow_reference():

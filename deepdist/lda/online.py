@@ -30,10 +30,14 @@ float summation order varies).
 The server counts each contribution's staleness (the model versions that passed between pull
 and apply) in ``status()["staleness_histogram"]``.
 
-If Spark retries a task, the statistics its failed attempt pushed stay merged (a repeated chunk
-joins the next M-step): like a stochastic gradient, an online VB step tolerates seeing some
-documents twice (a Gibbs sampler's counts would not, see DESIGN.md). A task that waits in vain
-(``wait_timeout``, e.g. executors lost) goes on without waiting and logs a warning.
+**Lost executors.** If Spark retries a task (its executor died), the statistics its failed
+attempt pushed stay merged, and each chunk is merged once a pass: the retried attempt starts its
+partition over, skips the E-step of every chunk the driver marks as merged in this pass
+(``chunk_pass``, pulled with the chunk's rows), and a chunk that arrives twice anyway (its first
+copy was still queued when the retry looked) is dropped (``history_[i]["repeated_chunks"]``).
+So no document weighs twice in the topics, and the rounds the other tasks wait for complete as
+soon as the retry has delivered the lost chunks. A task that waits in vain (``wait_timeout``,
+e.g. no executor came back) goes on without waiting and logs a warning.
 
 The server stores the statistics transposed, V × K, so a chunk's column-sparse K × V statistics
 travel as a few rows (:class:`~deepdist.SparseRows`) instead of the dense matrix that gensim's
@@ -140,7 +144,9 @@ class OnlineLDA:
         partitions_: the partitions (one chunk each per round) of the last fit/update.
         history_: one dict per pass: seconds, M-steps, last ρ, mean perplexity estimate of
             the chunks (from their variational bound, before their M-step), chunks, bytes pushed,
-            seconds the tasks spent in row pulls that waited for an M-step, and wait timeouts.
+            seconds the tasks spent in row pulls that waited for an M-step, wait timeouts,
+            ``repeated_chunks`` (chunks dropped because a retried task delivered them again) and
+            ``docs_merged`` (documents whose statistics the pass merged: each once).
         status_: the DeepDist server's counters at the end of the last fit/update, including
             ``staleness_histogram``.
 
@@ -301,9 +307,9 @@ class OnlineLDA:
         metric = dd.store.metrics.get("perplexity")
         before = (metric.total, metric.count) if metric is not None else (0.0, 0)
         descent.start_pass(pass_)
-        msteps = descent.msteps
+        msteps, repeated = descent.msteps, descent.repeated
         estep = _EStep(self._base_seed, self._passes_done, lda.num_topics, lda.num_terms,
-                       partitions=shell.partitions, rounds=shell.rounds)
+                       partitions=shell.partitions, rounds=shell.rounds, marker=float(pass_ + 1))
         rounds = _Rounds(self.update_every, self.max_staleness, float(shell.msteps[0]))
         reports = dd.train(bow_rdd, estep, descent, epochs=1, batch_size=self.chunksize,
                            fetch_every=1, push_every=1, rows=estep.rows, wait_for=rounds,
@@ -318,6 +324,7 @@ class OnlineLDA:
         record = {
             "pass": self._passes_done, "seconds": time.perf_counter() - started,
             "msteps": descent.msteps - msteps, "rho": descent.rho, "chunks": chunks,
+            "repeated_chunks": descent.repeated - repeated, "docs_merged": descent.docs_merged,
             "perplexity": (total - before[0]) / (count - before[1]) if count > before[1] else None,
             "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
             "wait_seconds": sum(r["wait_seconds"] for r in reports),

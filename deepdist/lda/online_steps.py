@@ -37,7 +37,10 @@ class _Shell:
         msteps: M-steps blended so far (float64, 1): what tasks wait for.
         chunk_docs: documents received per (partition, chunk), flat ``partition × rounds +
             chunk`` (float64); an update names its chunk by the one entry it sends, and the
-            sum is the documents whose statistics have arrived.
+            sum is the documents whose statistics have been merged.
+        chunk_pass: per (partition, chunk), flat as ``chunk_docs``: the pass (from 1) in which
+            that chunk's statistics were last merged. A task retried after its executor died
+            reads it to skip the E-steps of chunks its lost attempt already delivered.
     """
 
     def __init__(self, lda, partitions: int = 1, rounds: int = 1):
@@ -48,18 +51,19 @@ class _Shell:
         self.partitions = max(1, partitions)
         self.rounds = max(1, rounds)
         self.chunk_docs = np.zeros(self.partitions * self.rounds, np.float64)
+        self.chunk_pass = np.zeros(self.partitions * self.rounds, np.float64)
 
 
 class _LdaParams(ParamAdapter):
     """The parameter arrays of a :class:`_Shell`: ``sstats_t`` is ``lda.state.sstats.T`` (V × K)."""
 
     def __init__(self):
-        super().__init__(["sstats_t", "sstats_sum", "eta_weight", "msteps", "chunk_docs"])
+        super().__init__(["sstats_t", "sstats_sum", "eta_weight", "msteps", "chunk_docs", "chunk_pass"])
 
     def get(self, shell) -> dict:
         return {"sstats_t": shell.lda.state.sstats.T, "sstats_sum": shell.sstats_sum,
                 "eta_weight": shell.eta_weight, "msteps": shell.msteps,
-                "chunk_docs": shell.chunk_docs}
+                "chunk_docs": shell.chunk_docs, "chunk_pass": shell.chunk_pass}
 
     def set(self, shell, params: dict) -> None:
         for name, array in params.items():
@@ -121,14 +125,17 @@ class _EStep:
     """``gradient(shell, chunk)`` run on the executors: gensim's E-step on one chunk.
 
     Carries configuration only (it travels in the task closure): the seed and the pass, from
-    which each partition derives its own random state, and ``partitions`` and ``rounds`` (most
-    chunks in a partition), by which it names its chunks in ``chunk_docs``.
+    which each partition derives its own random state, ``partitions`` and ``rounds`` (most
+    chunks in a partition), by which it names its chunks in ``chunk_docs``, and ``marker``,
+    the ``chunk_pass`` value of a chunk merged in this pass: a retried task skips those
+    chunks (returns no update), since its lost attempt's statistics for them are in.
     """
 
     def __init__(self, seed: int, pass_: int, num_topics: int, num_terms: int, partitions: int = 1,
-                 rounds: int = 1):
+                 rounds: int = 1, marker: float | None = None):
         self.seed = seed
         self.pass_ = pass_
+        self.marker = marker
         self.num_topics = num_topics
         self.num_terms = num_terms
         self.partitions = max(1, partitions)
@@ -144,11 +151,19 @@ class _EStep:
         return self._flat[1]
 
     def rows(self, chunk) -> dict:
-        """The rows a chunk needs: λ of its words, all K topic sums and the weight of η."""
+        """The rows a chunk needs: λ of its words, all K topic sums, the weight of η and
+        whether the chunk was merged in this pass already (by an attempt that died)."""
         words = np.unique(self.flatten(chunk)[0])
         _check_words(words, self.num_terms)
-        return {"sstats_t": words, "sstats_sum": np.arange(self.num_topics),
-                "eta_weight": np.zeros(1, np.int64)}
+        wanted = {"sstats_t": words, "sstats_sum": np.arange(self.num_topics),
+                  "eta_weight": np.zeros(1, np.int64)}
+        if self.marker is not None:
+            wanted["chunk_pass"] = np.array([self._slot(self._task_key())], np.int64)
+        return wanted
+
+    def _slot(self, key) -> int:
+        """The ``chunk_docs`` entry of the task's next chunk (chunks are numbered as they come)."""
+        return key[0] * self.rounds + min(self._chunks.get(key, 0), self.rounds - 1)
 
     @staticmethod
     def _task_key():
@@ -172,6 +187,15 @@ class _EStep:
         from ..worker import report
 
         lda = shell.lda
+        key = self._task_key()
+        chunk_no = self._chunks.get(key, 0)
+        if (self.marker is not None and chunk_no < self.rounds
+                and shell.chunk_pass[self._slot(key)] >= self.marker):
+            # merged in this pass by an attempt whose executor died: its E-step would be
+            # wasted, as the driver merges each chunk once a pass
+            self._chunks[key] = chunk_no + 1
+            self._flat = None
+            return {}
         words, counts, offsets = self.flatten(chunk)
         self._flat = None
         ids, local = np.unique(words, return_inverse=True)
@@ -192,8 +216,6 @@ class _EStep:
         bound, scored = _chunk_bound(lda.alpha, gamma, elog, local, counts, offsets, _PERPLEXITY_DOCS)
         if scored:
             report(perplexity=math.exp(-bound / scored))
-        key = self._task_key()
-        chunk_no = self._chunks.get(key, 0)
         self._chunks[key] = chunk_no + 1
         if chunk_no >= self.rounds:
             raise ConfigurationError(f"partition {key[0]} has more than the {self.rounds} chunks counted before "
@@ -232,8 +254,10 @@ class _MStep:
     """``descent(shell, update)`` on the driver: gensim's merge per block of rounds, then its blend.
 
     A block is ``update_every`` rounds (all of a pass when it is 0); its M-step happens when
-    every partition's chunks of the block have arrived, blocks in order. A chunk seen before
-    (a retried task) is merged into the next M-step without counting towards its completion.
+    every partition's chunks of the block have arrived, blocks in order. Each chunk is merged
+    once a pass: a chunk that arrives again (from a task retried after its executor died, which
+    starts its partition over) is dropped and counted in ``repeated``. Merging it again would
+    give its documents twice the weight of the others in the topics.
     """
 
     def __init__(self, lda, *, chunksize: int, chunks, update_every: int, decay: float, offset: float):
@@ -251,6 +275,7 @@ class _MStep:
         self.pass_ = 0
         self.msteps = 0
         self.rho = None
+        self.repeated = 0  # chunks dropped because they had been merged in their pass already
         self.start_pass(0)
 
     def start_pass(self, pass_: int) -> None:
@@ -258,6 +283,8 @@ class _MStep:
         self.next_block = 0
         self.pending: dict = {}   # block -> LdaState of its merged statistics
         self.arrived: dict = {}   # block -> {(partition, chunk)}
+        self.merged: set = set()  # (partition, chunk) merged in this pass
+        self.docs_merged = 0.0    # their documents
 
     def __call__(self, shell, update):
         from gensim.models.ldamodel import LdaState
@@ -265,9 +292,11 @@ class _MStep:
         tag = update["chunk_docs"]
         slot, docs = int(tag.indices[0]), float(tag.values[0])
         partition, chunk = divmod(slot, self.rounds)
+        if (partition, chunk) in self.merged:
+            self.repeated += 1
+            return
+        self.merged.add((partition, chunk))
         block = _block(chunk, self.update_every)
-        repeated = block < self.next_block or (partition, chunk) in self.arrived.get(block, ())
-        block = max(block, self.next_block)
         other = self.pending.get(block)
         if other is None:
             other = self.pending[block] = LdaState(self.lda.eta, self.lda.state.sstats.shape, self.lda.dtype)
@@ -276,9 +305,10 @@ class _MStep:
             part = part.coalesce()
             other.sstats[:, part.indices] += part.values.T
         other.numdocs += docs
+        self.docs_merged += docs
         shell.chunk_docs[slot] += docs
-        if not repeated:
-            self.arrived.setdefault(block, set()).add((partition, chunk))
+        shell.chunk_pass[slot] = self.pass_ + 1
+        self.arrived.setdefault(block, set()).add((partition, chunk))
         while (self.next_block in self.pending
                and len(self.arrived.get(self.next_block, ())) >= self.need.get(self.next_block, 0)):
             self.mstep(shell, self.pending.pop(self.next_block))

@@ -36,6 +36,11 @@ class ProgressLine:
     at INFO every ``log_every`` seconds.  ``describe`` adds text (e.g. a
     log-likelihood) from the caller.
 
+    Tasks that run several epochs in one Spark job (or one epoch of several, each its own
+    job) know which epoch they are in better than the caller's label: when they report
+    ``epoch`` and ``epochs`` metrics (``deepdist.report(epoch=3, epochs=5)``), the line
+    starts with ``epoch 3/5`` from the latest push instead of the label.
+
     Example::
 
         with ProgressLine(sc, store, "epoch 1/3"):
@@ -58,11 +63,16 @@ class ProgressLine:
         status = self.store.status()
         done, total = _task_counts(self.sc)
         elapsed = time.monotonic() - self._started
-        parts = [self.label, f"tasks {done}/{total}" if total else "tasks -",
+        metrics = dict(status["metrics"])
+        epoch, epochs = metrics.pop("epoch", None), metrics.pop("epochs", None)
+        label = self.label
+        if epoch is not None and epochs is not None and epoch["count"]:
+            label = f"epoch {int(epoch['last'])}/{int(epochs['last'])}"
+        parts = [label, f"tasks {done}/{total}" if total else "tasks -",
                  f"v{status['version']}", f"applied {status['updates_applied']}",
                  f"queue {status['queue_depth']}",
                  f"in {_human_bytes(status['bytes_in'])} out {_human_bytes(status['bytes_out'])}"]
-        for name, metric in sorted(status["metrics"].items()):
+        for name, metric in sorted(metrics.items()):
             parts.append(f"{name} {metric['last']:.4g}")
         if self.describe is not None:
             parts.append(self.describe())

@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 #: gensim's cum_table scale (``Word2Vec.make_cum_table``).
 _CUM_DOMAIN = 2 ** 31 - 1
 _TOTAL = ("", "total words")
+#: ``_Served.task_totals``: sum of alpha x raw words, seconds in gensim's loop, batches.
+_TASK_TOTALS = ("alpha_words", "gradient_seconds", "batches")
 _COUNT = ("", "sentences")
 
 
@@ -161,6 +163,9 @@ class _Served:
         # pushes applied to each row of the input and output matrices (per-row staleness)
         self.updates_in = np.zeros(len(model.wv), np.int64)
         self.updates_out = np.zeros(len(model.wv), np.int64)
+        # what the tasks did, summed on the driver: the per-epoch records and the learning-rate
+        # schedule tests read the rate the tasks really applied, not the driver's formula
+        self.task_totals = np.zeros(len(_TASK_TOTALS), np.float64)
 
     def __getstate__(self):
         model = copy.copy(self.w2v)
@@ -169,7 +174,7 @@ class _Served:
         model.wv.index_to_key = []
         model.wv.expandos = {k: v for k, v in self.w2v.wv.expandos.items() if k != "count"}
         return {"w2v": model, "words_done": self.words_done, "updates_in": self.updates_in,
-                "updates_out": self.updates_out}
+                "updates_out": self.updates_out, "task_totals": self.task_totals}
 
 
 def _output_name(hs: bool) -> str:
@@ -264,15 +269,21 @@ class _Gradient:
     """``gradient(model, batch)``: train a batch of jobs locally, return the row deltas."""
 
     def __init__(self, rows: _Rows, *, sg: bool, alpha: float, min_alpha: float, total_words: int,
-                 concurrency: int, seed: int, adagrad: bool, compute_loss: bool):
+                 concurrency: int, seed: int, adagrad: bool, compute_loss: bool, epochs: int = 1):
         self.rows = rows
         self.sg, self.alpha, self.min_alpha = sg, alpha, min_alpha
-        self.total_words, self.concurrency = total_words, concurrency
+        self.total_words, self.concurrency, self.epochs = total_words, concurrency, epochs
         self.seed, self.adagrad, self.compute_loss = seed, adagrad, compute_loss
 
     def alpha_at(self, words_done: float) -> float:
+        """gensim's linear schedule over all epochs, at ``words_done`` words processed by all tasks."""
         progress = min(1.0, words_done / self.total_words)
         return max(self.min_alpha, self.alpha - (self.alpha - self.min_alpha) * progress)
+
+    def epoch_at(self, words_done: float) -> int:
+        """The epoch (from 1) that global progress is in: the k-th ends when all tasks together
+        have processed k times the corpus, which is also where a one-job-per-epoch job ends."""
+        return min(self.epochs, int(words_done * self.epochs // self.total_words) + 1)
 
     def __call__(self, served, batch) -> dict:
         from gensim.models.word2vec_inner import train_batch_cbow, train_batch_sg
@@ -310,11 +321,14 @@ class _Gradient:
             d_in *= scale
             d_out *= scale
         metrics = {"words_per_sec": raw / max(seconds, 1e-9), "alpha": alpha,
-                   "progress": min(1.0, (done + self.concurrency * raw) / self.total_words)}
+                   "progress": min(1.0, (done + self.concurrency * raw) / self.total_words),
+                   # the progress line shows "epoch k/n" from these (deepdist.progress)
+                   "epoch": self.epoch_at(done), "epochs": self.epochs}
         if self.compute_loss:
             metrics["loss"] = model.running_training_loss / max(effective, 1)
         report(**metrics)
-        update = {"words_done": np.array([raw], np.int64)}
+        update = {"words_done": np.array([raw], np.int64),
+                  "task_totals": np.array([alpha_sum, seconds, 1.0], np.float64)}
         index_type = np.int32 if self.rows.n_rows < 2 ** 31 else np.int64  # half the index bytes
         for name, seen, rows, delta, full in (("w2v.wv.vectors", served.updates_in, words, d_in, model.wv.vectors),
                                               (out_name, served.updates_out, out_rows, d_out, output)):
@@ -337,6 +351,90 @@ class _Repeat:
         jobs = list(iterator)
         for _ in range(self.epochs):
             yield from jobs
+
+
+class _EpochClock:
+    """Per-epoch records, closed where each epoch really ends.
+
+    One job per epoch: at the end of each job, with the tasks' own reports.  One job for
+    all epochs: when the words all tasks pushed reach k times the corpus, the k-th epoch
+    ends (the boundary :meth:`_Gradient.epoch_at` uses); that is seen by the applier
+    thread, push by push, and the traffic, time and the rate the tasks applied are read
+    there.  Either way a record holds what happened in its epoch only.
+    """
+
+    def __init__(self, dd, served, gradient, epoch_words: int, epochs: int, fetch_every: int,
+                 at_word_boundaries: bool):
+        self.dd, self.served, self.gradient = dd, served, gradient
+        self.epoch_words, self.epochs, self.fetch_every = epoch_words, epochs, fetch_every
+        self.at_word_boundaries = at_word_boundaries
+        self.matrices = dd.store.spec.nbytes
+        self.records: list[dict] = []
+        self.pushes = 0
+        self._base = None
+
+    def _snapshot(self) -> dict:
+        status = self.dd.store.status()
+        return {"time": time.perf_counter(), "bytes_in": status["bytes_in"], "bytes_out": status["bytes_out"],
+                "words_done": int(self.served.words_done[0]), "totals": self.served.task_totals.copy(),
+                "pushes": self.pushes}
+
+    def start(self) -> None:
+        """A job starts: the time between jobs (callbacks, scheduling) belongs to no epoch."""
+        self._base = self._snapshot()
+
+    def after_push(self) -> None:
+        """Called by the descent on the applier thread after each applied push."""
+        self.pushes += 1
+        if (self.at_word_boundaries and len(self.records) < self.epochs - 1
+                and self.served.words_done[0] >= (len(self.records) + 1) * self.epoch_words):
+            self._close()
+
+    def finish(self, reports: list) -> None:
+        """A job ended and its updates are applied: close its (last) epoch."""
+        if len(self.records) < self.epochs:
+            self._close(None if self.at_word_boundaries else reports)
+
+    def _close(self, reports=None) -> None:
+        now, base = self._snapshot(), self._base
+        self._base = now
+        seconds = now["time"] - base["time"]
+        words = now["words_done"] - base["words_done"]
+        totals = dict(zip(_TASK_TOTALS, now["totals"] - base["totals"]))
+        pushes = now["pushes"] - base["pushes"]
+        # a pull precedes every fetch_every batches; in one job for all epochs no task report
+        # splits them by epoch, so they are counted from the batches the pushes carried
+        pulls = (sum(r["pulls"] for r in reports) if reports is not None
+                 else round(totals["batches"] / self.fetch_every))
+        record = {"epoch": len(self.records) + 1, "seconds": seconds, "words": words,
+                  "words_per_sec": words / seconds if seconds > 0 else 0.0,
+                  "bytes_pulled": now["bytes_out"] - base["bytes_out"],
+                  "bytes_pushed": now["bytes_in"] - base["bytes_in"],
+                  "pulls": pulls, "pushes": pushes,
+                  "dense_bytes_pulled": pulls * self.matrices, "dense_bytes_pushed": pushes * self.matrices,
+                  "words_done": now["words_done"],
+                  # the schedule's rate where the epoch ended, and the mean rate the tasks applied
+                  "alpha": self.gradient.alpha_at(now["words_done"]),
+                  "alpha_mean": totals["alpha_words"] / words if words else None,
+                  "gradient_seconds": totals["gradient_seconds"]}
+        if reports is not None:  # summed over the tasks: where their time went
+            record.update(task_seconds=sum(r["seconds"] for r in reports),
+                          network_seconds=sum(r["network_seconds"] for r in reports))
+        self.records.append(record)
+        log.info("word2vec epoch %d/%d: %.2fs, %.0f words/s, mean alpha %.5f, pulled %.1f MB, pushed %.1f MB",
+                 record["epoch"], self.epochs, seconds, record["words_per_sec"], record["alpha_mean"] or 0.0,
+                 record["bytes_pulled"] / 1e6, record["bytes_pushed"] / 1e6)
+
+
+class _Clocked:
+    """The driver's descent, then the epoch clock's look at the counters it just moved."""
+
+    def __init__(self, descent, clock: _EpochClock):
+        self.descent, self.clock = descent, clock
+
+    def __call__(self, served, update: dict) -> None:
+        self.descent(served, update)
+        self.clock.after_push()
 
 
 # -- the estimator -------------------------------------------------------------------------------
@@ -385,8 +483,12 @@ class DistributedWord2Vec:
         model_: the trained ``gensim.models.Word2Vec``.
         wv_: its ``KeyedVectors``.
         corpus_words_: raw words per epoch; ``corpus_count_``: sentences.
-        epochs_: per-epoch records (seconds, words/s, bytes pulled/pushed and
-            what whole matrices would have cost).
+        epochs_: one record per epoch, of that epoch alone: seconds, words, words/s,
+            bytes pulled/pushed and what whole matrices would have cost, pulls, pushes,
+            ``alpha_mean`` (the mean learning rate the tasks applied, per word) and
+            ``alpha`` (the schedule's rate where the epoch ended).  With one job for
+            all epochs, epoch k ends when all tasks together have processed k times
+            the corpus.
         timings_: seconds spent counting the vocabulary, building jobs, training.
     """
 
@@ -507,27 +609,30 @@ class DistributedWord2Vec:
         concurrency = max(1, min(partitions, cores))
         gradient = _Gradient(rows, sg=bool(self.sg), alpha=self.alpha, min_alpha=self.min_alpha,
                              total_words=self.epochs * self.corpus_words_, concurrency=concurrency,
-                             seed=self.seed, adagrad=self.descent == "adagrad", compute_loss=self.compute_loss)
+                             seed=self.seed, adagrad=self.descent == "adagrad", compute_loss=self.compute_loss,
+                             epochs=self.epochs)
         descent = (RowAdaGrad(self.adagrad_lr, stale_rows=self.stale_rows) if self.descent == "adagrad"
                    else AddDeltas(stale_rows=self.stale_rows))
-        names = ["w2v.wv.vectors", _output_name(bool(self.hs)), "words_done", "updates_in", "updates_out"]
+        names = ["w2v.wv.vectors", _output_name(bool(self.hs)), "words_done", "updates_in", "updates_out",
+                 "task_totals"]
         started = time.perf_counter()
-        self.epochs_ = []
         try:
             with DeepDist(served, params=names, spark=sc, progress=self.progress,
                           **(self.deepdist_options or {})) as dd:
+                clock = _EpochClock(dd, served, gradient, self.corpus_words_, self.epochs, self.fetch_every,
+                                    at_word_boundaries=not self.sync_epochs_)
+                self.epochs_ = clock.records
+                descent = _Clocked(descent, clock)
                 rounds = self.epochs if self.sync_epochs_ else 1
                 data = jobs if self.sync_epochs_ else jobs.mapPartitions(_Repeat(self.epochs))
-                for epoch in range(rounds):
-                    before, t0 = dd.status(), time.perf_counter()
+                for _ in range(rounds):
+                    clock.start()
                     reports = dd.train(data, gradient, descent, epochs=1, batch_size=self.batch_jobs_,
                                        fetch_every=self.fetch_every, push_every=self.push_every, rows=rows,
                                        check_reachable=False)[0]  # an unreachable server fails the task clearly
                     dd.store.drain()
-                    self._record(dd, served, gradient, reports, before, time.perf_counter() - t0,
-                                 1 if self.sync_epochs_ else self.epochs)
-                    for callback in self.callbacks:
-                        callback(epoch + 1 if self.sync_epochs_ else self.epochs, model)
+                    clock.finish(reports)
+                    self._call_back(model, len(clock.records))
         finally:
             jobs.unpersist()
             vocab.unpersist()
@@ -540,28 +645,14 @@ class DistributedWord2Vec:
         self.model_ = model
         return self
 
-    def _record(self, dd, served, gradient, reports, before, seconds, epochs) -> None:
-        """Per-epoch records: time, speed, and traffic against whole-matrix pulls and pushes."""
-        after, matrices = dd.status(), dd.store.spec.nbytes
-        pulls, pushes = sum(r["pulls"] for r in reports), sum(r["pushed"] for r in reports)
-        done = int(served.words_done[0])
-        for _ in range(epochs):
-            record = {"epoch": len(self.epochs_) + 1, "seconds": seconds / epochs,
-                      "words_per_sec": self.corpus_words_ * epochs / seconds,
-                      "bytes_pulled": (after["bytes_out"] - before["bytes_out"]) / epochs,
-                      "bytes_pushed": (after["bytes_in"] - before["bytes_in"]) / epochs,
-                      "pulls": pulls / epochs, "pushes": pushes / epochs,
-                      "dense_bytes_pulled": pulls * matrices / epochs,
-                      "dense_bytes_pushed": pushes * matrices / epochs,
-                      "words_done": done, "alpha": gradient.alpha_at(done),
-                      # summed over the tasks: where their time went
-                      "task_seconds": sum(r["seconds"] for r in reports) / epochs,
-                      "gradient_seconds": sum(r["gradient_seconds"] for r in reports) / epochs,
-                      "network_seconds": sum(r["network_seconds"] for r in reports) / epochs}
-            self.epochs_.append(record)
-        log.info("word2vec epoch %d/%d: %.2fs, %.0f words/s, pulled %.1f MB, pushed %.1f MB per epoch",
-                 len(self.epochs_), self.epochs, seconds, record["words_per_sec"],
-                 record["bytes_pulled"] / 1e6, record["bytes_pushed"] / 1e6)
+    def _call_back(self, model, epoch: int) -> None:
+        for callback in self.callbacks:
+            # gensim caches the unit vectors on first use (fill_norms) and never refreshes them:
+            # an evaluation in one callback would leave the next epoch's callbacks ranking by the
+            # last epoch's norms
+            model.wv.norms = None
+            callback(epoch, model)
+        model.wv.norms = None
 
     @property
     def wv_(self):

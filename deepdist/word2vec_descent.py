@@ -1,9 +1,11 @@
 """Descent rules for word2vec on the driver: add the pushed row deltas, or AdaGrad per row.
 
 Updates from :mod:`deepdist.word2vec` tasks hold sparse row deltas of
-``w2v.wv.vectors`` and ``w2v.syn1neg`` / ``w2v.syn1``, the words they processed
-(``words_done``) and, per pushed row, how many pushes that row had seen when the
-task pulled it (``updates_in`` / ``updates_out``), from which a row's staleness follows.
+``w2v.wv.vectors`` and ``w2v.syn1neg`` / ``w2v.syn1``, the words they processed (``words_done``), what the
+tasks did (``task_totals``: the learning rate times the words it was applied to, the
+seconds spent in gensim's loop, the batches) and, per pushed row, how many pushes that
+row had seen when the task pulled it (``updates_in`` / ``updates_out``), from which a
+row's staleness follows.
 """
 
 from __future__ import annotations
@@ -41,8 +43,18 @@ def _row_scales(served, update: dict, name: str, part: SparseRows, stale_rows: b
     return scales
 
 
+_COUNTERS = ("words_done", "task_totals")
+
+
+def _add_counters(served, update: dict) -> None:
+    """Sum the tasks' counters: they are not weights, and no rule may scale them."""
+    for name in _COUNTERS:
+        if name in update:
+            _add_rows(getattr(served, name), update[name])
+
+
 def _delta_names(update: dict):
-    return [n for n in update if n not in ("words_done", "updates_in", "updates_out")]
+    return [n for n in update if n not in (*_COUNTERS, "updates_in", "updates_out")]
 
 
 class AddDeltas:
@@ -56,8 +68,7 @@ class AddDeltas:
         self.stale_rows = stale_rows
 
     def __call__(self, served, update: dict) -> None:
-        if "words_done" in update:
-            _add_rows(served.words_done, update["words_done"])
+        _add_counters(served, update)
         for name in _delta_names(update):
             part, param = update[name], _param(served, name)
             scales = _row_scales(served, update, name, part, self.stale_rows)
@@ -83,8 +94,7 @@ class RowAdaGrad:
         self.accumulators: dict = {}
 
     def __call__(self, served, update: dict) -> None:
-        if "words_done" in update:
-            _add_rows(served.words_done, update["words_done"])
+        _add_counters(served, update)
         for name in _delta_names(update):
             part, param = update[name], _param(served, name)
             scales = _row_scales(served, update, name, part, self.stale_rows)

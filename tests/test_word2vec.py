@@ -1,6 +1,8 @@
 """word2vec on deepdist: the Wikipedia reader, the evaluators and Downpour training on local[2]."""
 
 import bz2
+import logging
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +19,7 @@ from deepdist.word2vec import (DistributedWord2Vec, RowAdaGrad, _Gradient, _Rows
                                _jobs_of, AddDeltas)
 from deepdist.word2vec_eval import HeldoutSGNSLoss, analogy, wordsim
 
-PARAMS = ["w2v.wv.vectors", "w2v.syn1neg", "words_done", "updates_in", "updates_out"]
+PARAMS = ["w2v.wv.vectors", "w2v.syn1neg", "words_done", "updates_in", "updates_out", "task_totals"]
 DUMP = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 
 
@@ -255,31 +257,125 @@ def test_learning_rate_follows_the_servers_global_progress(sc):
 
 
 # -- end to end -------------------------------------------------------------------------------------
-def test_fit_trains_a_gensim_model_that_beats_untrained(sc, corpus, tmp_path):
+def gensim_epoch_alphas(model, epochs: int) -> list:
+    """gensim's own schedule (``Word2Vec._get_next_alpha``), averaged over each epoch's words."""
+    return [float(np.mean([model._get_next_alpha(p, epoch) for p in np.linspace(0, 1, 201)]))
+            for epoch in range(epochs)]
+
+
+@pytest.mark.parametrize("sync_epochs", [False, True], ids=["one-job", "job-per-epoch"])
+def test_fit_trains_a_gensim_model_that_beats_untrained(sc, corpus, tmp_path, caplog, sync_epochs):
     train, heldout = corpus
     rdd = sc.parallelize(train, 4)
-    estimator = DistributedWord2Vec(vector_size=50, epochs=3, seed=3, progress=False, spark=sc)
+    epochs = 4
+    estimator = DistributedWord2Vec(vector_size=50, epochs=epochs, seed=3, progress=True, spark=sc,
+                                    sync_epochs=sync_epochs)
     untrained = estimator.build_vocab(rdd)
     evaluator = HeldoutSGNSLoss({w: untrained.wv.get_vecattr(w, "count") for w in untrained.wv.index_to_key},
                                 heldout, window=5)
     initial = untrained.wv.vectors.copy()
-    estimator.fit(rdd)
+    with caplog.at_level(logging.INFO, logger="deepdist"):
+        estimator.fit(rdd)
     model = estimator.model_
+    assert estimator.sync_epochs_ is sync_epochs
     assert isinstance(model, Word2Vec) and estimator.wv_ is model.wv
     assert model.wv.index_to_key == untrained.wv.index_to_key
     assert not np.allclose(model.wv.vectors, initial)
     trained_loss, untrained_loss = evaluator(model), evaluator(untrained)
     assert trained_loss < 0.9 * untrained_loss, (trained_loss, untrained_loss)
-    records = estimator.epochs_
-    assert [r["epoch"] for r in records] == [1, 2, 3]
-    assert records[-1]["words_done"] == 3 * estimator.corpus_words_
+
+    # each record is its own epoch's, not a share of the whole run
+    records, words = estimator.epochs_, estimator.corpus_words_
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
+    assert records[-1]["words_done"] == epochs * words
+    assert sum(r["words"] for r in records) == epochs * words
+    for k, record in enumerate(records, 1):
+        assert record["words_done"] >= k * words and record["words"] == pytest.approx(words, rel=0.25)
+        assert record["seconds"] > 0 and 0 < record["bytes_pulled"] < record["dense_bytes_pulled"]
+        assert record["pushes"] >= 2 and record["gradient_seconds"] > 0
+    assert len({r["seconds"] for r in records}) == epochs and len({r["words_done"] for r in records}) == epochs
     assert records[-1]["alpha"] == pytest.approx(0.0001)
-    assert all(r["bytes_pulled"] < r["dense_bytes_pulled"] for r in records)
+    # the learning rate the tasks applied, epoch by epoch, is gensim's linear schedule
+    expected = gensim_epoch_alphas(untrained, epochs)
+    applied = [r["alpha_mean"] for r in records]
+    step = (estimator.alpha - estimator.min_alpha) / epochs
+    assert applied == pytest.approx(expected, abs=0.15 * step), (applied, expected)
+
+    # the progress line names the epoch the tasks are in, of all epochs (not "epoch 1/1" per job)
+    lines = [r.getMessage() for r in caplog.records if r.name == "deepdist" and " | tasks " in r.getMessage()]
+    labels = [line.split(" | ")[0] for line in lines]
+    assert f"epoch {epochs}/{epochs}" in labels and "epoch 1/1" not in labels, labels
+    if sync_epochs:  # the line closing each job
+        assert [f"epoch {k}/{epochs}" for k in range(1, epochs + 1)] == labels[-epochs:], labels
+
     model.wv.save(str(tmp_path / "vectors.kv"))
     loaded = KeyedVectors.load(str(tmp_path / "vectors.kv"))
     np.testing.assert_array_equal(loaded.vectors, model.wv.vectors)
     assert loaded.most_similar("the", topn=3)
     assert 0 <= analogy(loaded)["coverage"] <= 1 and -1 <= wordsim(loaded)["spearman"] <= 1
+
+
+def test_progress_line_takes_the_epoch_the_tasks_report():
+    from deepdist import wire
+    from deepdist.progress import ProgressLine
+    from deepdist.store import ParameterStore
+
+    store = ParameterStore({"w": np.zeros(2)})
+    store.set_descent(lambda model, update: None)
+    sc = SimpleNamespace(statusTracker=lambda: SimpleNamespace(getActiveStageIds=lambda: []))
+    line = ProgressLine(sc, store, "epoch 1/1", enabled=False)
+    assert line.line().startswith("epoch 1/1 | ")
+    store.start()
+    try:
+        store.submit({"w": np.ones(2)}, wire.UpdateMeta(version=0, metrics={"epoch": 3, "epochs": 5, "alpha": 0.01}))
+        store.drain()
+    finally:
+        store.stop()
+    text = line.line()
+    assert text.startswith("epoch 3/5 | ") and "alpha 0.01" in text and "epochs" not in text, text
+
+
+class _OwnRowTask:
+    """gradient: each partition moves its own row by 1 a batch and flags a pull that lacks its own
+    earlier pushes (``stale``). Element ``i`` is the task's ``i % per_partition``-th batch."""
+
+    def __init__(self, call: int, per_partition: int):
+        self.call, self.per_partition = call, per_partition
+
+    def __call__(self, model, batch):
+        from pyspark import TaskContext
+
+        partition = TaskContext.get().partitionId()
+        (element,) = batch
+        own_pushes = self.call * self.per_partition + element % self.per_partition
+        stale = float(model["x"][partition, 0] != own_pushes)
+        return {"x": SparseRows(np.array([partition]), np.ones((1, 1)), model["x"].shape),
+                "stale": np.array([stale])}
+
+
+def _own_row(batch):
+    from pyspark import TaskContext
+
+    return {"x": np.array([TaskContext.get().partitionId()])}
+
+
+def _slow_add(model, update):
+    time.sleep(0.01)  # a pull that does not wait for the task's own push would overtake it
+    update["x"].add_to(model["x"])
+    model["stale"] += update["stale"]
+
+
+def test_a_second_train_call_still_reads_its_own_writes(sc):
+    """sync_epochs calls train() once per epoch on one context: each call's pulls must wait for the
+    task's own pushes (the server's bookkeeping of the first call must not answer for the next)."""
+    per_partition = 8
+    rdd = sc.parallelize(range(2 * per_partition), 2)
+    model = {"x": np.zeros((2, 1)), "stale": np.zeros(1)}
+    with DeepDist(model, spark=sc, progress=False) as dd:
+        for call in range(3):
+            dd.train(rdd, _OwnRowTask(call, per_partition), _slow_add, batch_size=1, rows=_own_row)
+            assert model["stale"][0] == 0, f"call {call + 1}: {model['stale'][0]:.0f} pulls lacked the task's own push"
+            assert model["x"][:, 0].tolist() == [(call + 1) * per_partition] * 2
 
 
 @pytest.mark.parametrize("options", [dict(sg=0, hs=1, negative=0), dict(descent="adagrad", adagrad_lr=0.05)],

@@ -107,17 +107,18 @@ class LocalCluster:
     Parameters:
         workers, cores, memory: the workers and what each offers.
         env: extra environment of the master and worker JVMs (and so of the executors).
+        port: the master's port (a free one by default).
         log_dir: where the daemons' logs and the workers' work directories go (a temp
             directory by default, removed on :meth:`stop`).
     """
 
     def __init__(self, workers: int = 2, cores: int = 1, memory: str = "3g", env: dict | None = None,
-                 log_dir: str | None = None, timeout: float = 90.0):
+                 log_dir: str | None = None, timeout: float = 90.0, port: int = 0):
         self.workers, self.cores, self.memory, self.timeout = workers, cores, memory, timeout
         self.env = dict(env or {})
         self._own_dir = log_dir is None
         self.dir = Path(log_dir or tempfile.mkdtemp(prefix="deepdist-cluster-"))
-        self.port, self.web_port = free_port(), free_port()
+        self.port, self.web_port = port or free_port(), free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
         self.master: subprocess.Popen | None = None
         self.worker_procs: list[subprocess.Popen] = []
@@ -297,3 +298,30 @@ class LocalCluster:
             if app.get("id") == app_id:
                 return [str(e) for e in app.get("executors", [])]
         return []
+
+
+def main(argv=None) -> None:
+    """``python -m deepdist.testing``: run a standalone cluster on this machine until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A Spark standalone cluster on 127.0.0.1, until Ctrl-C.")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=1, help="cores each worker offers")
+    parser.add_argument("--memory", default="3g", help="memory each worker offers")
+    parser.add_argument("--port", type=int, default=7077, help="the master's port (0: a free one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    with LocalCluster(args.workers, args.cores, args.memory, port=args.port) as cluster:
+        print(f"{cluster.url}  (master UI http://127.0.0.1:{cluster.web_port}; drivers: "
+              f"SPARK_LOCAL_IP=127.0.0.1 spark-submit --master {cluster.url} ...)", flush=True)
+        try:
+            while not stop:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

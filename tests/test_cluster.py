@@ -104,7 +104,7 @@ def test_linear_regression_example_ships_deepdist_to_bare_executors(cluster, bar
     assert r["master"] == cluster.url
     ran_on_cluster(cluster, r["app_id"])
     assert r["relative_gap"] < 0.01, r
-    assert r["updates"] == 5 * 4 * 10        # 5 epochs x 4 partitions x 5,000 rows / 500
+    assert r["updates"] >= 5 * 4 * 10        # 5 epochs x 4 partitions x at least 10 batches of 500
 
 
 def test_word2vec_example_readme_cluster_command(cluster, bare, plain_conf, tmp_path):
@@ -143,5 +143,7 @@ def test_a_daemon_that_needs_deepdist_on_bare_executors_is_one_clear_error(clust
     result = submit(cluster, os.path.join(ROOT, "examples", "linear_regression.py"), "--rows", "1000",
                     python=bare, conf_dir=os.path.join(ROOT, "spark-conf"))
     assert result.returncode != 0
-    assert "spark.python.daemon.module" in result.stderr, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    assert "spark.python.daemon.module" in output and "pyspark.daemon" in output, output[-4000:]
+    assert "at org.apache" not in output and "Py4J" not in output
     assert result.seconds < 120

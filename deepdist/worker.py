@@ -85,6 +85,19 @@ def _union_rows(row_sets: list) -> dict:
             for name in names}
 
 
+def attempt_of(task) -> int:
+    """A number for a task attempt that no other attempt of its partition shares, larger for
+    attempts launched later: Spark's ``taskAttemptId``.
+
+    Not ``attemptNumber``: Spark numbers a task's attempts from 0 again in each attempt of a
+    stage, and a stage is attempted again when a task could not fetch shuffle output that died
+    with an executor. The retry of a task whose executor was lost can then be attempt 0 again,
+    like the lost attempt, and the server would take its pushes for duplicates of the lost
+    attempt's (and book both in one ledger entry).
+    """
+    return task.taskAttemptId()
+
+
 class TaskChannel:
     """One Spark task's line to the model server, for custom partition loops.
 
@@ -117,7 +130,7 @@ class TaskChannel:
 
         task = TaskContext.get()
         self.partition = task.partitionId() if task else 0
-        self.attempt = task.attemptNumber() if task else 0
+        self.attempt = attempt_of(task) if task else 0
         self.stats = {"partition": self.partition, "attempt": self.attempt, "pushed": 0,
                       "pulls": 0, "bytes_pushed": 0, "wait_seconds": 0.0, "wait_timeouts": 0,
                       "network_seconds": 0.0, "started": time.perf_counter()}

@@ -1,0 +1,299 @@
+"""Fault drills on a Spark standalone cluster: one executor SIGKILLed in the middle of a fit.
+
+Each drill runs a fit once undisturbed and once with worker 0's executor killed (JVM and Python
+workers, as a lost node) from a timer thread while a training stage runs with both tasks busy,
+and returns the numbers to judge it by: exact counts for an additive ``dd.train``, held-out
+perplexity for ``OnlineLDA``, held-out SGNS loss for ``DistributedWord2Vec``, and the seconds
+the fault cost.
+
+The drills are functions ``drill(cluster, spark, **sizes) -> dict``: tests/test_faults.py runs
+them in a driver process of its own (a process holds one SparkContext, and the test session's
+is a ``local`` one), through this file's ``main``, and benchmarks/fault_runs.py runs them with
+larger sizes as its ``additive``, ``online`` and ``word2vec`` parts. Functions that run on the
+executors are nested in the drills: cloudpickle then ships them by value, so the executors need
+not import this module.
+
+    python tests/fault_jobs.py --master spark://127.0.0.1:7077 --web-port 8080 \\
+        --worker-pids 123,456 --drills additive,online,word2vec --output faults.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+log = logging.getLogger("fault_jobs")
+
+
+class StageKiller:
+    """Kills worker ``worker``'s executor once, ``after`` seconds into a training stage.
+
+    A training stage is an active stage that ``dd.train`` started (its call site is in
+    deepdist/core.py) with at least two tasks running, so both executors are busy and the kill
+    lands inside a task. ``stage`` picks the n-th such stage (1 = the first); if a stage ends
+    before ``after`` seconds the kill moves on to the next one. Polls ``sc.statusTracker()``.
+    """
+
+    def __init__(self, cluster, sc, *, after: float, stage: int = 1, worker: int = 0, poll: float = 0.05):
+        self.cluster, self.sc, self.after, self.stage, self.worker, self.poll = cluster, sc, after, stage, worker, poll
+        self.killed: list = []
+        self.killed_in_stage = None     # which training stage (1-based) the kill landed in
+        self.seconds_into_stage = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stage-killer", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return False
+
+    def _run(self):
+        tracker = self.sc.statusTracker()
+        busy_since: dict = {}   # stage id -> when both its tasks were first seen running
+        order: list = []        # training stages in the order they were seen
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for stage_id in tracker.getActiveStageIds():
+                info = tracker.getStageInfo(stage_id)
+                if info is None or "core.py" not in (info.name or "") or info.numTasks < 2:
+                    continue
+                if stage_id not in order:
+                    order.append(stage_id)
+                if info.numActiveTasks >= 2:
+                    busy_since.setdefault(stage_id, now)
+                index = order.index(stage_id) + 1
+                if index >= self.stage and stage_id in busy_since and now - busy_since[stage_id] >= self.after:
+                    self.killed = self.cluster.kill_executor(self.worker)
+                    self.killed_in_stage, self.seconds_into_stage = index, now - busy_since[stage_id]
+                    log.info("killed the executor of worker %d (pids %s) %.1fs into training stage %d",
+                             self.worker, self.killed, self.seconds_into_stage, index)
+                    return
+            self._stop.wait(self.poll)
+
+    def report(self) -> dict:
+        return {"pids_killed": len(self.killed), "killed_in_stage": self.killed_in_stage,
+                "seconds_into_stage": self.seconds_into_stage}
+
+
+def warm_up(sc, partitions: int = 2) -> None:
+    """One task per executor first, so both start their Python workers before a timed fit."""
+    sc.parallelize(range(partitions), partitions).map(lambda x: x).collect()
+
+
+# -- additive dd.train: exact counts ---------------------------------------------------------------
+def additive_drill(cluster, spark, *, elements: int = 20_000, bins: int = 1000, batch: int = 100,
+                   epochs: int = 2, sleep: float = 0.03, after: float = 1.5, stage: int = 1) -> dict:
+    """Each element adds 1 to ``counts[element % bins]``: the counts must come out exact.
+
+    The input has a shuffle (``repartition``), so a lost executor also loses map outputs and
+    the retried task may run in a new stage attempt.
+    """
+    from deepdist import DeepDist
+
+    sc = spark.sparkContext
+    data = np.arange(elements)
+    expected = epochs * np.bincount(data % bins, minlength=bins)
+    rdd = sc.parallelize(data.tolist(), 4).repartition(2)
+
+    def count(model, batch_):
+        time.sleep(sleep)  # stretch the job so the kill lands inside a task
+        return {"counts": np.bincount(np.asarray(batch_) % bins, minlength=bins).astype(np.int64)}
+
+    def add(model, update):
+        model["counts"] += update["counts"]
+
+    def fit(killer=None):
+        warm_up(sc)
+        started = time.perf_counter()
+        with DeepDist({"counts": np.zeros(bins, np.int64)}, spark=sc, progress=False) as dd:
+            if killer is None:
+                reports = dd.train(rdd, count, add, epochs=epochs, batch_size=batch, additive=True)
+            else:
+                with killer:
+                    reports = dd.train(rdd, count, add, epochs=epochs, batch_size=batch, additive=True)
+            status = dd.status()
+        counts = dd.model["counts"]
+        return {"seconds": time.perf_counter() - started, "exact": bool(np.array_equal(counts, expected)),
+                "total": int(counts.sum()), "expected_total": int(expected.sum()),
+                "max_error": int(np.abs(counts - expected).max()),
+                "attempts": [sorted(r["attempt"] for r in epoch) for epoch in reports],
+                "rejected": status["rejected_by_reason"], "updates_applied": status["updates_applied"]}
+
+    base = fit()
+    cluster.wait_for_workers()
+    killer = StageKiller(cluster, sc, after=after, stage=stage)
+    faulted = fit(killer)
+    return {"undisturbed": base, "faulted": {**faulted, **killer.report()},
+            "fault_seconds": faulted["seconds"] - base["seconds"]}
+
+
+# -- online LDA: held-out perplexity ---------------------------------------------------------------
+def lee_documents():
+    """gensim's lee_background.cor as token lists (lower-cased, stop words and short words out)."""
+    from gensim.parsing.preprocessing import STOPWORDS
+    from gensim.test.utils import datapath
+    from gensim.utils import simple_preprocess
+
+    with open(datapath("lee_background.cor"), encoding="utf-8", errors="replace") as handle:
+        return [[w for w in simple_preprocess(line) if w not in STOPWORDS] for line in handle if line.strip()]
+
+
+def online_drill(cluster, spark, *, docs: int = 3000, vocab: int = 400, topics: int = 8, length: int = 60,
+                 passes: int = 4, chunksize: int = 100, heldout: int = 300, seed: int = 0,
+                 after: float | None = None, stage: int = 2) -> dict:
+    """OnlineLDA with default settings on a planted corpus, a kill inside pass ``stage``.
+
+    The corpus is drawn from LDA's generative process (K planted topics), so two undisturbed
+    fits with one seed land close together and a 2% bound on the held-out perplexity measures
+    the fault, not the run-to-run spread of a corpus whose topics are ill-defined. ``after``
+    (seconds into the pass) is 40% of the undisturbed run's median pass by default.
+    """
+    import statistics
+
+    from deepdist.lda.evaluate import completion_perplexity
+    from deepdist.lda.online import OnlineLDA
+    from deepdist.lda.synthetic import synthetic_lda_corpus
+
+    sc = spark.sparkContext
+    corpus, _ = synthetic_lda_corpus(docs + heldout, vocab, topics, length, alpha=0.1, beta=0.01, seed=seed + 11,
+                                     poisson_lengths=True)
+    bow = [[(int(w), int(c)) for w, c in zip(*np.unique(d, return_counts=True))] for d in corpus[:docs]]
+    test = [d.tolist() for d in corpus[docs:]]
+    id2word = {i: f"w{i}" for i in range(vocab)}
+
+    def fit(killer=None):
+        warm_up(sc)
+        rdd = sc.parallelize(bow, 2)
+        lda = OnlineLDA(num_topics=topics, id2word=id2word, passes=passes, chunksize=chunksize, seed=seed,
+                        progress=False, spark=sc)
+        started = time.perf_counter()
+        if killer is None:
+            model = lda.fit(rdd)
+        else:
+            with killer:
+                model = lda.fit(rdd)
+        seconds = time.perf_counter() - started
+        history = lda.history_
+        return {"seconds": seconds, "perplexity": completion_perplexity(test, model.get_topics(), model.alpha),
+                "pass_seconds": [h["seconds"] for h in history], "msteps": sum(h["msteps"] for h in history),
+                "chunks": sum(h["chunks"] for h in history),
+                "repeated_chunks": sum(h.get("repeated_chunks", 0) for h in history),
+                "wait_timeouts": sum(h["wait_timeouts"] for h in history),
+                "docs_merged": [h["docs_merged"] for h in history], "docs": docs,
+                "updates_applied": lda.status_["updates_applied"], "rejected": lda.status_["rejected_by_reason"]}
+
+    base = fit()
+    cluster.wait_for_workers()
+    if after is None:
+        after = 0.4 * statistics.median(base["pass_seconds"])
+    killer = StageKiller(cluster, sc, after=after, stage=stage)
+    faulted = fit(killer)
+    return {"undisturbed": base, "faulted": {**faulted, **killer.report()},
+            "fault_seconds": faulted["seconds"] - base["seconds"],
+            "perplexity_ratio": faulted["perplexity"] / base["perplexity"]}
+
+
+# -- word2vec: held-out SGNS loss ------------------------------------------------------------------
+def word2vec_drill(cluster, spark, *, epochs: int = 5, vector_size: int = 50, heldout: int = 30, repeat: int = 3,
+                   after: float = 2.0, job_words: int = 2000, seed: int = 1) -> dict:
+    """DistributedWord2Vec (default settings but the sizes) on lee_background, a kill mid-training."""
+    from deepdist.word2vec import DistributedWord2Vec
+    from deepdist.word2vec_eval import HeldoutSGNSLoss
+
+    sc = spark.sparkContext
+    docs = lee_documents()
+    train, test = docs[:-heldout] * repeat, docs[-heldout:]
+
+    def fit(killer=None):
+        warm_up(sc)
+        # four slices, two training partitions: the fit repartitions (a shuffle), as it does for
+        # most inputs
+        rdd = sc.parallelize(train, 4)
+        w2v = DistributedWord2Vec(vector_size=vector_size, epochs=epochs, seed=seed, job_words=job_words,
+                                  spark=sc, progress=False)
+        started = time.perf_counter()
+        if killer is None:
+            w2v.fit(rdd)
+        else:
+            with killer:
+                w2v.fit(rdd)
+        return w2v, time.perf_counter() - started
+
+    base_model, base_seconds = fit()
+    counts = {w: base_model.wv_.get_vecattr(w, "count") for w in base_model.wv_.index_to_key}
+    loss = HeldoutSGNSLoss(counts, test)
+    base = {"seconds": base_seconds, "training_seconds": base_model.timings_["training"],
+            "heldout_loss": float(loss(base_model.model_))}
+    cluster.wait_for_workers()
+    killer = StageKiller(cluster, sc, after=min(after, 0.4 * base["training_seconds"]))
+    model, seconds = fit(killer)
+    faulted = {"seconds": seconds, "training_seconds": model.timings_["training"],
+               "heldout_loss": float(loss(model.model_)), **killer.report()}
+    return {"undisturbed": base, "faulted": faulted, "fault_seconds": seconds - base_seconds,
+            "loss_ratio": faulted["heldout_loss"] / base["heldout_loss"]}
+
+
+DRILLS = {"additive": additive_drill, "online": online_drill, "word2vec": word2vec_drill}
+
+
+def attach(master: str, web_port: int, worker_pids: list) -> object:
+    """A handle on a running :class:`~deepdist.testing.LocalCluster` started by another process:
+    enough to kill its executors and wait for its workers."""
+    from deepdist.testing import LocalCluster
+
+    cluster = LocalCluster.__new__(LocalCluster)
+    cluster.url, cluster.web_port, cluster.master, cluster.timeout = master, web_port, None, 90.0
+    cluster.workers = len(worker_pids)
+    cluster.worker_procs = [SimpleNamespace(pid=pid) for pid in worker_pids]
+    return cluster
+
+
+def main(argv=None) -> int:
+    from pyspark.sql import SparkSession
+
+    from deepdist.testing import LocalCluster
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--master", required=True)
+    parser.add_argument("--web-port", type=int, required=True)
+    parser.add_argument("--worker-pids", required=True)
+    parser.add_argument("--drills", default=",".join(DRILLS))
+    parser.add_argument("--sizes", default="{}", help="JSON: {drill: {keyword: value}}")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cluster = attach(args.master, args.web_port, [int(p) for p in args.worker_pids.split(",")])
+    builder = SparkSession.builder.master(args.master).appName("deepdist-fault-drills")
+    # the repo's spark-defaults.conf says 4 (for local[*] runs); this cluster has two cores,
+    # and the fits size their partitions to the cores
+    for key, value in {**LocalCluster.driver_conf, "spark.default.parallelism": "2"}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    sizes = json.loads(args.sizes)
+    results = {}
+    try:
+        for name in args.drills.split(","):
+            started = time.perf_counter()
+            results[name] = DRILLS[name](cluster, spark, **sizes.get(name, {}))
+            log.info("drill %s: %.0fs: %s", name, time.perf_counter() - started, results[name])
+            with open(args.output, "w") as handle:  # what finished survives a later drill's hang
+                json.dump(results, handle, indent=1, default=str)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -150,16 +150,15 @@ def lee_documents():
 
 def online_drill(cluster, spark, *, docs: int = 3000, vocab: int = 400, topics: int = 8, length: int = 60,
                  passes: int = 4, chunksize: int = 100, heldout: int = 300, seed: int = 0,
-                 after: float | None = None, stage: int = 2) -> dict:
+                 points=(("mid-pass-2", 2, 0.4),)) -> dict:
     """OnlineLDA with default settings on a planted corpus, a kill inside pass ``stage``.
 
     The corpus is drawn from LDA's generative process (K planted topics), so two undisturbed
     fits with one seed land close together and a 2% bound on the held-out perplexity measures
-    the fault, not the run-to-run spread of a corpus whose topics are ill-defined. ``after``
-    (seconds into the pass) is 40% of the undisturbed run's median pass by default.
+    the fault, not the run-to-run spread of a corpus whose topics are ill-defined. A point
+    ``(name, pass, fraction)`` kills ``fraction`` of the undisturbed run's shortest pass (not
+    counting the first) into that pass (its training stage); ``faulted`` is the first point's run, ``faults`` all.
     """
-    import statistics
-
     from deepdist.lda.evaluate import completion_perplexity
     from deepdist.lda.online import OnlineLDA
     from deepdist.lda.synthetic import synthetic_lda_corpus
@@ -193,20 +192,28 @@ def online_drill(cluster, spark, *, docs: int = 3000, vocab: int = 400, topics: 
                 "updates_applied": lda.status_["updates_applied"], "rejected": lda.status_["rejected_by_reason"]}
 
     base = fit()
-    cluster.wait_for_workers()
-    if after is None:
-        after = 0.4 * statistics.median(base["pass_seconds"])
-    killer = StageKiller(cluster, sc, after=after, stage=stage)
-    faulted = fit(killer)
-    return {"undisturbed": base, "faulted": {**faulted, **killer.report()},
-            "fault_seconds": faulted["seconds"] - base["seconds"],
-            "perplexity_ratio": faulted["perplexity"] / base["perplexity"]}
+    faults = []
+    for name, stage, fraction in points:
+        cluster.wait_for_workers()
+        # passes after the first are the shorter (the first also starts the Python workers)
+        killer = StageKiller(cluster, sc, after=fraction * min(base["pass_seconds"][1:] or base["pass_seconds"]),
+                             stage=stage)
+        run = fit(killer)
+        faults.append({**run, **killer.report(), "point": name, "fault_seconds": run["seconds"] - base["seconds"],
+                       "perplexity_ratio": run["perplexity"] / base["perplexity"]})
+    return {"undisturbed": base, "faulted": faults[0], "faults": faults,
+            "fault_seconds": faults[0]["fault_seconds"], "perplexity_ratio": faults[0]["perplexity_ratio"]}
 
 
 # -- word2vec: held-out SGNS loss ------------------------------------------------------------------
 def word2vec_drill(cluster, spark, *, epochs: int = 5, vector_size: int = 50, heldout: int = 30, repeat: int = 3,
-                   after: float = 2.0, job_words: int = 2000, seed: int = 1) -> dict:
-    """DistributedWord2Vec (default settings but the sizes) on lee_background, a kill mid-training."""
+                   job_words: int = 2000, seed: int = 1, partitions: int | None = None,
+                   points=(("mid-training", 0.4),)) -> dict:
+    """DistributedWord2Vec (default settings but the sizes) on lee_background, a kill mid-training.
+
+    A point ``(name, fraction)`` kills ``fraction`` of the undisturbed run's training time into
+    the training stage; ``faulted`` is the first point's run, ``faults`` all.
+    """
     from deepdist.word2vec import DistributedWord2Vec
     from deepdist.word2vec_eval import HeldoutSGNSLoss
 
@@ -220,7 +227,7 @@ def word2vec_drill(cluster, spark, *, epochs: int = 5, vector_size: int = 50, he
         # most inputs
         rdd = sc.parallelize(train, 4)
         w2v = DistributedWord2Vec(vector_size=vector_size, epochs=epochs, seed=seed, job_words=job_words,
-                                  spark=sc, progress=False)
+                                  partitions=partitions, spark=sc, progress=False)
         started = time.perf_counter()
         if killer is None:
             w2v.fit(rdd)
@@ -234,13 +241,17 @@ def word2vec_drill(cluster, spark, *, epochs: int = 5, vector_size: int = 50, he
     loss = HeldoutSGNSLoss(counts, test)
     base = {"seconds": base_seconds, "training_seconds": base_model.timings_["training"],
             "heldout_loss": float(loss(base_model.model_))}
-    cluster.wait_for_workers()
-    killer = StageKiller(cluster, sc, after=min(after, 0.4 * base["training_seconds"]))
-    model, seconds = fit(killer)
-    faulted = {"seconds": seconds, "training_seconds": model.timings_["training"],
-               "heldout_loss": float(loss(model.model_)), **killer.report()}
-    return {"undisturbed": base, "faulted": faulted, "fault_seconds": seconds - base_seconds,
-            "loss_ratio": faulted["heldout_loss"] / base["heldout_loss"]}
+    faults = []
+    for name, fraction in points:
+        cluster.wait_for_workers()
+        killer = StageKiller(cluster, sc, after=fraction * base["training_seconds"])
+        model, seconds = fit(killer)
+        heldout_loss = float(loss(model.model_))
+        faults.append({"seconds": seconds, "training_seconds": model.timings_["training"],
+                       "heldout_loss": heldout_loss, **killer.report(), "point": name,
+                       "fault_seconds": seconds - base_seconds, "loss_ratio": heldout_loss / base["heldout_loss"]})
+    return {"undisturbed": base, "faulted": faults[0], "faults": faults,
+            "fault_seconds": faults[0]["fault_seconds"], "loss_ratio": faults[0]["loss_ratio"]}
 
 
 DRILLS = {"additive": additive_drill, "online": online_drill, "word2vec": word2vec_drill}

@@ -110,6 +110,44 @@ def test_aggregate_check_repairs_corrupted_counts(sc, corpus):
         lda.state_.unpersist()
 
 
+class LoseCachedBlocks:
+    """Callback: after the given jobs, drop every block Spark cached since it was made, as if the
+    executors holding them had died (they stay, so this runs on local[*]): the next job's input,
+    and the word ids, must come back from the lineage."""
+
+    def __init__(self, sc, jobs):
+        self.sc, self.jobs = sc, set(jobs)
+        self.before = set(sc._jsc.getPersistentRDDs().keys())
+
+    def __call__(self, estimator, entry):
+        if entry["job"] in self.jobs:
+            for rdd_id, rdd in list(self.sc._jsc.getPersistentRDDs().items()):
+                if rdd_id not in self.before:
+                    rdd.unpersist(True)
+
+
+def test_lost_cached_blocks_come_back_from_the_lineage_and_the_driver_held_cut(sc, corpus):
+    docs, _ = corpus
+    # lineage cuts after jobs 3 and 6; blocks lost after job 2 (before any cut), after job 4
+    # (one job past the cut) and after job 6 (right after the cut)
+    lda, model = fit(sc, docs, iterations=8, lineage_every=3, keep_state=True,
+                     callback=LoseCachedBlocks(sc, {2, 4, 6}))
+    try:
+        history = lda.history_
+        assert [h["job"] for h in history if h.get("cut")] == [3, 6]
+        assert all(history[j]["cut"] == "driver" and history[j]["cut_bytes"] == 72000 for j in (3, 6))
+        # job 3 and job 5 started from older assignments (job 0's, the cut's) and left them unsampled
+        assert history[3]["rebuilt_partitions"] == [0, 1] and history[3]["rebuilt_from_jobs"] == [0]
+        assert history[5]["rebuilt_partitions"] == [0, 1] and history[5]["rebuilt_from_jobs"] == [3]
+        assert history[3]["repaired"] and history[5]["repaired"] and lda.repairs_ == 2
+        # right after a cut nothing older comes back: the driver holds the cut's assignments
+        assert history[7]["rebuilt_partitions"] == [] and not history[7]["repaired"]
+        assert np.array_equal(counts_from_state(lda, V, K), model.word_topic_)
+        assert history[-1]["ll_per_token"] > history[1]["ll_per_token"]
+    finally:
+        lda.state_.unpersist()
+
+
 def test_model_api_save_load_gensim(sc, corpus, tmp_path):
     docs, _ = corpus
     held = docs[:50]

@@ -275,7 +275,8 @@ class GibbsLDA:
         history_: one dict per job: sweeps done, seconds, the joint log-likelihood log p(w, z)
             (and per token), α, bytes pushed and pulled against their dense size, repairs
             (``repaired``, ``repaired_entries``), partitions rebuilt after a lost executor
-            (``rebuilt_partitions``), and at lineage cuts ``cut`` (``"driver"`` or ``"reliable"``),
+            (``rebuilt_partitions``, and the jobs whose assignments they came back with:
+            ``rebuilt_from_jobs``), and at lineage cuts ``cut`` (``"driver"`` or ``"reliable"``),
             ``cut_bytes`` (assignments sent to the driver), ``cut_held_bytes`` (driver memory
             holding them) and ``cut_seconds``.
         repairs_: how many times the exactness check had to correct the server's counts.
@@ -473,7 +474,7 @@ class GibbsLDA:
             self._words.unpersist()  # nothing starts from the word ids any more
         repaired = self._verify(dd, next_state, reports, rebuilt)
         entry = self._history_entry(dd, reports, job, done + sweeps, seconds, out_before, repaired)
-        entry.update(rebuilt_partitions=sorted(rebuilt), **cut_info)
+        entry.update(rebuilt_partitions=sorted(rebuilt), rebuilt_from_jobs=sorted(set(rebuilt.values())), **cut_info)
         if histograms:
             self.alpha_ = _minka_symmetric_alpha(self.alpha_, K, _sum_hist(reports, "ndk_hist"),
                                                  _sum_hist(reports, "length_hist"))

@@ -23,8 +23,9 @@ lineage (an executor died). The server refuses pushes to a settled epoch (409), 
 that sampling would need describe assignments that no longer exist, so such a task neither
 samples nor pushes: the block passes through with the assignments it came with (those of the
 last lineage cut, or of a block that survived), keeping the number of the job that produced
-them. The next live task reports that number (``input_job``), and the job-end checksum
-rebuilds the server's counts from the assignments the tasks actually hold.
+them. The next live task reports that number (``input_job``); when it is not the previous job's,
+the task leaves the block unsampled for that job, and the job-end checksum rebuilds the
+server's counts from the assignments the tasks actually hold.
 """
 
 from __future__ import annotations
@@ -163,6 +164,12 @@ class _Task:
             topics = self._initial_topics(block)
             if words.size:
                 self._push(ch, _coo(*_partition_counts(words, topics, K), V * K, K), 0, live)
+        elif block.job != self.job - 1:
+            # Spark rebuilt this block from older assignments than the server's counts hold (the
+            # newer ones died with an executor). Sampling it now would remove its tokens from
+            # counts that never held them; this job leaves the block as it is, its checksum
+            # brings the counts in line, and the next job samples it against the right counts.
+            topics = block.topics
         else:
             topics = np.array(block.topics, copy=True)
             local = LocalCounts(words, topics, num_words=V, num_topics=K)

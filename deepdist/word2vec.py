@@ -415,8 +415,8 @@ class _EpochClock:
                   "words_done": now["words_done"],
                   # the schedule's rate where the epoch ended, and the mean rate the tasks applied
                   "alpha": self.gradient.alpha_at(now["words_done"]),
-                  "alpha_mean": totals["alpha_words"] / words if words else None,
-                  "gradient_seconds": totals["gradient_seconds"]}
+                  "alpha_mean": float(totals["alpha_words"] / words) if words else None,
+                  "gradient_seconds": float(totals["gradient_seconds"])}
         if reports is not None:  # summed over the tasks: where their time went
             record.update(task_seconds=sum(r["seconds"] for r in reports),
                           network_seconds=sum(r["network_seconds"] for r in reports))

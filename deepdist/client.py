@@ -26,7 +26,7 @@ import numpy as np
 
 from . import wire
 from .errors import (AuthenticationError, DescentFailedError, InvalidUpdateError, ServerError,
-                     ServerUnreachableError, SupersededAttemptError)
+                     ServerUnreachableError, SupersededAttemptError, UpdateTooLargeError)
 from .sparse import copy_rows
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,16 @@ class ModelClient:
         if conn.sock is None:
             conn.connect()  # under connect_timeout
         conn.sock.settimeout(timeout)
-        conn.request(method, target, body=data, headers=headers)
+        try:
+            conn.request(method, target, body=data, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # a server refusing a body (413) answers, then closes while the body is still
+            # arriving; its answer is already in our receive buffer and says more than the
+            # broken pipe, which would be retried and blamed on the network
+            answer = self._answer_after_broken_send(conn, timeout)
+            if answer is None:
+                raise
+            return answer
         response = conn.getresponse()
         try:
             content = response.read()
@@ -122,6 +131,18 @@ class ModelClient:
         if response.will_close:
             self._drop_connection()
         return _Response(response.status, response.headers, content)
+
+    def _answer_after_broken_send(self, conn: http.client.HTTPConnection, timeout: float) -> _Response | None:
+        """The answer a server sent before it cut our request short, or None if it sent none."""
+        try:
+            # the connection is reset: what the server sent is read at once, or never
+            conn.sock.settimeout(min(timeout, 5.0))
+            response = conn.getresponse()
+            return _Response(response.status, response.headers, response.read())
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            self._drop_connection()
 
     def _request(self, method: str, path: str, data=None, params=None, timeout=None) -> _Response:
         headers = {"Authorization": f"Bearer {self.secret}"}
@@ -147,6 +168,8 @@ class ModelClient:
                     raise ServerError(f"{url}: the update queue stayed full for {self.backpressure_wait}s")
                 time.sleep(float(response.headers.get("Retry-After", 1)))
                 continue
+            if response.status_code == 413:
+                self._raise_too_large(response, data)
             if response.status_code >= 400:
                 self._raise_for(response)
             return response
@@ -158,6 +181,18 @@ class ModelClient:
                 f"({type(err).__name__}). The server runs on the Spark driver: check that the driver is "
                 f"still running, that executors can resolve and reach the driver host {host!r} "
                 f"(spark.driver.host / spark.driver.bindAddress), and that no firewall blocks port {port}.")
+
+    def _raise_too_large(self, response, data) -> None:
+        try:
+            limit = int(response.json()["max_body_bytes"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            limit = None
+        size = len(data) if data is not None else 0
+        over = f"the server's max_body_bytes ({limit:,} bytes)" if limit else "the server's max_body_bytes"
+        raise UpdateTooLargeError(
+            f"{self.url}: 413 a request body of {size:,} bytes is over {over}; sending it again cannot "
+            "help: push smaller updates (sparse rows, more often) or start DeepDist with a larger "
+            "max_body_bytes")
 
     def _raise_for(self, response) -> None:
         try:

@@ -40,6 +40,10 @@ class InvalidUpdateError(DeepDistError, ValueError):
     """A well-formed update does not fit the model (name, dtype, shape, rows, values)."""
 
 
+class UpdateTooLargeError(InvalidUpdateError):
+    """A push is larger than the server's ``max_body_bytes``; sending it again cannot help."""
+
+
 class ModelShapeError(DeepDistError, ValueError):
     """A model's arrays do not have the shapes or dtypes the server expects."""
 

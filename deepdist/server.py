@@ -80,6 +80,15 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
     def _http_error(err):
         return _error(err.code or 500, err.description or err.name)
 
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(err):
+        # the limit travels as a number too: the client names it when it refuses to re-send
+        response = jsonify({"error": f"the request body of {request.content_length or 0:,} bytes is over "
+                                     f"max_body_bytes ({max_body_bytes:,} bytes)",
+                            "max_body_bytes": max_body_bytes})
+        response.status_code = 413
+        return response
+
     @app.get("/health")
     def health():
         return jsonify({"ok": True, "version": store.version})

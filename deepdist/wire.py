@@ -44,6 +44,11 @@ _ALIGN = 8
 MAX_HEADER_BYTES = 1 << 20
 MAX_ENTRIES = 4096
 MAX_NDIM = 8
+#: An entry may declare at most this many bytes, counting zero-length axes as 1: numpy refuses
+#: shapes whose size overflows its index type even when the array is empty, as ``(0, 2**63)`` is
+MAX_DECLARED_BYTES = 1 << 62
+#: integer fields of an update's meta must fit an int64, as they do in Spark
+_INT64 = 1 << 63
 _INDEX_DTYPES = ("int32", "int64")
 
 
@@ -124,10 +129,7 @@ def decode(body) -> Frame:
     data_start = _PREFIX.size + header_len
     if len(view) < data_start:
         raise WireFormatError("frame truncated inside its header")
-    try:
-        header = json.loads(bytes(view[_PREFIX.size:data_start]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise WireFormatError(f"header is not valid UTF-8 JSON: {err}") from None
+    header = _parse_header(bytes(view[_PREFIX.size:data_start]))
     if not isinstance(header, dict) or not isinstance(header.get("entries"), list):
         raise WireFormatError("header must be a JSON object with an 'entries' list")
     meta = header.get("meta", {})
@@ -163,6 +165,22 @@ def decode(body) -> Frame:
     return Frame(meta, arrays)
 
 
+def _refuse_constant(name):
+    raise WireFormatError(f"header holds {name}, which is not JSON (frames are written with allow_nan=False)")
+
+
+def _parse_header(raw: bytes):
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except WireFormatError:
+        raise
+    except (UnicodeDecodeError, ValueError) as err:  # ValueError: also integers beyond Python's digit limit
+        raise WireFormatError(f"header is not valid UTF-8 JSON: {err}") from None
+    except RecursionError:
+        # json's parser recurses once per level: a header of nested brackets exhausts the limit
+        raise WireFormatError("header JSON nests too deeply (a frame's header needs 4 levels)") from None
+
+
 def _entry_fields(entry):
     if not isinstance(entry, dict):
         raise WireFormatError("each header entry must be a JSON object")
@@ -176,7 +194,10 @@ def _entry_fields(entry):
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
         raise WireFormatError(f"entry {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers")
-    return name, kind, np.dtype(dtype), tuple(shape)
+    dtype = np.dtype(dtype)
+    if math.prod(max(s, 1) for s in shape) * dtype.itemsize > MAX_DECLARED_BYTES:
+        raise WireFormatError(f"entry {_shown(name)}: shape {_shown(shape)} declares more than 2**62 bytes of {dtype}")
+    return name, kind, dtype, tuple(shape)
 
 
 def _take(view, offset, dtype, shape, name):
@@ -195,7 +216,8 @@ def validate_update(frame: Frame, spec: ModelSpec) -> dict:
 
     Raises :class:`InvalidUpdateError` naming the first problem: unknown name,
     dtype that cannot be added to the parameter, wrong shape, row index out of
-    range, or a value that is NaN or infinite.
+    range, a value that is NaN or infinite, or one the parameter's dtype cannot hold
+    (beyond float32's range, or an integer that would wrap in int32).
     """
     if not frame.arrays:
         raise InvalidUpdateError("the update holds no arrays")
@@ -218,10 +240,38 @@ def validate_update(frame: Frame, spec: ModelSpec) -> dict:
         elif values.shape != param.shape:
             raise InvalidUpdateError(f"update for {name!r} has shape {values.shape}, "
                                      f"the parameter is {param.shape}")
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-            raise InvalidUpdateError(f"update for {name!r} contains NaN or infinite values")
+        _check_representable(name, values, param)
         checked[name] = part
     return checked
+
+
+def _check_representable(name: str, values: np.ndarray, param) -> None:
+    """Refuse values that the parameter's own dtype cannot hold.
+
+    Checking in the update's dtype is not enough: descent casts to the parameter's dtype
+    afterwards, where a finite float64 becomes ``inf`` in float32 and an int64 wraps in int32.
+    Casting is monotonic, so the extremes decide for every value (and NaN propagates to both).
+    """
+    if values.size == 0:
+        return
+    low, high = values.min(), values.max()
+    if param.is_integer:
+        info = np.iinfo(param.dtype)
+        if low < info.min or high > info.max:
+            raise InvalidUpdateError(
+                f"update for {name!r} holds integers in [{low}, {high}]; the parameter is {param.dtype}, "
+                f"whose range is [{info.min}, {info.max}]: they would wrap around")
+        return
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InvalidUpdateError(f"update for {name!r} contains NaN or infinite values")
+    with np.errstate(over="ignore"):
+        cast = np.array([low, high]).astype(param.dtype)
+    if not np.isfinite(cast).all():
+        largest = max(abs(float(low)), abs(float(high)))
+        raise InvalidUpdateError(
+            f"update for {name!r} holds values up to {largest:.6g} in magnitude; the parameter is "
+            f"{param.dtype}, whose largest finite value is {np.finfo(param.dtype).max:.6g}: "
+            f"they would overflow to infinity")
 
 
 def validate_row_request(frame: Frame, spec: ModelSpec) -> dict:
@@ -271,13 +321,30 @@ def parse_update_meta(meta: dict) -> UpdateMeta:
     values = {}
     for key, default in (("version", None), ("epoch", 0), ("partition", -1), ("attempt", 0), ("seq", 0)):
         value = meta.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or (key != "partition" and value < 0):
-            raise InvalidUpdateError(f"update header field {key!r} must be a non-negative integer, got {value!r}")
+        low = -_INT64 if key == "partition" else 0
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value < _INT64:
+            kind = "an int64" if key == "partition" else "a non-negative int64"
+            raise InvalidUpdateError(f"update header field {key!r} must be {kind}, got {_shown(value)}")
         values[key] = value
     metrics = meta.get("metrics", {})
     if not isinstance(metrics, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        for k, v in metrics.items()
+        isinstance(k, str) and _finite_number(v) for k, v in metrics.items()
     ):
         raise InvalidUpdateError("update header 'metrics' must map names to finite numbers")
     return UpdateMeta(metrics=metrics, **values)
+
+
+def _shown(value, limit: int = 80) -> str:
+    """``repr(value)``, cut short: a hostile header's values can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _finite_number(value) -> bool:
+    # an int beyond float range (10**400) is valid JSON but cannot be averaged as a float
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False

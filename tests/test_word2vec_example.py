@@ -50,10 +50,12 @@ def test_spark_submit_runs_the_example_on_a_slice(tmp_path):
     assert kv.index_to_key == text.index_to_key
     assert summary["settings"]["max_articles"] == 40 and summary["corpus"]["articles"] <= 40
     assert summary["settings"]["sync_epochs"] is False and synced["settings"]["sync_epochs"] is True
-    metrics = summary["metrics"]
+    metrics, synced_metrics = summary["metrics"], synced["metrics"]
     assert metrics["heldout_loss"] < 0.8 * metrics["heldout_loss_untrained"], metrics
-    # one job per epoch trains as well as one job for all epochs
-    assert synced["metrics"]["heldout_loss"] == pytest.approx(metrics["heldout_loss"], rel=0.02)
+    # one job per epoch trains as well as one job for all epochs (one-sided: the single job has the
+    # odd run well above its usual loss)
+    assert synced_metrics["heldout_loss"] < 0.7 * synced_metrics["heldout_loss_untrained"], synced_metrics
+    assert synced_metrics["heldout_loss"] < 1.02 * metrics["heldout_loss"], (synced_metrics, metrics)
     words = summary["corpus"]["words"]
     for run in (summary, synced):
         # each epoch's own record: where it ended, what it took, the learning rate the tasks applied
@@ -101,11 +103,13 @@ def test_notebook_trains_as_well_as_one_job(tmp_path):
                       for o in cell.get("outputs", []))
     probe = json.loads(next(line for line in outputs.splitlines() if line.startswith("PROBE "))[6:])
     summary = probe["summary"]
+    print("notebook:", summary, "one-job reference loss:", probe["reference_loss"], "curve:", probe["curve"])
     loss, untrained = summary["held-out SGNS loss / word"], summary["untrained held-out loss / word"]
     # the callback forces one job per epoch; that mode must train as well as one job does
     assert probe["sync_epochs"] is True
-    assert loss < 0.8 * untrained, (loss, untrained)
-    assert loss == pytest.approx(probe["reference_loss"], rel=0.02), (loss, probe["reference_loss"])
+    assert loss < 0.7 * untrained, (loss, untrained)
+    # no worse than one job (that mode has the odd run well above its usual loss: one-sided)
+    assert loss < 1.02 * probe["reference_loss"], (loss, probe["reference_loss"])
     # the per-epoch analogy curve is computed on each epoch's vectors, and grows
     assert [epoch for epoch, _ in probe["curve"]] == list(range(1, epochs + 1))
     assert probe["curve"][-1][1] > probe["curve"][0][1] and summary["analogy accuracy"] > 0, probe["curve"]

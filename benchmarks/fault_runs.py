@@ -155,11 +155,16 @@ def gibbs_part(cluster, spark, args):
         raise SystemExit(f"--gibbs-iterations must exceed {lineage_every + 5} for a late point after the cut")
     rows = []
     wait_for_executors(cluster, sc)
+    # the first fit on fresh executors also starts their Python workers: not part of any row
+    if args.warm_up:
+        _gibbs_fit(sc, docs, phi, argparse.Namespace(**{**vars(args), "gibbs_iterations": 2}), Killer(cluster, None))
     base = _gibbs_fit(sc, docs, phi, args, Killer(cluster, None))
     rows.append({"point": "none", "killed_after_job": None, "pids_killed": 0, **base})
     points = [("early", 2, 0.0), ("after-cut", lineage_every, 0.0),
               ("late", args.gibbs_iterations - 5, 0.5 * base["job_seconds"])]
     for name, job, delay in points:
+        if name not in args.gibbs_points.split(","):
+            continue
         rows.append(_gibbs_fault_row(cluster, sc, docs, phi, args, base, name, job, delay))
     if args.checkpoint_dir:
         sc.setCheckpointDir(args.checkpoint_dir)  # cannot be unset: the last point
@@ -183,6 +188,7 @@ def gibbs_args(parser):
     parser.add_argument("--gibbs-vocab", type=int, default=150)
     parser.add_argument("--gibbs-topics", type=int, default=3)
     parser.add_argument("--gibbs-iterations", type=int, default=30)
+    parser.add_argument("--gibbs-points", default="early,after-cut,late", help="which kill points to run")
 
 
 #: part name -> (function, argument adder, printed columns as (key, header, format))
@@ -222,6 +228,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint-dir", help="also kill after a cut made with this checkpoint directory set "
                                                  "(the Gibbs part's last point)")
     parser.add_argument("--json", help="write every row here")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="skip the unrecorded first fit that starts the executors' Python workers")
     parser.add_argument("--verbose", action="store_true")
     for _, add_args, _ in PARTS.values():
         add_args(parser)
@@ -236,7 +244,10 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="fault-runs-") as scratch, \
             LocalCluster(workers=2, cores=1, log_dir=os.path.join(scratch, "cluster")) as cluster:
-        spark = cluster.session("deepdist-fault-runs", **{"spark.python.worker.reuse": "true"})
+        # no delay scheduling: a task waits for no executor, so each job keeps both executors
+        # busy and each holds cached blocks (with Spark's 3 s wait, jobs of a second could all
+        # queue on one executor, and killing the other would cost nothing)
+        spark = cluster.session("deepdist-fault-runs", **{"spark.locality.wait": "0s"})
         spark.sparkContext.setLogLevel("ERROR")
         try:
             for name in parts:

@@ -148,9 +148,9 @@ def lee_documents():
         return [[w for w in simple_preprocess(line) if w not in STOPWORDS] for line in handle if line.strip()]
 
 
-def online_drill(cluster, spark, *, docs: int = 3000, vocab: int = 400, topics: int = 8, length: int = 60,
+def online_drill(cluster, spark, *, docs: int = 6000, vocab: int = 400, topics: int = 8, length: int = 60,
                  passes: int = 4, chunksize: int = 100, heldout: int = 300, seed: int = 0,
-                 points=(("mid-pass-2", 2, 0.4),)) -> dict:
+                 points=(("mid-pass-2", 2, 0.3),)) -> dict:
     """OnlineLDA with default settings on a planted corpus, a kill inside pass ``stage``.
 
     The corpus is drawn from LDA's generative process (K planted topics), so two undisturbed

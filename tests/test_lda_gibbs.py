@@ -38,7 +38,9 @@ class FailOnce:
         self.marker, self.job, self.partition = marker, job, partition
 
     def __call__(self, *, job, partition, attempt, event):
-        if job == self.job and partition == self.partition and attempt == 0:
+        # attempts are numbered by Spark's taskAttemptId (unique in the application), so the first
+        # attempt is the one that finds no marker
+        if job == self.job and partition == self.partition and not os.path.exists(self.marker):
             with open(self.marker, "a") as f:
                 f.write(f"failed job {job} partition {partition}\n")
             raise RuntimeError("injected failure after a push")

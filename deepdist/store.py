@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 
+#: Task attempts (epoch, partition, attempt) of unsettled epochs whose pushes the store tracks;
+#: a push from one more is refused. An epoch's are forgotten when it is settled.
+MAX_SENDERS = 1 << 16
+#: Pushes of one attempt that may arrive ahead of a missing one (a task pushes in order).
+MAX_SEQS_AHEAD = 16
+#: Distinct metric names that tasks may report (``deepdist.report``), and their longest name.
+MAX_METRICS = 256
+MAX_METRIC_NAME = 100
+
 
 def staleness_bucket(staleness: int) -> str:
     """Histogram bucket of a staleness: exact up to 3, then powers of two."""
@@ -38,6 +47,10 @@ def staleness_bucket(staleness: int) -> str:
 
 class QueueFullError(Exception):
     """No room in the update queue within the back-pressure timeout."""
+
+
+class PushRefusedError(SupersededAttemptError):
+    """A push beyond the store's bookkeeping bounds (too many senders, too far out of order): a 409."""
 
 
 class _Metric:
@@ -111,13 +124,15 @@ class ParameterStore:
         self._snapshot_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self.received = 0
-        self._seen: set = set()
+        # (epoch, partition, attempt) -> [floor, seqs >= floor]: which pushes arrived (see _admit_seq)
+        self._seen: dict = {}
         self.applied = 0
         self.rejected: Counter = Counter()
         self.bytes_in = 0
         self.bytes_out = 0
         self.staleness = Counter()
         self.metrics: dict[str, _Metric] = defaultdict(_Metric)
+        self.metrics_ignored = 0   # metric values dropped past MAX_METRICS names
         self.started_at = time.time()
 
     # -- configuration -------------------------------------------------------
@@ -165,21 +180,10 @@ class ParameterStore:
             raise DescentFailedError(f"descent failed on the driver: {self.error!r}")
         if self._descent is None:
             raise ConfigurationError("no descent function is set: updates are accepted only during train()")
-        key = (meta.epoch, meta.partition, meta.attempt, meta.seq)
-        if meta.partition >= 0:
-            with self._stats_lock:
-                if key in self._seen:
-                    # a client retried a POST whose first copy did arrive
-                    self.rejected["duplicate"] += 1
-                    return
-                self._seen.add(key)
-        if self._additive and not self._ledger.admit(meta.epoch, meta.partition, meta.attempt):
-            self._count_rejected("superseded")
-            raise SupersededAttemptError(
-                f"partition {meta.partition} attempt {meta.attempt} was superseded by a newer attempt")
         with self._idle:
-            # checked under the same lock end_epoch marks with: a push that passes is pending
-            # before the epoch's drain starts, so reconcile sees it
+            # checked first, under the same lock end_epoch marks with: a push that passes is
+            # pending before the epoch's drain starts, so reconcile sees it; one that does not
+            # leaves no trace (a zombie's pushes must not grow the bookkeeping of a closed epoch)
             if meta.epoch in self._settled:
                 settled = True
             else:
@@ -190,19 +194,84 @@ class ParameterStore:
             raise SupersededAttemptError(
                 f"epoch {meta.epoch} is already settled: the update of partition {meta.partition} "
                 f"attempt {meta.attempt} comes from an attempt whose result Spark did not keep")
+        sender = (meta.epoch, meta.partition, meta.attempt)
         try:
+            if meta.partition >= 0 and not self._admit_seq(sender, meta.seq):
+                # a client retried a POST whose first copy did arrive
+                self._finish_one()
+                return
+            if self._additive and not self._ledger.admit(meta.epoch, meta.partition, meta.attempt):
+                self._count_rejected("superseded")
+                raise SupersededAttemptError(
+                    f"partition {meta.partition} attempt {meta.attempt} was superseded by a newer attempt")
             self._queue.put((update, meta), timeout=timeout if timeout is not None
                             else self.config.backpressure_timeout)
         except queue.Full:
             self._finish_one()
-            with self._stats_lock:
-                self._seen.discard(key)
+            self._forget_seq(sender, meta.seq)
             raise QueueFullError(f"update queue full ({self.config.queue_size} waiting)") from None
+        except BaseException:
+            self._finish_one()
+            raise
         with self._stats_lock:
             self.received += 1
             self.bytes_in += nbytes
             for name, value in meta.metrics.items():
+                if name not in self.metrics and (len(self.metrics) >= MAX_METRICS or len(name) > MAX_METRIC_NAME):
+                    self.metrics_ignored += 1
+                    continue
                 self.metrics[name].add(float(value))
+
+    def _admit_seq(self, sender: tuple, seq: int) -> bool:
+        """Book push ``seq`` of ``sender``; False if it was booked already (a retried POST).
+
+        Bounded: a sender's pushes come in order, so it keeps the number below which every seq
+        arrived plus at most ``MAX_SEQS_AHEAD`` seqs beyond a gap; at most ``MAX_SENDERS``
+        senders of unsettled epochs are tracked. Past either bound the push is refused (409).
+        """
+        with self._stats_lock:
+            book = self._seen.get(sender)
+            if book is None:
+                if len(self._seen) >= MAX_SENDERS:
+                    self.rejected["too_many_senders"] += 1
+                    raise PushRefusedError(
+                        f"the server already tracks {MAX_SENDERS} task attempts of unsettled epochs; "
+                        f"refusing epoch {sender[0]} partition {sender[1]} attempt {sender[2]}")
+                book = self._seen[sender] = [0]      # [floor, seqs >= floor that arrived...]
+            floor = book[0]
+            if seq < floor or seq in book[1:]:
+                self.rejected["duplicate"] += 1
+                return False
+            if seq == floor:
+                floor += 1
+                while floor in book[1:]:
+                    book.remove(floor)
+                    floor += 1
+                book[0] = floor
+            elif len(book) > MAX_SEQS_AHEAD:
+                self.rejected["out_of_order"] += 1
+                raise PushRefusedError(
+                    f"push {seq} of partition {sender[1]} attempt {sender[2]} is out of order: "
+                    f"push {floor} has not arrived and {MAX_SEQS_AHEAD} later ones have")
+            else:
+                book.append(seq)
+            return True
+
+    def _forget_seq(self, sender: tuple, seq: int) -> None:
+        """Un-book push ``seq`` (it was not queued), so that its retry is taken."""
+        with self._stats_lock:
+            book = self._seen.get(sender)
+            if book is None:
+                return
+            if seq in book[1:]:
+                book.remove(seq)
+            elif seq == book[0] - 1:
+                book[0] = seq
+            elif seq < book[0]:  # later pushes arrived meanwhile: they stay booked
+                if book[0] - seq - 1 + len(book) - 1 > MAX_SEQS_AHEAD:
+                    return       # cannot reopen it within the bound: its retry is refused as a duplicate
+                book[1:] = sorted(set(book[1:]) | set(range(seq + 1, book[0])))
+                book[0] = seq
 
     def drain(self, timeout: float | None = None) -> None:
         """Wait until every queued update has been applied (or refused)."""
@@ -221,6 +290,8 @@ class ParameterStore:
                 self._idle.notify_all()
 
     def _finish_sender(self, meta: wire.UpdateMeta) -> None:
+        if meta.partition < 0:   # not a task: no push of its is tracked, nothing waits on it
+            return
         with self._changed:
             key = (meta.epoch, meta.partition, meta.attempt)
             self._finished_by[key] = max(self._finished_by.get(key, 0), meta.seq + 1)
@@ -232,9 +303,13 @@ class ParameterStore:
         A task's pull after its own push waits for it: otherwise the rows it gets may still
         lack its last step, and it would take that step again (read your own writes).
         """
+        if partition < 0:
+            return True  # not a task's push: not tracked
         with self._changed:
+            # a settled epoch's bookkeeping is gone, and nothing of it will be applied any more
             return self._changed.wait_for(
-                lambda: self._finished_by.get((epoch, partition, attempt), 0) > seq, timeout)
+                lambda: self._finished_by.get((epoch, partition, attempt), 0) > seq
+                or epoch in self._settled, timeout)
 
     def _count_rejected(self, reason: str) -> None:
         with self._stats_lock:
@@ -338,11 +413,15 @@ class ParameterStore:
             self._settled.add(epoch)
         self.drain()
         with self._stats_lock:
-            self._seen = {key for key in self._seen if key[0] != epoch}
+            self._seen = {key: book for key, book in self._seen.items() if key[0] != epoch}
         with self._changed:
             self._finished_by = {key: n for key, n in self._finished_by.items() if key[0] != epoch}
+            self._changed.notify_all()   # waiters on a settled epoch's pushes give up
         if self.error is None and self._additive:
+            # one correction at a time: a spilled attempt's sum is read back as it is applied
             self.apply_corrections(self._ledger.reconcile(epoch, winners))
+        else:
+            self._ledger.discard(epoch)
         with self.lock:
             self._reset_log()
 
@@ -437,6 +516,7 @@ class ParameterStore:
                 "bytes_out": self.bytes_out,
                 "staleness_histogram": dict(self.staleness),
                 "metrics": {name: m.to_json() for name, m in self.metrics.items()},
+                "metrics_ignored": self.metrics_ignored,
                 "descent_error": repr(self.error) if self.error is not None else None,
                 "uptime_seconds": round(time.time() - self.started_at, 3),
             }

@@ -320,7 +320,7 @@ class AttemptLedger:
             corrections = []
             for number, old in attempts.items():
                 if number < attempt and old.applied:
-                    corrections.append(old.total(-1))
+                    corrections.append(self._total(old, -1))
                     old.applied = False
             entry.applied = True
             return True, corrections
@@ -364,7 +364,7 @@ class AttemptLedger:
             while plan:
                 sign, entry = plan.pop(0)
                 entry.applied = sign > 0
-                correction = entry.total(sign)
+                correction = self._total(entry, sign)
                 self._drop(entry)
                 yield correction
                 del correction
@@ -385,6 +385,14 @@ class AttemptLedger:
         with self._lock:
             for key in [k for k in self._newest if k[0] == epoch]:
                 del self._newest[key]
+
+    def _total(self, entry: _Attempt, sign: int):
+        with self._book:
+            before = entry.nbytes
+            total = entry.total(sign)     # may compact the sum: its size changes
+            if entry.key in self._in_memory:
+                self.memory_bytes += entry.nbytes - before
+            return total
 
     def _drop(self, entry: _Attempt) -> None:
         with self._book:

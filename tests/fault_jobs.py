@@ -59,13 +59,32 @@ class StageKiller:
 
     def _run(self):
         tracker = self.sc.statusTracker()
-        busy_since: dict = {}   # stage id -> when both its tasks were first seen running
+        busy_since: dict = {}   # stage id -> when a task of it was first seen running
         order: list = []        # training stages in the order they were seen
+        skipped: set = set()
+        after = self.after
         while not self._stop.is_set():
             now = time.monotonic()
-            for stage_id in tracker.getActiveStageIds():
-                info = tracker.getStageInfo(stage_id)
+            try:
+                active = tracker.getActiveStageIds()
+                infos = {stage_id: tracker.getStageInfo(stage_id) for stage_id in active}
+            except Exception as err:  # a busy gateway: try again rather than never kill
+                log.warning("stage-killer: status tracker failed (%s); retrying", err)
+                self._stop.wait(self.poll)
+                continue
+            # a target stage that ended before the kill: kill early in the next one instead,
+            # so a run faster than the undisturbed one still gets its fault
+            for stage_id in [s for s in busy_since if s not in active]:
+                if order.index(stage_id) + 1 >= self.stage:
+                    after = min(after, 0.25)
+                    log.info("stage-killer: training stage %d ended before the kill; the next one gets it",
+                             order.index(stage_id) + 1)
+                del busy_since[stage_id]
+            for stage_id, info in infos.items():
                 if info is None or "core.py" not in (info.name or "") or info.numTasks < 2:
+                    if info is not None and stage_id not in skipped:
+                        skipped.add(stage_id)
+                        log.info("stage-killer: not a training stage: %s (%d tasks)", info.name, info.numTasks)
                     continue
                 if stage_id not in order:
                     order.append(stage_id)
@@ -74,11 +93,16 @@ class StageKiller:
                 if info.numActiveTasks >= 1:
                     busy_since.setdefault(stage_id, now)
                 index = order.index(stage_id) + 1
-                if index >= self.stage and stage_id in busy_since and now - busy_since[stage_id] >= self.after:
-                    self.killed = self.cluster.kill_executor(self.worker)
+                if index >= self.stage and stage_id in busy_since and now - busy_since[stage_id] >= after:
+                    for worker in (self.worker, 1 - self.worker):  # the other, if this one has none yet
+                        self.killed = self.cluster.kill_executor(worker)
+                        if self.killed:
+                            break
+                    if not self.killed:
+                        continue
                     self.killed_in_stage, self.seconds_into_stage = index, now - busy_since[stage_id]
                     log.info("killed the executor of worker %d (pids %s) %.1fs into training stage %d",
-                             self.worker, self.killed, self.seconds_into_stage, index)
+                             worker, self.killed, self.seconds_into_stage, index)
                     return
             self._stop.wait(self.poll)
 

@@ -220,7 +220,15 @@ def table(rows, columns) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def all_parts() -> dict:
+    """Gibbs (here) and the other families' drills (benchmarks/fault_runs_w2v_online.py)."""
+    import fault_runs_w2v_online
+
+    return {**PARTS, **fault_runs_w2v_online.PARTS}
+
+
+def main(argv=None, parts_table: dict | None = None) -> int:
+    PARTS = all_parts() if parts_table is None else parts_table  # noqa: N806 (the table this run offers)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--partitions", type=int, default=2)

@@ -84,6 +84,4 @@ PARTS = {
 if __name__ == "__main__":
     import fault_runs
 
-    fault_runs.PARTS.clear()  # only these parts (fault_runs.py itself runs the gibbs part)
-    fault_runs.PARTS.update(PARTS)
-    sys.exit(fault_runs.main())
+    sys.exit(fault_runs.main(parts_table=PARTS))  # only these (fault_runs.py runs them all)

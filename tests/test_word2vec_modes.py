@@ -13,13 +13,13 @@ from deepdist.word2vec import DistributedWord2Vec
 from deepdist.word2vec_eval import HeldoutSGNSLoss, analogy
 
 DUMP = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
-SETTINGS = dict(vector_size=32, window=5, min_count=5, sg=1, negative=5, epochs=4)
+SETTINGS = dict(vector_size=50, window=5, min_count=5, sg=1, negative=5, epochs=5)
 
 
 @pytest.fixture(scope="module")
 def wiki(sc):
-    """The example's preparation of the first 60 articles: training sentences and held-out articles."""
-    articles = read_articles(sc, DUMP, max_articles=60)
+    """The example's preparation of the first 100 articles: training sentences and held-out articles."""
+    articles = read_articles(sc, DUMP, max_articles=100)
     train_articles, heldout_articles = split_heldout(articles, 0.1, seed=1)
     train = sentences(train_articles, 1000).cache()
     heldout = [tokens for _, tokens in heldout_articles.collect()]

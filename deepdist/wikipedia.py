@@ -349,6 +349,10 @@ def read_articles(spark, path: str, *, max_articles: int | None = None, **option
     ``max_articles`` keeps only the first that many articles (in input order), for
     quick runs; it costs one extra pass to number them.
     """
+    from .core import spark_context
+    from .executors import ensure_executors
+
+    ensure_executors(spark_context(spark))  # parsing runs deepdist's code on the executors
     articles = (read_dump if is_dump(path) else read_text)(spark, path, **options)
     if max_articles is not None:
         if max_articles < 1:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import ConfigurationError
+from ..executors import ensure_executors
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def build_dictionary(tokens_rdd, no_below: int = 5, no_above: float = 0.5, keep_
     from gensim.corpora import Dictionary
 
     _check(no_below, no_above, keep_n, keep_tokens)
+    ensure_executors(tokens_rdd.context)
     counts = tokens_rdd.mapPartitionsWithIndex(_count_partition).reduceByKey(_add_counts)
     counts = counts.persist()
     try:

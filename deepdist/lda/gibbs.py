@@ -63,6 +63,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigurationError, DeepDistError, NotFittedError
+from ..executors import ensure_executors
 from . import evaluate, sampler
 from .corpus import Vocabulary, build_vocabulary, make_blocks, to_word_ids, topic_dtype
 from .gibbs_model import GibbsLDAModel
@@ -358,6 +359,7 @@ class GibbsLDA:
 
         self._validate()
         sc = docs_rdd.context
+        ensure_executors(sc)  # the vocabulary job below already runs deepdist on them
         checkpoint = self._latest_checkpoint() if self.resume else None
         if checkpoint is not None:
             with gzip.open(os.path.join(checkpoint, "vocabulary.json.gz"), "rt", encoding="utf-8") as f:

@@ -68,6 +68,7 @@ import numpy as np
 
 from ..config import MAX_WAIT_SECONDS
 from ..errors import ConfigurationError, NotFittedError
+from ..executors import ensure_executors
 from .online_steps import _EStep, _LdaParams, _MStep, _Rounds, _Shell
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ class OnlineLDA:
         gensim constructor does when it is given a corpus.
         """
         self._validate()
+        ensure_executors(bow_rdd.context)
         self.model_ = self._new_model(bow_rdd)
         self.history_ = []
         self._base_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**32)

@@ -1,20 +1,35 @@
-"""A threaded HTTP/1.1 WSGI server whose connections stay open between requests.
+"""An HTTP/1.1 WSGI server with bounded resources whose connections stay open between requests.
 
 werkzeug's development server closes the connection after every response, so each pull and
-push of a task costs a new TCP connection and a new server thread; after each response it
-also waits up to 10 ms for stray body bytes. A Downpour task makes hundreds of round trips
-per epoch, and at that rate a client host also piles up sockets in TIME_WAIT. This server
-keeps one connection (and one thread) per client session instead:
+push of a task costs a new TCP connection; a Downpour task makes hundreds of round trips per
+epoch. This server keeps each client's connection open, and bounds what any client, slow,
+idle or hostile, can hold:
 
-* a request's body is whatever its ``Content-Length`` says; what the app leaves unread is
-  skipped, so the next request starts where it should (a body too large to skip closes the
-  connection instead, as does a chunked request body, which deepdist clients never send);
-* the response is written with a ``Content-Length``, so the client knows where it ends;
-* an idle connection closes after ``idle_timeout`` seconds, and ``shutdown`` closes them all;
-* the accept loop sleeps until a client connects or ``shutdown`` wakes it. socketserver's loop
-  wakes every ``poll_interval`` to look for a shutdown request; on a driver whose cores run
-  samplers, each of those wake-ups (50 a second at the 20 ms a prompt shutdown needs) preempts
-  a sampler and costs it its warm caches.
+* one I/O thread owns every connection that is not inside a request: it accepts, reads
+  request headers without blocking and parks idle keep-alive connections. An idle or slow
+  connection costs a file descriptor and a few bytes, never a thread;
+* a request whose headers are complete goes to a **bounded pool** of worker threads
+  (``max_workers``), which runs the WSGI app; the body is read only when the app reads
+  ``wsgi.input``, so an app (deepdist's bearer check, :mod:`deepdist.server`) can refuse a
+  request on its headers before one byte of its body is read or buffered;
+* **deadlines, not per-recv timeouts**: headers must be complete ``header_timeout`` seconds
+  after their first byte (one byte a minute does not keep a connection), a body must arrive
+  within ``body_timeout`` plus one second per ``min_rate`` bytes, a response must be taken
+  within the same allowance, and a connection idle between requests closes after
+  ``idle_timeout``;
+* a request's body is whatever its ``Content-Length`` says; what the app leaves unread (a 401,
+  a 413) is skipped by the I/O thread, without a buffer per connection, when it is at most
+  ``MAX_DISCARD_BYTES``; beyond that the connection closes (after the answer is sent, reading
+  and dropping what still arrives for a moment, so the client reads the answer instead of a
+  reset). A chunked request body is refused (411); deepdist clients never send one;
+* the listen backlog is ``BACKLOG``; when the process is out of file descriptors the
+  listening socket is set aside for ``FD_PAUSE`` seconds (or until a connection closes)
+  instead of spinning on an ``accept`` that keeps failing: waiting clients stay in the
+  backlog and are served when descriptors free up;
+* with an ``ssl_context`` the server speaks TLS (the handshake is made by the I/O thread,
+  under the header deadline);
+* the I/O thread sleeps until a socket is ready or a deadline falls due; on a driver whose
+  cores run samplers, polling wake-ups would preempt them.
 
 Example::
 
@@ -26,43 +41,125 @@ Example::
 
 from __future__ import annotations
 
-import http.server
+import collections
+import errno
 import logging
 import selectors
 import socket
+import ssl
 import sys
 import threading
+import time
 from urllib.parse import unquote
 
 log = logging.getLogger(__name__)
 
+#: Largest request line plus headers (431 beyond).
+MAX_HEADER_BYTES = 64 << 10
 #: Unread request bytes up to this many are skipped to keep the connection; beyond, it closes.
-MAX_SKIP_BYTES = 16 << 20
+MAX_DISCARD_BYTES = 1 << 20
+#: Connections the kernel queues before the server accepts them.
+BACKLOG = 1024
+#: Seconds the listening socket rests when the process is out of file descriptors.
+FD_PAUSE = 0.25
+#: Seconds a closing connection keeps reading (and dropping) what the client still sends.
+LINGER_SECONDS = 2.0
+
+_HEADERS, _HANDSHAKE, _DISCARD, _LINGER = "headers", "handshake", "discard", "linger"
+_FD_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_REASONS = {400: "Bad Request", 411: "Length Required", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 505: "HTTP Version Not Supported"}
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class _Conn:
+    """A client connection and what the I/O thread knows about it."""
+
+    __slots__ = ("sock", "address", "buf", "state", "deadline", "remaining", "started")
+
+    def __init__(self, sock, address):
+        self.sock, self.address = sock, address
+        self.buf = bytearray()
+        self.state = _HEADERS
+        self.deadline = 0.0
+        self.remaining = 0
+        self.started = False  # the first byte of the current request's headers has arrived
+
+
+class _Request:
+    __slots__ = ("method", "target", "version", "headers", "length", "keep_alive", "expect_continue")
 
 
 class _Body:
-    """``wsgi.input``: the request body, ``Content-Length`` bytes and not one more."""
+    """``wsgi.input``: the request body, ``Content-Length`` bytes and not one more, read from
+    the socket only when the app asks, and within the body deadline."""
 
-    def __init__(self, stream, length: int):
-        self._stream = stream
+    def __init__(self, server: "WSGIServer", conn: _Conn, length: int, expect_continue: bool):
+        self._server, self._conn = server, conn
         self.remaining = length
+        self.failed = False
+        self._continue = expect_continue
+        self._deadline = time.monotonic() + server.allowance(length)
 
     def _allowed(self, size) -> int:
         return self.remaining if size is None or size < 0 else min(size, self.remaining)
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1):
+        """Up to ``size`` bytes (bytes; a read-only memoryview for reads over 1 MiB, which saves
+        a copy of a model-sized body); fewer when the client stalls past the deadline or leaves."""
         size = self._allowed(size)
-        data = self._stream.read(size) if size > 0 else b""
-        self.remaining -= len(data)
-        if len(data) < size:
-            self.remaining = 0  # the client went away mid-body
-        return data
+        if size <= 0:
+            return b""
+        if self._continue:  # the client waits for this before it sends the body
+            self._continue = False
+            self._server.send_all(self._conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n", self._deadline)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        pending = self._conn.buf
+        if pending:  # bytes that arrived with the headers
+            got = min(len(pending), size)
+            view[:got] = pending[:got]
+            del pending[:got]
+        sock = self._conn.sock
+        try:
+            while got < size:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("body deadline passed")
+                sock.settimeout(left)
+                n = sock.recv_into(view[got:], size - got)
+                if n == 0:
+                    break
+                got += n
+        except OSError as err:
+            log.debug("reading a body from %s: %r", self._conn.address, err)
+            self.failed = True
+        if got < size:
+            self.failed = True
+            self.remaining = 0
+            del view
+            return bytes(buf[:got])
+        self.remaining -= got
+        del view
+        return memoryview(buf).toreadonly() if size > (1 << 20) else bytes(buf)
 
     def readline(self, size: int = -1) -> bytes:
         size = self._allowed(size)
-        data = self._stream.readline(size) if size > 0 else b""
-        self.remaining -= len(data)
-        return data
+        out = bytearray()
+        while len(out) < size:
+            byte = self.read(1)
+            if not byte:
+                break
+            out += byte
+            if byte == b"\n":
+                break
+        return bytes(out)
 
     def __iter__(self):
         while True:
@@ -71,62 +168,390 @@ class _Body:
                 return
             yield line
 
-    def skip(self) -> bool:
-        """Read past what the app left unread; False when too much is left to bother."""
-        if self.remaining > MAX_SKIP_BYTES:
+
+class _Pool:
+    """At most ``size`` worker threads, started as requests need them."""
+
+    def __init__(self, size: int, handler):
+        self.size, self._handler = size, handler
+        self._jobs: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._idle = 0  # waiting workers not yet called
+        self.threads = 0
+        self._stopping = False
+
+    def submit(self, job) -> None:
+        with self._cond:
+            self._jobs.append(job)
+            if self._idle:
+                self._idle -= 1
+                self._cond.notify()
+            elif self.threads < self.size:
+                self.threads += 1
+                threading.Thread(target=self._work, name=f"deepdist-http-{self.threads}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stopping:
+                    self._idle += 1
+                    self._cond.wait()
+                if self._stopping:
+                    self.threads -= 1
+                    return
+                job = self._jobs.popleft()
+            self._handler(*job)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+
+class WSGIServer:
+    """Serve the WSGI ``app`` on ``address`` with at most ``max_workers`` request threads."""
+
+    def __init__(self, address, app, idle_timeout: float = 60.0, *, max_workers: int = 128,
+                 header_timeout: float = 10.0, body_timeout: float = 30.0, min_rate: float = 1 << 20,
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG):
+        self.app = app
+        self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.min_rate = min_rate
+        self.ssl_context = ssl_context
+        family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(backlog)
+            self.socket.setblocking(False)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        self.server_port = self.server_address[1]
+        self._pool = _Pool(max_workers, self._serve)
+        self._conns: set = set()  # every open connection, wherever it is
+        self._conns_lock = threading.Lock()
+        self._returned: collections.deque = collections.deque()  # from workers, back to the I/O thread
+        self._wake, self._waker = socket.socketpair()
+        self._wake.setblocking(False)
+        self._waker.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._scratch = bytearray(64 << 10)
+        self._listening = True
+        self._resume_accept = 0.0
+        self._fd_warned = 0.0
+        self._next_check = float("inf")
+        self.accept_failures = 0
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    # -- limits ---------------------------------------------------------------------------------
+    def allowance(self, nbytes: int) -> float:
+        """Seconds a body (or an answer) of ``nbytes`` may take to cross."""
+        return self.body_timeout + nbytes / self.min_rate
+
+    @property
+    def workers(self) -> int:
+        return self._pool.threads
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    # -- the I/O thread -------------------------------------------------------------------------
+    def serve_forever(self, poll_interval=None) -> None:  # noqa: ARG002 - nothing polls
+        """Accept and read requests until :meth:`shutdown`, sleeping in between (no polling)."""
+        self._stopped.clear()
+        selector = self._selector
+        try:
+            selector.register(self.socket, selectors.EVENT_READ, "listen")
+            selector.register(self._wake, selectors.EVENT_READ, "wake")
+            while not self._stopping:
+                now = time.monotonic()
+                wake_at = min(self._next_check, self._resume_accept if not self._listening else float("inf"))
+                timeout = None if wake_at == float("inf") else max(0.0, wake_at - now)
+                for key, _ in selector.select(timeout):
+                    if self._stopping:
+                        break
+                    if key.data == "listen":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._take_returned()
+                    else:
+                        self._on_readable(key.data)
+                now = time.monotonic()
+                if not self._listening and now >= self._resume_accept and not self._stopping:
+                    self._listen_again()
+                if now >= self._next_check:
+                    self._expire(now)
+        finally:
+            self._stopping = False
+            self._stopped.set()
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, address = self.socket.accept()
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno in _FD_ERRORS:
+                    self._pause_accept(err)
+                    return
+                log.debug("accept failed: %r", err)  # e.g. ECONNABORTED: that client is gone
+                continue
+            try:
+                sock.setblocking(False)
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    # headers and body go out in separate writes: without this, Nagle's algorithm
+                    # holds the body until the client's delayed ACK of the headers (40 ms on Linux)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.ssl_context is not None:
+                    sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except OSError as err:
+                log.debug("setting up a connection from %s failed: %r", address, err)
+                sock.close()
+                continue
+            conn = _Conn(sock, address)
+            with self._conns_lock:
+                self._conns.add(conn)
+            if self.ssl_context is not None:
+                conn.state = _HANDSHAKE
+                self._set_deadline(conn, self.header_timeout)
+                self._register(conn, selectors.EVENT_READ)
+            else:
+                self._await_request(conn)
+
+    def _pause_accept(self, err: OSError) -> None:
+        """Out of file descriptors: stop watching the listening socket (it stays readable, and
+        each accept would fail at once) until one closes or FD_PAUSE passes."""
+        self.accept_failures += 1
+        now = time.monotonic()
+        if now - self._fd_warned > 60:
+            self._fd_warned = now
+            log.warning("the model server is out of file descriptors (%s, %d connections open): new "
+                        "clients wait in the listen backlog; raise the limit (ulimit -n) if this lasts",
+                        err.strerror, len(self._conns))
+        if self._listening:
+            self._selector.unregister(self.socket)
+            self._listening = False
+        self._resume_accept = now + FD_PAUSE
+
+    def _listen_again(self) -> None:
+        if not self._listening:
+            self._selector.register(self.socket, selectors.EVENT_READ, "listen")
+            self._listening = True
+
+    def _register(self, conn: _Conn, events: int) -> None:
+        try:
+            self._selector.modify(conn.sock, events, conn)
+        except KeyError:
+            self._selector.register(conn.sock, events, conn)
+
+    def _set_deadline(self, conn: _Conn, seconds: float) -> None:
+        conn.deadline = time.monotonic() + seconds
+        self._next_check = min(self._next_check, conn.deadline)
+
+    def _await_request(self, conn: _Conn) -> None:
+        """Between requests: idle until the next one starts (or parse it, if it has arrived)."""
+        conn.state = _HEADERS
+        conn.started = bool(conn.buf)
+        self._set_deadline(conn, self.header_timeout if conn.started else self.idle_timeout)
+        self._register(conn, selectors.EVENT_READ)
+        if conn.buf:
+            self._parse(conn)
+
+    def _take_returned(self) -> None:
+        try:
+            while self._wake.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._returned:
+            conn, state, remaining = self._returned.popleft()
+            if conn.sock.fileno() < 0:
+                continue
+            try:
+                conn.sock.setblocking(False)
+            except OSError:
+                self._close(conn)
+                continue
+            if state == _HEADERS:
+                self._await_request(conn)
+                if conn.state == _HEADERS and isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
+                    self._on_readable(conn)
+            elif state == _DISCARD and remaining == 0:
+                self._await_request(conn)
+            elif state == _DISCARD:
+                conn.state, conn.remaining = _DISCARD, remaining
+                self._set_deadline(conn, self.allowance(remaining))
+                self._register(conn, selectors.EVENT_READ)
+            else:
+                self._linger(conn)
+
+    def _linger(self, conn: _Conn) -> None:
+        conn.state = _LINGER
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.remaining = MAX_DISCARD_BYTES
+        self._set_deadline(conn, LINGER_SECONDS)
+        self._register(conn, selectors.EVENT_READ)
+
+    def _on_readable(self, conn: _Conn) -> None:
+        sock = conn.sock
+        if conn.state == _HANDSHAKE:
+            try:
+                sock.do_handshake()
+            except ssl.SSLWantReadError:
+                return self._register(conn, selectors.EVENT_READ)
+            except ssl.SSLWantWriteError:
+                return self._register(conn, selectors.EVENT_WRITE)
+            except (OSError, ValueError) as err:
+                log.debug("TLS handshake with %s failed: %r", conn.address, err)
+                return self._close(conn)
+            self._await_request(conn)
+            return
+        while True:  # a TLS socket can hold decrypted bytes the selector does not see
+            try:
+                n = sock.recv_into(self._scratch)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except (OSError, ValueError):
+                return self._close(conn)
+            if n == 0:
+                return self._close(conn)
+            if conn.state == _HEADERS:
+                if not conn.started:
+                    conn.started = True
+                    self._set_deadline(conn, self.header_timeout)
+                conn.buf += memoryview(self._scratch)[:n]
+                if self._parse(conn):
+                    return
+            else:  # discard or linger: drop what arrives
+                if n >= conn.remaining:
+                    if conn.state == _LINGER:
+                        return self._close(conn)
+                    conn.buf += memoryview(self._scratch)[conn.remaining:n]
+                    conn.remaining = 0
+                    return self._await_request(conn)
+                conn.remaining -= n
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return
+
+    def _parse(self, conn: _Conn) -> bool:
+        """Dispatch the request in ``conn.buf`` once its headers are complete; True if it went."""
+        buf = conn.buf
+        while buf[:2] == b"\r\n":  # stray line breaks between requests are allowed
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEADER_BYTES:
+                self._reject(conn, 431, f"request headers are over {MAX_HEADER_BYTES} bytes")
+                return True
             return False
-        while self.remaining > 0:
-            if not self.read(min(self.remaining, 1 << 20)):
-                return False
+        head = bytes(buf[:end])
+        del buf[:end + 4]
+        try:
+            request = _parse_head(head)
+        except _BadRequest as err:
+            self._reject(conn, err.status, str(err))
+            return True
+        conn.state = "request"
+        self._selector.unregister(conn.sock)
+        self._pool.submit((conn, request))
         return True
 
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        self.timeout = self.server.idle_timeout  # socketserver applies it to the connection
-        super().setup()
-        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
-            # headers and body go out in separate writes: without this, Nagle's algorithm holds
-            # the body until the client's delayed ACK of the headers (40 ms on Linux)
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.opened(self.connection)
-
-    def finish(self):
+    def _reject(self, conn: _Conn, status: int, message: str) -> None:
+        """A malformed request: answer it (best effort: it is small) and close."""
+        body = message.encode("latin-1", "replace")
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("latin-1")
         try:
-            super().finish()
-        finally:
-            self.server.closed(self.connection)
+            conn.sock.send(head + body)
+        except (OSError, ValueError):
+            return self._close(conn)
+        conn.buf.clear()
+        self._linger(conn)
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-        log.debug("%s %s", self.address_string(), format % args)
+    def _expire(self, now: float) -> None:
+        soonest = float("inf")
+        for key in list(self._selector.get_map().values()):
+            conn = key.data
+            if not isinstance(conn, _Conn):
+                continue
+            if conn.deadline <= now:
+                if conn.state == _HEADERS and conn.started:
+                    log.debug("closing %s: request headers incomplete after %gs", conn.address,
+                              self.header_timeout)
+                self._close(conn)
+            else:
+                soonest = min(soonest, conn.deadline)
+        self._next_check = soonest
 
-    def _wsgi(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            self.send_error(411, "chunked request bodies are not supported: send a Content-Length")
-            return
+    def _close(self, conn: _Conn) -> None:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            self.send_error(400, "bad Content-Length")
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        with self._conns_lock:
+            self._conns.discard(conn)
+        if not self._listening:  # a descriptor is free again
+            self._resume_accept = 0.0
+
+    def _give_back(self, conn: _Conn, state: str, remaining: int = 0) -> None:
+        self._returned.append((conn, state, remaining))
+        try:
+            self._waker.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending (or the server is closing)
+
+    # -- worker threads -------------------------------------------------------------------------
+    def _serve(self, conn: _Conn, request: _Request) -> None:
+        try:
+            conn.sock.setblocking(True)
+            body = _Body(self, conn, request.length, request.expect_continue)
+            status, headers, chunks, close = self._run_app(conn, request, body)
+            close = close or not request.keep_alive or body.failed
+            if body.remaining > MAX_DISCARD_BYTES:
+                close = True
+            self._respond(conn, request, status, headers, chunks, close)
+        except Exception as err:  # noqa: BLE001 - the client went away, or could not take the answer
+            log.debug("connection from %s ended: %r", conn.address, err)
+            self._shut(conn)
             return
-        body = _Body(self.rfile, length)
+        if close:
+            self._give_back(conn, _LINGER)
+        elif body.remaining:
+            early = min(len(conn.buf), body.remaining)  # body bytes that came with the headers
+            del conn.buf[:early]
+            self._give_back(conn, _DISCARD, body.remaining - early)
+        else:
+            self._give_back(conn, _HEADERS)
+
+    def _run_app(self, conn: _Conn, request: _Request, body: _Body):
         status_headers: list = []
+        chunks: list = []
 
         def start_response(status, headers, exc_info=None):
             if exc_info and status_headers:
                 raise exc_info[1].with_traceback(exc_info[2])
             status_headers[:] = [status, headers]
-            return lambda data: chunks.append(data)
+            return chunks.append
 
-        chunks: list = []
         try:
-            result = self.server.app(self._environ(body, length), start_response)
+            result = self.app(self._environ(conn, request, body), start_response)
             try:
                 chunks.extend(result)
             finally:
@@ -134,137 +559,154 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     result.close()
         except Exception:  # noqa: BLE001 - the app failed: answer 500 and drop the connection
             # nothing was written yet (the response goes out below), so a clean 500 is possible
-            # even when the app had started its response
-            log.exception("error while serving %s %s", self.command, self.path)
-            self.close_connection = True
-            self.send_error(500)
-            return
+            log.exception("error while serving %s %s", request.method, request.target)
+            return "500 Internal Server Error", [("Content-Type", "text/plain")], [b"internal error"], True
         status, headers = status_headers
-        if not body.skip():
-            self.close_connection = True
-        self._respond(status, headers, chunks)
+        return status, headers, chunks, False
 
-    def _respond(self, status: str, headers: list, chunks: list) -> None:
+    def _respond(self, conn: _Conn, request: _Request, status: str, headers: list, chunks: list,
+                 close: bool) -> None:
         size = sum(memoryview(c).nbytes for c in chunks)
-        lines = [f"{self.protocol_version} {status}\r\n"]
+        lines = [f"HTTP/1.1 {status}\r\n"]
         has_length = False
         for name, value in headers:
             lowered = name.lower()
             if lowered == "content-length":
                 has_length = True
-            elif lowered == "connection" and value.lower() == "close":
-                self.close_connection = True
+            elif lowered == "connection":
+                close = close or value.lower() == "close"
+                continue
             lines.append(f"{name}: {value}\r\n")
         if not has_length:
             lines.append(f"Content-Length: {size}\r\n")
-        if self.close_connection:
+        if close:
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
-        self.wfile.write("".join(lines).encode("latin-1"))
-        if self.command != "HEAD":
+        head = "".join(lines).encode("latin-1")
+        deadline = time.monotonic() + self.allowance(size)
+        if request.method == "HEAD" or not chunks:
+            self.send_all(conn.sock, head, deadline)
+        elif size <= (64 << 10):
+            self.send_all(conn.sock, head + b"".join(chunks), deadline)
+        else:
+            self.send_all(conn.sock, head, deadline)
             for chunk in chunks:
-                self.wfile.write(chunk)
-        self.wfile.flush()
+                self.send_all(conn.sock, chunk, deadline)
 
-    def _environ(self, body: _Body, length: int) -> dict:
-        path, _, query = self.path.partition("?")
-        host, port = self.server.server_address[:2]
+    @staticmethod
+    def send_all(sock, data, deadline: float) -> None:
+        """Send ``data`` by ``deadline`` (one deadline for the whole answer, not per send)."""
+        view = memoryview(data).cast("B")
+        sent = 0
+        while sent < len(view):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the client did not take the answer in time")
+            sock.settimeout(left)
+            sent += sock.send(view[sent:sent + (4 << 20)])
+
+    def _shut(self, conn: _Conn) -> None:
+        """From a worker: end a connection now (the I/O thread no longer watches it)."""
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        with self._conns_lock:
+            self._conns.discard(conn)
+        self._give_back(conn, "closed")
+
+    def _environ(self, conn: _Conn, request: _Request, body: _Body) -> dict:
+        path, _, query = request.target.partition("?")
+        host, port = self.server_address[:2]
         environ = {
-            "REQUEST_METHOD": self.command,
+            "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote(path, "latin-1"),
             "QUERY_STRING": query,
             "SERVER_NAME": str(host),
             "SERVER_PORT": str(port),
-            "SERVER_PROTOCOL": self.request_version,
-            "REMOTE_ADDR": self.client_address[0],
-            "REMOTE_PORT": str(self.client_address[1]),
-            "CONTENT_LENGTH": str(length) if length else "",
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "SERVER_PROTOCOL": request.version,
+            "REMOTE_ADDR": str(conn.address[0]) if conn.address else "",
+            "REMOTE_PORT": str(conn.address[1]) if conn.address else "",
+            "CONTENT_LENGTH": str(request.length) if request.length else "",
+            "CONTENT_TYPE": request.headers.get("content-type", ""),
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
+            "wsgi.url_scheme": "https" if self.ssl_context is not None else "http",
             "wsgi.input": body,
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
-        for name, value in self.headers.items():
+        for name, value in request.headers.items():
             key = "HTTP_" + name.upper().replace("-", "_")
             if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-                environ[key] = f"{environ[key]},{value}" if key in environ else value
+                environ[key] = value
         return environ
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _wsgi
-
-
-class WSGIServer(http.server.ThreadingHTTPServer):
-    """Serve the WSGI ``app`` on ``address``, one thread per open connection."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address, app, idle_timeout: float = 60.0):
-        self.app = app
-        self.idle_timeout = idle_timeout
-        self._open: set = set()
-        self._open_lock = threading.Lock()
-        if ":" in str(address[0]):
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-        self._wake, self._waker = socket.socketpair()
-        self._stopping = False
-        self._stopped = threading.Event()
-        self._stopped.set()
-
-    def serve_forever(self, poll_interval=None) -> None:  # noqa: ARG002 - nothing polls
-        """Accept connections until :meth:`shutdown`, sleeping in between (no polling)."""
-        self._stopped.clear()
-        try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self, selectors.EVENT_READ)
-                selector.register(self._wake, selectors.EVENT_READ)
-                while not self._stopping:
-                    for key, _ in selector.select():
-                        if key.fileobj is self._wake:
-                            self._wake.recv(64)
-                        elif not self._stopping:
-                            self._handle_request_noblock()
-        finally:
-            self._stopping = False
-            self._stopped.set()
-
+    # -- stopping -------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Stop :meth:`serve_forever` (from another thread) and wait until it has returned."""
         self._stopping = True
         if not self._stopped.is_set():  # not serving (or stopped already): nothing to wake
-            self._waker.send(b"\0")
-            self._stopped.wait()
-
-    def handle_error(self, request, client_address) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):  # the client went away: nothing to report
-            log.debug("connection from %s ended: %r", client_address, error)
-        else:
-            log.exception("error on a connection from %s", client_address)
-
-    def opened(self, connection) -> None:
-        with self._open_lock:
-            self._open.add(connection)
-
-    def closed(self, connection) -> None:
-        with self._open_lock:
-            self._open.discard(connection)
-
-    def server_close(self) -> None:
-        """Stop listening and close the connections still open (their threads then end)."""
-        super().server_close()
-        self._wake.close()
-        self._waker.close()
-        with self._open_lock:
-            connections, self._open = list(self._open), set()
-        for connection in connections:
             try:
-                connection.shutdown(socket.SHUT_RDWR)
+                self._waker.send(b"\0")
             except OSError:
                 pass
+            self._stopped.wait()
+
+    def server_close(self) -> None:
+        """Stop listening and close every connection (a worker inside a request then ends)."""
+        self._pool.stop()
+        self.socket.close()
+        with self._conns_lock:
+            connections, self._conns = list(self._conns), set()
+        for conn in connections:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass
+            if conn.state != "request":
+                try:
+                    conn.sock.close()
+                except OSError:
+                    pass
+        self._selector.close()
+        self._wake.close()
+        self._waker.close()
+
+
+def _parse_head(head: bytes) -> _Request:
+    """The request line and headers (``head`` ends before the blank line)."""
+    lines = head.split(b"\r\n")
+    try:
+        method, target, version = lines[0].decode("latin-1").split(" ")
+    except ValueError:
+        raise _BadRequest(400, "malformed request line") from None
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadRequest(505 if version.startswith("HTTP/") else 400, f"unsupported protocol {version[:20]!r}")
+    if not method.isalpha() or not target.startswith("/"):
+        raise _BadRequest(400, "malformed request line")
+    headers: dict = {}
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            raise _BadRequest(400, "folded header lines are not supported")
+        name, sep, value = line.decode("latin-1").partition(":")
+        name = name.strip().lower()
+        if not sep or not name or " " in name:
+            raise _BadRequest(400, "malformed header line")
+        value = value.strip()
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    if "transfer-encoding" in headers:
+        raise _BadRequest(411, "chunked request bodies are not supported: send a Content-Length")
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or len(length) > 18:
+        raise _BadRequest(400, "bad Content-Length")
+    request = _Request()
+    request.method, request.target, request.version = method, target, version
+    request.headers = headers
+    request.length = int(length)
+    connection = headers.get("connection", "").lower()
+    request.keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
+    request.expect_continue = "100-continue" in headers.get("expect", "").lower()
+    return request

@@ -27,6 +27,7 @@ Routes (every one needs ``Authorization: Bearer <secret>``):
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import math
 import threading
@@ -51,6 +52,29 @@ def _error(status: int, message: str, **headers):
     return response
 
 
+class BearerAuth:
+    """WSGI middleware: refuse a request without ``Authorization: Bearer <secret>`` (401) or with
+    a wrong one (403) on its headers alone, never touching ``wsgi.input``."""
+
+    def __init__(self, app, secret: str):
+        self.app = app
+        self._expected = f"Bearer {secret}".encode()
+
+    def __call__(self, environ, start_response):
+        header = environ.get("HTTP_AUTHORIZATION")
+        if header and hmac.compare_digest(header.encode("latin-1", "replace"), self._expected):
+            return self.app(environ, start_response)
+        if not header:
+            status, extra = "401 UNAUTHORIZED", [("WWW-Authenticate", "Bearer")]
+            message = "missing Authorization header; send 'Bearer <secret>' (DeepDist.secret)"
+        else:
+            status, extra, message = "403 FORBIDDEN", [], "wrong secret"
+        body = json.dumps({"error": message}).encode()
+        start_response(status, [("Content-Type", "application/json"),
+                                 ("Content-Length", str(len(body))), *extra])
+        return [body]
+
+
 def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask:
     """Build the Flask app serving ``store``, guarded by ``secret``.
 
@@ -64,17 +88,9 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
     """
     app = Flask("deepdist")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
-    expected = f"Bearer {secret}".encode()
-
-    @app.before_request
-    def _authenticate():
-        header = request.headers.get("Authorization")
-        if not header:
-            return _error(401, "missing Authorization header; send 'Bearer <secret>' (DeepDist.secret)",
-                          **{"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(header.encode("utf-8", "replace"), expected):
-            return _error(403, "wrong secret")
-        return None
+    # checked on the headers, before Flask (or anything) reads the body: an unauthenticated
+    # request commits no memory and no body byte is read (the server skips or drops it)
+    app.wsgi_app = BearerAuth(app.wsgi_app, secret)
 
     @app.errorhandler(HTTPException)
     def _http_error(err):
@@ -231,7 +247,8 @@ def _body() -> bytes:
 
 
 class ServerThread:
-    """Serves a WSGI app with :class:`deepdist.httpd.WSGIServer` (keep-alive) in a background thread.
+    """Serves a WSGI app with :class:`deepdist.httpd.WSGIServer` (keep-alive, bounded) in a background
+    thread; over TLS with ``ssl_context`` (see :mod:`deepdist.tls`).
 
     Example::
 
@@ -241,8 +258,8 @@ class ServerThread:
         >>> thread.stop()
     """
 
-    def __init__(self, app, host: str, port: int = 0):
-        self._server = WSGIServer((host, port), app)
+    def __init__(self, app, host: str, port: int = 0, ssl_context=None, **options):
+        self._server = WSGIServer((host, port), app, ssl_context=ssl_context, **options)
         self.host = host
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="deepdist-server", daemon=True)

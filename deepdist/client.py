@@ -24,7 +24,7 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from . import wire
+from . import tls, wire
 from .errors import (AuthenticationError, DescentFailedError, InvalidUpdateError, ServerError,
                      ServerUnreachableError, SupersededAttemptError, UpdateTooLargeError)
 from .sparse import copy_rows
@@ -61,6 +61,23 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
         return True
 
 
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS whose server is the one holding the certificate with this SHA-256 fingerprint: checked
+    right after the handshake, before a request (and its bearer secret) is sent."""
+
+    def __init__(self, host, port, fingerprint: str, url: str, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=tls.client_context())
+        self._fingerprint, self._url = fingerprint, url
+
+    def connect(self):
+        super().connect()
+        try:
+            tls.check_pinned(self.sock, self._fingerprint, self._url)
+        except AuthenticationError:
+            self.close()
+            raise
+
+
 class ModelClient:
     """Talks to a DeepDist model server.
 
@@ -72,9 +89,12 @@ class ModelClient:
     """
 
     def __init__(self, url: str, secret: str, connect_timeout: float = 10.0, read_timeout: float = 600.0,
-                 retries: int = 5, backoff: float = 0.5, backpressure_wait: float = 1800.0):
+                 retries: int = 5, backoff: float = 0.5, backpressure_wait: float = 1800.0,
+                 fingerprint: str | None = None):
         self.url = url.rstrip("/")
         self.secret = secret
+        #: SHA-256 of the server's TLS certificate (``https://`` URLs): pinned, no CA involved
+        self.fingerprint = fingerprint
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.retries = retries
@@ -94,10 +114,17 @@ class ModelClient:
                 if conn is not None:
                     conn.close()
                 parts = urlsplit(self.url)
-                if parts.scheme != "http":
-                    raise ServerError(f"{self.url}: the model server speaks plain http, not {parts.scheme!r}")
-                conn = _connections[key] = http.client.HTTPConnection(
-                    parts.hostname, parts.port or 80, timeout=self.connect_timeout)
+                if parts.scheme == "https":
+                    if not self.fingerprint:
+                        raise ServerError(f"{self.url}: an https model server needs the fingerprint of its "
+                                          "certificate (ModelClient(..., fingerprint=dd.fingerprint))")
+                    conn = _PinnedHTTPSConnection(parts.hostname, parts.port or 443, self.fingerprint,
+                                                  self.url, timeout=self.connect_timeout)
+                elif parts.scheme == "http":
+                    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.connect_timeout)
+                else:
+                    raise ServerError(f"{self.url}: the model server speaks http or https, not {parts.scheme!r}")
+                _connections[key] = conn
             return conn
 
     def _drop_connection(self) -> None:
@@ -155,6 +182,9 @@ class ModelClient:
         while True:
             try:
                 response = self._exchange(method, target, data, headers, timeout or self.read_timeout)
+            except AuthenticationError:  # a server with another certificate: retrying cannot help
+                self._drop_connection()
+                raise
             except (OSError, http.client.HTTPException) as err:
                 self._drop_connection()  # its state is unknown: the next try starts a fresh one
                 attempt += 1

@@ -12,6 +12,7 @@ order (Downpour SGD, Dean et al. 2012, as in the original DeepDist).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import time
@@ -24,6 +25,7 @@ from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerU
                      find_tagged_error)
 from .params import DictAdapter, adapter_for
 from .progress import ProgressLine
+from . import tls as _tls
 from .server import ServerThread, create_app
 from .session import use_driver_python
 from .executors import ensure_executors, failure_cause
@@ -33,6 +35,20 @@ from .worker import PartitionTrainer, TaskChannel
 log = logging.getLogger(__name__)
 
 _LOOPBACK = "127.0.0.1"
+
+
+def is_loopback(host: str) -> bool:
+    """Does ``host`` name this machine's loopback interface only?"""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::", "[::]")
 
 
 class TrainingFailedError(DeepDistError, RuntimeError):
@@ -90,11 +106,16 @@ class DeepDist:
             that writes at every epoch end.
         resume: load the latest checkpoint on entry and skip completed epochs.
         progress: show a progress line on the driver while training.
+        tls: serve HTTPS with a self-signed certificate made for this context, which executors
+            pin by its SHA-256 fingerprint (it travels with the secret in the task closure; no
+            CA). ``None`` (default): TLS unless the server is on loopback; ``True``/``False``
+            force it on or off.
 
     Attributes:
         url: the server's base URL (set on entry).
         secret: this context's secret; every request carries
             ``Authorization: Bearer <secret>``.
+        fingerprint: SHA-256 (hex) of the server's TLS certificate, None over plain HTTP.
         model: the (trained) model.
 
     Example::
@@ -113,7 +134,7 @@ class DeepDist:
     def __init__(self, model, *, params=None, spark=None, host: str | None = None, port: int = 0,
                  staleness: str = "apply", max_staleness: int | None = None, queue_size: int = 32,
                  max_body_bytes: int | None = None, checkpoint=None, resume: bool = False,
-                 progress: bool = True, client_options: dict | None = None):
+                 progress: bool = True, client_options: dict | None = None, tls: bool | None = None):
         self._model = model
         self.params = params
         self.spark = spark
@@ -124,8 +145,12 @@ class DeepDist:
         self.resume = resume
         self.progress = progress
         self.client_options = dict(client_options or {})
+        if tls not in (None, True, False):
+            raise ConfigurationError(f"tls must be None (auto: on off loopback), True or False, got {tls!r}")
+        self.tls = tls
         self.url: str | None = None
         self.secret: str | None = None
+        self.fingerprint: str | None = None
         self.store: ParameterStore | None = None
         self._server = None
         self._skeleton = None
@@ -145,7 +170,10 @@ class DeepDist:
     def client(self) -> ModelClient:
         """A client for this context's server (what executors use)."""
         self._require_open()
-        return ModelClient(self.url, self.secret, **self.client_options)
+        return self._client(**self.client_options)
+
+    def _client(self, **options) -> ModelClient:
+        return ModelClient(self.url, self.secret, fingerprint=self.fingerprint, **options)
 
     # -- context ---------------------------------------------------------------------
     def __enter__(self) -> "DeepDist":
@@ -169,11 +197,22 @@ class DeepDist:
         self.secret = secrets.token_urlsafe(32)
         self._context_id = uuid.uuid4().hex
         app = create_app(self.store, self.secret, max_body)
+        if _is_wildcard(bind):
+            log.warning("the model server listens on every interface (%r, as spark.driver.bindAddress or "
+                        "host asks); executors call %s. Every request needs the context's secret%s",
+                        bind, advertise, "" if self.tls is False else ", over TLS")
+        use_tls = self.tls if self.tls is not None else not (is_loopback(bind) and is_loopback(advertise))
+        ssl_context = None
+        self.fingerprint = None
+        if use_tls:
+            cert, key, self.fingerprint = _tls.self_signed(advertise)
+            ssl_context = _tls.server_context(cert, key)
         try:
-            self._server = ServerThread(app, bind, self.config.port)
+            self._server = ServerThread(app, bind, self.config.port, ssl_context=ssl_context)
         except OSError as err:
             raise ConfigurationError(f"cannot start the model server on {bind}:{self.config.port}: {err}") from None
-        self.url = f"http://{advertise}:{self._server.port}"
+        host = f"[{advertise}]" if ":" in advertise else advertise
+        self.url = f"{'https' if use_tls else 'http'}://{host}:{self._server.port}"
         self.store.start()
         self._server.start()
         self._wait_until_up()
@@ -202,7 +241,7 @@ class DeepDist:
                 self._skeleton = None
 
     def _wait_until_up(self, timeout: float = 10.0) -> None:
-        probe = ModelClient(self.url, self.secret, connect_timeout=1.0, read_timeout=5.0, retries=0)
+        probe = self._client(connect_timeout=1.0, read_timeout=5.0, retries=0)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -245,7 +284,7 @@ class DeepDist:
 
     def check_reachable(self) -> None:
         """Run one tiny Spark task that calls the server, to fail early and clearly."""
-        client = ModelClient(self.url, self.secret, connect_timeout=5.0, read_timeout=30.0, retries=2)
+        client = self._client(connect_timeout=5.0, read_timeout=30.0, retries=2)
 
         def probe(iterator):
             # a task that leaves its input unread cannot give its Python worker back for
@@ -330,7 +369,7 @@ class DeepDist:
     def channel(self, epoch: int) -> TaskChannel:
         """A :class:`~deepdist.worker.TaskChannel` for the tasks of ``epoch`` (custom loops)."""
         self._require_open()
-        return TaskChannel(ModelClient(self.url, self.secret, **self.client_options), self._wire_epoch(epoch))
+        return TaskChannel(self._client(**self.client_options), self._wire_epoch(epoch))
 
     def _wire_epoch(self, epoch: int) -> int:
         """The serial that tags ``epoch``'s pushes until :meth:`run_epoch` settles it."""

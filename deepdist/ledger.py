@@ -17,12 +17,14 @@ whose task finished, usually) move to files in a temporary directory, where late
 pushes of theirs are added too. A rollback or re-apply reads one attempt's sum back
 at a time. Driver memory for the ledger is therefore at most ``MEMORY_BUDGET`` plus one
 model-sized sum being read or spilled, whatever the number of partitions; the disk
-holds the rest (at most one model per spilled attempt, in sparse files: only the rows
-an attempt touched take space).
+holds the rest (one model per spilled attempt, allocated when it is spilled, so that a
+full disk is an error there and not a crash later; if a spill fails, the sums stay in
+memory, over the budget, and a warning says so).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -35,6 +37,8 @@ import numpy as np
 
 from .errors import DeepDistError
 from .sparse import SparseRows
+
+log = logging.getLogger(__name__)
 
 #: Bytes of running sums the ledger keeps in memory, over all attempts; the rest is on disk.
 MEMORY_BUDGET = 64 << 20
@@ -87,6 +91,13 @@ def _nonzero_rows(table: np.ndarray) -> SparseRows:
     return SparseRows(np.concatenate(indices), np.concatenate(values), shape)
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class _Spilled:
     """One parameter's running sum of one attempt, in a file (raw, C order)."""
 
@@ -97,8 +108,18 @@ class _Spilled:
 
     @classmethod
     def zeros(cls, path: str, dtype, shape: tuple, sparse_only: bool) -> "_Spilled":
-        with open(path, "wb") as f:       # a sparse file: untouched rows take no disk
-            f.truncate(math.prod(shape) * np.dtype(dtype).itemsize)
+        # the blocks are allocated now: a full disk is an OSError here, never a SIGBUS when a
+        # write through the memory map finds no space
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if nbytes:
+                os.posix_fallocate(fd, 0, nbytes)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
         return cls(path, dtype, shape, sparse_only)
 
     def add(self, part) -> None:
@@ -214,16 +235,24 @@ class _Attempt:
                        + self._pending_bytes)
 
     def spill(self, spill_path) -> None:
-        """Move the running sum to files (``spill_path()`` names a new one); memory is freed."""
+        """Move the running sum to files (``spill_path()`` names a new one); memory is freed.
+
+        On an OSError (a full disk) nothing changes: the files written so far are removed.
+        """
         self._compact()
         files = {}
-        for name, table in self._dense.items():
-            path = spill_path()
-            table.tofile(path)
-            files[name] = _Spilled(path, table.dtype, table.shape, name in self._sparse_only)
-        for name, total in self._sparse.items():
-            files[name] = _Spilled.zeros(spill_path(), total.dtype, total.shape, True)
-            files[name].add(total)
+        try:
+            for name, table in self._dense.items():
+                files[name] = _Spilled.zeros(spill_path(), table.dtype, table.shape, name in self._sparse_only)
+                with open(files[name].path, "r+b") as f:
+                    table.tofile(f)
+            for name, total in self._sparse.items():
+                files[name] = _Spilled.zeros(spill_path(), total.dtype, total.shape, True)
+                files[name].add(total)
+        except BaseException:
+            for spilled in files.values():
+                _unlink(spilled.path)
+            raise
         self._files = files
         self._dense, self._sparse_only, self._sparse = {}, set(), {}
         self.nbytes = 0
@@ -254,10 +283,7 @@ class _Attempt:
 
     def discard(self) -> None:
         for spilled in (self._files or {}).values():
-            try:
-                os.unlink(spilled.path)
-            except FileNotFoundError:
-                pass
+            _unlink(spilled.path)
         self._files = None
         self._dense, self._sparse, self._pending = {}, {}, {}
         self.nbytes = 0
@@ -281,6 +307,7 @@ class AttemptLedger:
         self.memory_bytes = 0                         # running sums held in memory
         self.peak_memory_bytes = 0
         self.spilled_attempts = 0                     # how many attempts went to disk, ever
+        self.spill_failures = 0                       # spills that failed (a full disk): sums kept in memory
         self._dir = None
         self._files = 0
         self._finalizer = None
@@ -409,9 +436,19 @@ class AttemptLedger:
         self.memory_bytes += entry.nbytes - before
         self.peak_memory_bytes = max(self.peak_memory_bytes, self.memory_bytes)
         while self.memory_bytes > self.budget and self._in_memory:
-            _, victim = self._in_memory.popitem(last=False)
-            self.memory_bytes -= victim.nbytes
-            victim.spill(self._spill_path)
+            key, victim = next(iter(self._in_memory.items()))
+            freed = victim.nbytes
+            try:
+                victim.spill(self._spill_path)
+            except OSError as err:
+                # exactness first: the sums stay in memory, over the budget
+                log.warning("cannot spill ledger sums to %s (%s): keeping %.0f MB in memory, over the "
+                            "budget of %.0f MB", self._dir or self._spill_dir or SPILL_DIR or tempfile.gettempdir(),
+                            err, self.memory_bytes / 1e6, self.budget / 1e6)
+                self.spill_failures += 1
+                break
+            del self._in_memory[key]
+            self.memory_bytes -= freed
             self.spilled_attempts += 1
 
     def _spill_path(self) -> str:

@@ -341,7 +341,11 @@ class ParameterStore:
                 update = scale(update, 1.0 / staleness)
             steps = [update]
             if self._additive:
-                apply_it, corrections = self._ledger.record(meta.epoch, meta.partition, meta.attempt, update)
+                try:
+                    apply_it, corrections = self._ledger.record(meta.epoch, meta.partition, meta.attempt, update)
+                except BaseException as exc:  # a spilled sum could not be written (a full disk)
+                    self._fail(exc, "the ledger of additive updates")
+                    return
                 if not apply_it:
                     self._count_rejected("superseded")
                     return
@@ -351,10 +355,7 @@ class ParameterStore:
                     # corrections carry no tag: whoever reads past one needs the whole model
                     self._descend(step, (meta.partition, meta.attempt) if step is update else None)
             except BaseException as exc:  # re-raised on the driver by train()
-                self.error = exc
-                log.error("descent raised %r; training will stop", exc)
-                if self.on_error is not None:
-                    self.on_error(exc)
+                self._fail(exc, "descent")
                 return
             with self._stats_lock:
                 self.applied += 1
@@ -362,6 +363,12 @@ class ParameterStore:
             version = self.version
         if self.checkpointer is not None:
             self.checkpointer.after_update(self, version)
+
+    def _fail(self, exc: BaseException, what: str) -> None:
+        self.error = exc
+        log.error("%s raised %r; training will stop", what, exc)
+        if self.on_error is not None:
+            self.on_error(exc)
 
     def _descend(self, update: dict, tag=None) -> None:
         result = self._descent(self.model, update)

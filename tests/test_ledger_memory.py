@@ -242,3 +242,37 @@ def test_metric_names_are_capped(store, monkeypatch):
     assert len(status["metrics"]) == 8 and status["metrics"]["loss"]["count"] == 20
     assert status["metrics_ignored"] == 20 - 7 + 1
     assert status["updates_applied"] == 21   # the updates themselves are taken
+
+
+def test_a_spill_that_fails_keeps_the_sums_in_memory_and_exact(tmp_path, caplog):
+    book = AttemptLedger(memory_budget=0, spill_dir=str(tmp_path / "no-such-dir"))
+    model = np.zeros(8, np.int64)
+    for attempt in (1, 2):
+        apply_it, corrections = book.record(0, 0, attempt, {"w": np.full(8, attempt, np.int64)})
+        for step in corrections + [{"w": np.full(8, attempt, np.int64)}]:
+            model += step["w"]
+    assert book.spill_failures == 2 and book.memory_bytes == 2 * 64
+    assert "cannot spill ledger sums" in caplog.text
+    for step in book.reconcile(0, {0: (1, 1)}):
+        model += step["w"]
+    assert model.tolist() == [1] * 8 and book.memory_bytes == 0
+
+
+def test_a_ledger_that_cannot_write_stops_training_with_its_error(tmp_path):
+    import shutil
+
+    s = ParameterStore({"w": np.zeros(4, np.int64), "v": np.zeros(4, np.int64)})
+    s._ledger = AttemptLedger(memory_budget=0, spill_dir=str(tmp_path))
+    s.set_descent(add, additive=True)
+    s.start()
+    try:
+        s.submit({"w": np.ones(4, np.int64)}, UpdateMeta(version=0, epoch=1, partition=0))
+        s.drain()
+        shutil.rmtree(s._ledger.spill_directory)            # the disk goes away
+        s.submit({"v": np.ones(4, np.int64)}, UpdateMeta(version=0, epoch=1, partition=0, seq=1))
+        s.drain()
+        assert isinstance(s.error, OSError)
+        with pytest.raises(store_module.DescentFailedError):
+            s.submit({"v": np.ones(4, np.int64)}, UpdateMeta(version=0, epoch=1, partition=0, seq=2))
+    finally:
+        s.stop()

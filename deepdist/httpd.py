@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 << 10
 #: Unread request bytes up to this many are skipped to keep the connection; beyond, it closes.
 MAX_DISCARD_BYTES = 1 << 20
+#: Bytes read at a time while a request's headers arrive (at most this much of a body is buffered early).
+HEADER_READ = 4096
 #: Connections the kernel queues before the server accepts them.
 BACKLOG = 1024
 #: Seconds the listening socket rests when the process is out of file descriptors.
@@ -396,6 +398,7 @@ class WSGIServer:
 
     def _linger(self, conn: _Conn) -> None:
         conn.state = _LINGER
+        conn.buf = bytearray()
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -421,7 +424,9 @@ class WSGIServer:
             return
         while True:  # a TLS socket can hold decrypted bytes the selector does not see
             try:
-                n = sock.recv_into(self._scratch)
+                # headers are read in small pieces: what comes after them (a body the app may refuse
+                # unread) stays in the kernel's buffer, not in ours
+                n = sock.recv_into(self._scratch, HEADER_READ if conn.state == _HEADERS else 0)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except (OSError, ValueError):

@@ -9,6 +9,9 @@ rows.  The same run measures two baselines moving the same bytes:
 * raw-bytes Flask: Flask + werkzeug + requests serving pre-encoded bytes,
   i.e. the HTTP stack without deepdist's encoding, validation and queueing.
 
+The "deepdist TLS" rows are the same deepdist server and client over TLS (a self-signed
+certificate pinned by fingerprint, as DeepDist serves off loopback): what encryption costs.
+
     python benchmarks/server_throughput.py [--requests 20] [--rows 50000] [--dim 100]
 
 MB/s counts payload bytes (the model or update) over the wall time of a phase.
@@ -30,7 +33,7 @@ SECRET = "bench-secret"
 
 
 # -- servers ---------------------------------------------------------------------------
-def start_deepdist(rows: int, dim: int):
+def start_deepdist(rows: int, dim: int, use_tls: bool = False):
     from deepdist.server import ServerThread, create_app
     from deepdist.sparse import SparseRows
     from deepdist.store import ParameterStore
@@ -48,9 +51,15 @@ def start_deepdist(rows: int, dim: int):
     store = ParameterStore(model, config=ServerConfig(queue_size=64))
     store.set_descent(add)
     store.start()
-    server = ServerThread(create_app(store, SECRET, 1 << 30), "127.0.0.1", 0)
+    ctx = fingerprint = None
+    if use_tls:
+        from deepdist import tls
+        cert, key, fingerprint = tls.self_signed("127.0.0.1")
+        ctx = tls.server_context(cert, key)
+    server = ServerThread(create_app(store, SECRET, 1 << 30), "127.0.0.1", 0, ssl_context=ctx)
     server.start()
-    return store, server
+    scheme = "https" if use_tls else "http"
+    return store, server, (f"{scheme}://127.0.0.1:{server.port}", fingerprint)
 
 
 def start_raw_flask(payload: bytes):
@@ -116,7 +125,8 @@ def client_deepdist(port, phase, n, rows, dim, barrier, out):
     from deepdist import ModelClient, wire
     from deepdist.sparse import SparseRows
 
-    client = ModelClient(f"http://127.0.0.1:{port}", SECRET)
+    url, fingerprint = port
+    client = ModelClient(url, SECRET, fingerprint=fingerprint)
     rng = np.random.default_rng()
     k = rows // 20
     picked = np.sort(rng.choice(rows, k, replace=False))
@@ -210,7 +220,7 @@ def main(argv=None):
     parser.add_argument("--procs", type=int, default=2)
     args = parser.parse_args(argv)
 
-    store, dd_server = start_deepdist(args.rows, args.dim)
+    store, dd_server, dd_endpoint = start_deepdist(args.rows, args.dim)
     payload = store.model["w"].tobytes()
     flask_server = start_raw_flask(payload)
     raw_server = start_raw_socket(payload)
@@ -219,9 +229,16 @@ def main(argv=None):
     rows = []
     common = (args.requests, args.rows, args.dim, args.procs)
     for phase in ("get", "post", "get-rows", "post-rows"):
-        result = run_phase(client_deepdist, dd_server.port, phase, *common)
+        result = run_phase(client_deepdist, dd_endpoint, phase, *common)
         store.drain()
         rows.append(("deepdist", phase, result))
+    tls_store, tls_server, tls_endpoint = start_deepdist(args.rows, args.dim, use_tls=True)
+    for phase in ("get", "post", "get-rows", "post-rows"):
+        result = run_phase(client_deepdist, tls_endpoint, phase, *common)
+        tls_store.drain()
+        rows.append(("deepdist TLS", phase, result))
+    tls_server.stop()
+    tls_store.stop()
     for phase in ("get", "post"):
         rows.append(("raw-bytes Flask", phase, run_phase(client_raw_flask, flask_server.port, phase, *common)))
         rows.append(("raw socket", phase, run_phase(client_raw_socket, raw_port, phase, *common)))
@@ -238,6 +255,10 @@ def main(argv=None):
         for base in ("raw socket", "raw-bytes Flask"):
             ratio = by[("deepdist", phase)]["MB/s"] / by[(base, phase)]["MB/s"]
             print(f"  {phase:<5} vs {base:<16} {ratio:5.2f}x")
+    print("\nTLS cost (deepdist TLS / deepdist, MB/s):")
+    for phase in ("get", "post", "get-rows", "post-rows"):
+        ratio = by[("deepdist TLS", phase)]["MB/s"] / by[("deepdist", phase)]["MB/s"]
+        print(f"  {phase:<10} {ratio:5.2f}x")
     target = by[("deepdist", "get")]["MB/s"] / by[("raw socket", "get")]["MB/s"]
     print(f"\nTarget: model GET >= 0.5x the raw socket's MB/s -> {target:.2f}x "
           f"({'met' if target >= 0.5 else 'NOT met'})")

@@ -99,3 +99,46 @@ def test_the_accept_loop_sleeps_until_a_client_comes(server):
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 5  # shutdown wakes the loop rather than waiting for a poll
+
+
+def _raw_answer(server, data: bytes) -> bytes:
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(data)
+    answer = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    sock.close()
+    return answer
+
+
+def test_malformed_requests_get_4xx_and_a_closed_connection(server):
+    assert _raw_answer(server, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert _raw_answer(server, b"GET /health HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 505")
+    assert _raw_answer(server, b"GET /health HTTP/1.1\r\nContent-Length: -1\r\n\r\n").startswith(b"HTTP/1.1 400")
+    huge = b"GET /health HTTP/1.1\r\n" + b"X-Big: " + b"a" * (70 << 10) + b"\r\n\r\n"
+    assert _raw_answer(server, huge).startswith(b"HTTP/1.1 431")
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    one = f"GET /health HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode()
+    last = f"GET /status HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nConnection: close\r\n\r\n".encode()
+    answer = _raw_answer(server, one + one + last)
+    assert answer.count(b"HTTP/1.1 200") == 3 and b"updates_received" in answer.split(b"HTTP/1.1 200")[-1]
+
+
+def test_expect_continue_is_answered_only_for_an_authenticated_request(server):
+    import socket
+
+    body = wire.encode({"w": np.array([1], np.int32)})
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(f"POST /model HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nExpect: 100-continue\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode())
+    assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+    sock.sendall(body)
+    assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    sock.close()

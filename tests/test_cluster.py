@@ -131,7 +131,7 @@ def test_cli_lda_on_the_cluster_with_bare_executors(cluster, bare, plain_conf, t
     out = tmp_path / "out"
     result = run(cluster, [os.path.join(BIN, "deepdist"), "lda", "--master", cluster.url, "--input", str(corpus),
                            "--topics", "2", "--iterations", "20", "--output", str(out), "--min-count", "2",
-                           "--max-df", "0.9", "--burn-in-sweeps", "5", "--partitions", "2", "--quiet"],
+                           "--max-df", "0.9", "--burn-in-sweeps", "5", "--partitions", "2", "--num-words", "8", "--quiet"],
                  python=bare, conf_dir=plain_conf)
     assert result.returncode == 0, result.stderr[-4000:]
     lines = (out / "topics.txt").read_text().splitlines()

@@ -72,6 +72,17 @@ def bare_python(directory: str) -> str:
     return python
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: take SIGKILL when the process that started the cluster dies,
+    so a test run killed midway leaves no master or worker behind (Linux only; best effort)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _children(pid: int) -> list[int]:
     """Every descendant of ``pid`` (from /proc), deepest last."""
     kids: dict[int, list[int]] = {}
@@ -145,7 +156,7 @@ class LocalCluster:
         out = open(self.dir / f"{name}.log", "ab")
         cmd = [os.path.join(spark_home(), "bin", "spark-class"), *args]
         proc = subprocess.Popen(cmd, env=self._environment(), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         out.close()
         return proc
 

@@ -62,6 +62,7 @@ def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     temporary file only for as long as ``ssl`` takes to load them)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.num_tickets = 0  # clients keep their connection: no session to resume
     fd, path = tempfile.mkstemp(prefix="deepdist-tls-", suffix=".pem")
     try:
         with os.fdopen(fd, "wb") as f:  # mkstemp: mode 0600

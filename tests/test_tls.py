@@ -159,3 +159,10 @@ def test_tls_is_on_by_default_off_loopback():
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("10.0.0.5") and not is_loopback("driver.example.com") and not is_loopback("0.0.0.0")
+
+
+def test_a_wildcard_bind_address_is_honoured_with_a_warning_and_tls(sc, caplog):
+    with caplog.at_level("WARNING", logger="deepdist.core"):
+        with DeepDist({"n": np.zeros(1)}, spark=sc, host="0.0.0.0", progress=False) as dd:
+            assert dd.url.startswith("https://") and dd.client.health()["ok"]
+    assert any("every interface" in r.getMessage() for r in caplog.records)

@@ -213,7 +213,7 @@ class _Pool:
 class WSGIServer:
     """Serve the WSGI ``app`` on ``address`` with at most ``max_workers`` request threads."""
 
-    def __init__(self, address, app, idle_timeout: float = 60.0, *, max_workers: int = 128,
+    def __init__(self, address, app, idle_timeout: float = 60.0, *, max_workers: int = 512,
                  header_timeout: float = 10.0, body_timeout: float = 30.0, min_rate: float = 1 << 20,
                  ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG):
         self.app = app

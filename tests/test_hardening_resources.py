@@ -303,3 +303,23 @@ def test_at_the_descriptor_limit_the_server_rests_and_recovers():
     finally:
         proc.stdin.close()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("served", [{"max_workers": 2}], indirect=True)
+def test_requests_beyond_the_worker_pool_wait_their_turn(served):
+    # six long polls (each held 0.5 s by the server) on a pool of two: never more than two
+    # threads, and every request is answered
+    _, thread = served
+    body = wire.encode({"w": np.array([0], np.int32)})
+    request = (f"POST /model?wait=w&at_least=1&timeout=0.5 HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    socks = [socket.create_connection(("127.0.0.1", thread.port)) for _ in range(6)]
+    started = time.monotonic()
+    for sock in socks:
+        sock.sendall(request)
+    answers = [_read_answer(sock, timeout=10)[:12] for sock in socks]
+    took = time.monotonic() - started
+    for sock in socks:
+        sock.close()
+    print(f"\n6 long polls on 2 workers: answered in {took:.2f} s, workers {thread._server.workers}")
+    assert answers == [b"HTTP/1.1 200"] * 6 and thread._server.workers == 2 and 1.4 < took < 5

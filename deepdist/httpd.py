@@ -190,7 +190,11 @@ class _Pool:
                 self._cond.notify()
             elif self.threads < self.size:
                 self.threads += 1
-                threading.Thread(target=self._work, name=f"deepdist-http-{self.threads}", daemon=True).start()
+                try:
+                    threading.Thread(target=self._work, name=f"deepdist-http-{self.threads}", daemon=True).start()
+                except RuntimeError as err:  # no thread to be had: the running ones take the job in turn
+                    self.threads -= 1
+                    log.warning("cannot start another server thread (%s); %d serve", err, self.threads)
 
     def _work(self) -> None:
         while True:
@@ -280,12 +284,17 @@ class WSGIServer:
                 for key, _ in selector.select(timeout):
                     if self._stopping:
                         break
-                    if key.data == "listen":
-                        self._accept()
-                    elif key.data == "wake":
-                        self._take_returned()
-                    else:
-                        self._on_readable(key.data)
+                    try:
+                        if key.data == "listen":
+                            self._accept()
+                        elif key.data == "wake":
+                            self._take_returned()
+                        else:
+                            self._on_readable(key.data)
+                    except Exception:  # noqa: BLE001 - one connection's trouble must not stop the server
+                        log.exception("error in the model server's I/O loop")
+                        if isinstance(key.data, _Conn):
+                            self._close(key.data)
                 now = time.monotonic()
                 if not self._listening and now >= self._resume_accept and not self._stopping:
                     self._listen_again()

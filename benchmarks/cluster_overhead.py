@@ -7,7 +7,7 @@ Spark standalone cluster of two one-core workers on this machine
 process, so each pays its own JVM start, as a user's job would. The ratio is what the
 cluster's RPC, separate executor JVMs, task shipping and block transfers cost us.
 
-    .venv/bin/python benchmarks/cluster_overhead.py [--repeat 2] [--docs 4000] [--articles 200]
+    .venv/bin/python benchmarks/cluster_overhead.py [--repeat 2] [--docs 20000] [--articles 300] [--conf KEY=VALUE]
 
 Only ratios inside one run mean anything on a shared machine.
 """
@@ -106,10 +106,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1, help="runs of each job in each mode (alternating)")
     parser.add_argument("--jobs", default="word2vec,gibbs")
-    parser.add_argument("--docs", type=int, default=4000, help="Gibbs: documents of 100 tokens")
-    parser.add_argument("--sweeps", type=int, default=50, help="Gibbs: sweeps")
+    parser.add_argument("--docs", type=int, default=20000, help="Gibbs: documents of 100 tokens")
+    parser.add_argument("--sweeps", type=int, default=100, help="Gibbs: sweeps")
     parser.add_argument("--articles", type=int, default=300, help="word2vec: articles of the shipped dump")
     parser.add_argument("--epochs", type=int, default=3, help="word2vec: epochs")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Spark setting for both modes (e.g. spark.locality.wait=0s)")
     parser.add_argument("--run-job", dest="job", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -125,7 +127,8 @@ def main(argv=None) -> None:
     rows = []
     with LocalCluster(workers=2, cores=1) as cluster:
         env.update(cluster.driver_env())
-        modes = {"local[2]": ["--master", "local[2]"], "cluster 2x1": cluster.submit_args()}
+        extra = [arg for setting in args.conf for arg in ("--conf", setting)]
+        modes = {"local[2]": ["--master", "local[2]", *extra], "cluster 2x1": cluster.submit_args() + extra}
         for job in args.jobs.split(","):
             runs = {mode: [] for mode in modes}
             for _ in range(args.repeat):

@@ -47,6 +47,21 @@ def no_server_thread_left():
     assert not left, f"threads left running: {left}"
 
 
+@pytest.fixture
+def store():
+    """A started ParameterStore of one int64 vector, with additive descent."""
+    import numpy as np
+
+    from deepdist.optim import add
+    from deepdist.store import ParameterStore
+
+    s = ParameterStore({"w": np.zeros(4, np.int64)})
+    s.set_descent(add)
+    s.start()
+    yield s
+    s.stop()
+
+
 @pytest.fixture(scope="session")
 def cluster():
     """A Spark standalone master and two 1-core workers, as processes on 127.0.0.1."""

@@ -159,15 +159,6 @@ def test_retried_tasks_are_exact_with_every_sum_on_disk(sc, tmp_path, monkeypatc
 
 # -- the store's per-sender bookkeeping ------------------------------------------------------------
 
-@pytest.fixture
-def store():
-    s = ParameterStore({"w": np.zeros(4, np.int64)})
-    s.set_descent(add)
-    s.start()
-    yield s
-    s.stop()
-
-
 def test_seen_pushes_are_a_floor_per_sender_not_a_set_of_every_push(store):
     one = {"w": np.ones(4, np.int64)}
     for seq in range(500):

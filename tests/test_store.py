@@ -14,15 +14,6 @@ from deepdist.sparse import SparseRows
 from deepdist.wire import UpdateMeta
 
 
-@pytest.fixture
-def store():
-    s = ParameterStore({"w": np.zeros(4, np.int64)})
-    s.set_descent(add)
-    s.start()
-    yield s
-    s.stop()
-
-
 def test_updates_apply_in_order_and_bump_version(store):
     seen = []
     store.set_descent(lambda m, u: seen.append(int(u["w"][0])) or add(m, u))

@@ -111,6 +111,20 @@ class StageKiller:
                 "seconds_into_stage": self.seconds_into_stage}
 
 
+def faulted_fit(cluster, fit, make_killer, tries: int = 3):
+    """``fit(killer)`` until its kill lands (a fit that outran its kill is run again, the next
+    time with the kill early in the first training stage); returns ``(result, killer)``."""
+    killer = make_killer()
+    for attempt in range(tries):
+        cluster.wait_for_workers()
+        result = fit(killer)
+        if killer.killed:
+            break
+        log.warning("the kill missed its fit (attempt %d); running it again with an early kill", attempt + 1)
+        killer = StageKiller(cluster, killer.sc, after=min(killer.after, 0.2), stage=1, worker=killer.worker)
+    return result, killer
+
+
 def warm_up(sc, partitions: int = 2) -> None:
     """One task per executor first, so both start their Python workers before a timed fit."""
     sc.parallelize(range(partitions), partitions).map(lambda x: x).collect()
@@ -157,8 +171,7 @@ def additive_drill(cluster, spark, *, elements: int = 20_000, bins: int = 1000, 
 
     base = fit()
     cluster.wait_for_workers()
-    killer = StageKiller(cluster, sc, after=after, stage=stage)
-    faulted = fit(killer)
+    faulted, killer = faulted_fit(cluster, fit, lambda: StageKiller(cluster, sc, after=after, stage=stage))
     return {"undisturbed": base, "faulted": {**faulted, **killer.report()},
             "fault_seconds": faulted["seconds"] - base["seconds"]}
 
@@ -224,7 +237,7 @@ def online_drill(cluster, spark, *, docs: int = 6000, vocab: int = 400, topics: 
         # passes after the first are the shorter (the first also starts the Python workers)
         killer = StageKiller(cluster, sc, after=fraction * min(base["pass_seconds"][1:] or base["pass_seconds"]),
                              stage=stage)
-        run = fit(killer)
+        run, killer = faulted_fit(cluster, fit, lambda: killer)
         faults.append({**run, **killer.report(), "point": name, "fault_seconds": run["seconds"] - base["seconds"],
                        "perplexity_ratio": run["perplexity"] / base["perplexity"]})
     return {"undisturbed": base, "faulted": faults[0], "faults": faults,
@@ -270,8 +283,8 @@ def word2vec_drill(cluster, spark, *, epochs: int = 5, vector_size: int = 50, he
     faults = []
     for name, fraction in points:
         cluster.wait_for_workers()
-        killer = StageKiller(cluster, sc, after=fraction * base["training_seconds"])
-        model, seconds = fit(killer)
+        (model, seconds), killer = faulted_fit(
+            cluster, fit, lambda: StageKiller(cluster, sc, after=fraction * base["training_seconds"]))
         heldout_loss = float(loss(model.model_))
         faults.append({"seconds": seconds, "training_seconds": model.timings_["training"],
                        "heldout_loss": heldout_loss, **killer.report(), "point": name,

@@ -515,14 +515,18 @@ class WSGIServer:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
+        self._forget(conn)
+        if not self._listening:  # a descriptor is free again
+            self._resume_accept = 0.0
+
+    def _forget(self, conn: _Conn) -> None:
+        """Close the connection's socket and drop it from the open set (either thread)."""
         try:
             conn.sock.close()
         except OSError:
             pass
         with self._conns_lock:
             self._conns.discard(conn)
-        if not self._listening:  # a descriptor is free again
-            self._resume_accept = 0.0
 
     def _give_back(self, conn: _Conn, state: str, remaining: int = 0) -> None:
         self._returned.append((conn, state, remaining))
@@ -621,12 +625,7 @@ class WSGIServer:
 
     def _shut(self, conn: _Conn) -> None:
         """From a worker: end a connection now (the I/O thread no longer watches it)."""
-        try:
-            conn.sock.close()
-        except OSError:
-            pass
-        with self._conns_lock:
-            self._conns.discard(conn)
+        self._forget(conn)
         self._give_back(conn, "closed")
 
     def _environ(self, conn: _Conn, request: _Request, body: _Body) -> dict:

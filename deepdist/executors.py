@@ -108,10 +108,7 @@ def ensure_executors(sc) -> dict:
             if not modules.get(name):
                 log.warning("the executors' Python (%s) lacks %s, which %s needs", python, name, needed_by)
         if not modules.get("deepdist"):
-            daemon = sc.getConf().get("spark.python.daemon.module", "pyspark.daemon")
-            if daemon.startswith("deepdist"):
-                # unreachable in practice (that daemon could not have started), kept for clarity
-                raise ExecutorEnvironmentError(_daemon_message(python))
+            # a deepdist daemon could not have started here: that case failed above, by its cause
             zipped = package_zip()
             sc.addPyFile(zipped)
             log.info("the executors' Python (%s) lacks deepdist: shipped %s to them", python, zipped)

@@ -30,9 +30,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def job_word2vec(sc, args) -> dict:
     from gensim.test.utils import datapath
 
-    from deepdist.wikipedia import read_articles, sentences, split_heldout
+    from deepdist.datasets.wikipedia import read_articles, sentences, split_heldout
     from deepdist.word2vec import DistributedWord2Vec
-    from deepdist.word2vec_eval import HeldoutSGNSLoss
+    from deepdist.word2vec.evaluate import HeldoutSGNSLoss
 
     dump = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
     articles = read_articles(sc, dump, max_articles=args.articles)

@@ -61,7 +61,7 @@ def load_corpus(sentence_length: int):
     from gensim.corpora import WikiCorpus
     from gensim.test.utils import datapath
 
-    from deepdist.wikipedia import is_heldout
+    from deepdist.datasets.wikipedia import is_heldout
 
     corpus = WikiCorpus(datapath(DUMP), dictionary={}, processes=1)
     corpus.metadata = True
@@ -209,7 +209,7 @@ def main():
     args = parse_args()
     from gensim.models import Word2Vec
 
-    from deepdist.word2vec_eval import HeldoutSGNSLoss, analogy, wordsim
+    from deepdist.word2vec.evaluate import HeldoutSGNSLoss, analogy, wordsim
 
     train, heldout, n_articles = load_corpus(args.sentence_length)
     words = sum(len(s) for s in train)

@@ -27,7 +27,7 @@ from .params import DictAdapter, adapter_for
 from .progress import ProgressLine
 from . import tls as _tls
 from .server import ServerThread, create_app
-from .session import use_driver_python
+from .session import spark_context, use_driver_python  # noqa: F401  (spark_context: its old home)
 from .executors import ensure_executors, failure_cause
 from .store import ParameterStore
 from .worker import PartitionTrainer, TaskChannel
@@ -53,19 +53,6 @@ def _is_wildcard(host: str) -> bool:
 
 class TrainingFailedError(DeepDistError, RuntimeError):
     """A Spark task failed while training; the message holds the task's Python error."""
-
-
-def spark_context(spark=None):
-    """The SparkContext of ``spark`` (a SparkSession or SparkContext), or the active one."""
-    from pyspark import SparkContext
-
-    if spark is None:
-        sc = SparkContext._active_spark_context
-        if sc is None:
-            from pyspark.sql import SparkSession
-            sc = SparkSession.builder.getOrCreate().sparkContext
-        return sc
-    return getattr(spark, "sparkContext", spark)
 
 
 def driver_addresses(sc, host: str | None = None) -> tuple[str, str]:

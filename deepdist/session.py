@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
-__all__ = ["spark_session", "use_driver_python", "describe_master"]
+__all__ = ["describe_master", "spark_context", "spark_session", "task_slots", "use_driver_python"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,37 @@ def spark_session(app_name: str, master: str | None = None):
     ensure_executors(spark.sparkContext)
     log.info("Spark: %s", describe_master(spark.sparkContext))
     return spark
+
+
+def spark_context(spark=None):
+    """The SparkContext of ``spark`` (a SparkSession or SparkContext), or the active one.
+
+    Every estimator's ``spark=`` parameter goes through here, so "the Spark handle" means the same
+    thing everywhere: a session, a context, or None for the active one (started if there is none).
+    """
+    from pyspark import SparkContext
+
+    if spark is None:
+        sc = SparkContext._active_spark_context
+        if sc is None:
+            from pyspark.sql import SparkSession
+            sc = SparkSession.builder.getOrCreate().sparkContext
+        return sc
+    return getattr(spark, "sparkContext", spark)
+
+
+#: ``local``, ``local[4]``, ``local[*]``, ``local[4, 2]`` (cores, task retries)
+_LOCAL_MASTER = re.compile(r"local(?:\[\s*(\*|\d+)\s*(?:,\s*\d+\s*)?\])?")
+
+
+def task_slots(sc) -> int:
+    """How many tasks Spark runs at once: N for ``local[N]`` (all CPUs for ``local[*]``), else the
+    default parallelism (the executors' cores on a cluster)."""
+    match = _LOCAL_MASTER.fullmatch(sc.master.strip())
+    if match:
+        count = match.group(1)
+        return (os.cpu_count() or 1) if count == "*" else int(count or 1)
+    return max(1, sc.defaultParallelism)
 
 
 def use_driver_python(sc) -> None:

@@ -113,10 +113,11 @@ def encode(arrays: dict, meta: dict | None = None) -> bytes:
     return b"".join(encode_parts(arrays, meta))
 
 
-def decode(body) -> Frame:
+def decode(body, max_header_bytes: int = MAX_HEADER_BYTES) -> Frame:
     """Parse a frame; raise :class:`WireFormatError` saying what is wrong with it.
 
-    Arrays are read-only views into ``body``.
+    Arrays are read-only views into ``body``. ``max_header_bytes`` bounds what a request can make
+    the server parse; files the process wrote itself (:mod:`deepdist.persist`) may carry more.
     """
     view = memoryview(body).cast("B")
     if len(view) < _PREFIX.size:
@@ -124,8 +125,8 @@ def decode(body) -> Frame:
     magic, header_len = _PREFIX.unpack_from(view)
     if magic != MAGIC:
         raise WireFormatError(f"not a deepdist frame: bad magic {bytes(magic)!r}")
-    if header_len > MAX_HEADER_BYTES:
-        raise WireFormatError(f"header of {header_len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
+    if header_len > max_header_bytes:
+        raise WireFormatError(f"header of {header_len} bytes exceeds the {max_header_bytes}-byte limit")
     data_start = _PREFIX.size + header_len
     if len(view) < data_start:
         raise WireFormatError("frame truncated inside its header")

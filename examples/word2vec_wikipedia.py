@@ -146,9 +146,9 @@ def main(argv=None) -> dict:
     from gensim.models import Word2Vec
     from gensim.test.utils import datapath
 
-    from deepdist.wikipedia import read_articles, sentences, split_heldout
+    from deepdist.datasets.wikipedia import read_articles, sentences, split_heldout
     from deepdist.word2vec import DistributedWord2Vec
-    from deepdist.word2vec_eval import HeldoutSGNSLoss, analogy, wordsim
+    from deepdist.word2vec.evaluate import HeldoutSGNSLoss, analogy, wordsim
 
     dump = args.dump or datapath(SHIPPED_DUMP)
     spark = spark_session(args.master)

@@ -117,7 +117,7 @@ def job_word2vec(sc) -> dict:
     from gensim.utils import simple_preprocess
 
     from deepdist.word2vec import DistributedWord2Vec
-    from deepdist.word2vec_eval import HeldoutSGNSLoss
+    from deepdist.word2vec.evaluate import HeldoutSGNSLoss
 
     with open(datapath("lee_background.cor"), encoding="utf-8") as f:
         docs = [simple_preprocess(line) for line in f if line.strip()]

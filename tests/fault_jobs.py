@@ -254,7 +254,7 @@ def word2vec_drill(cluster, spark, *, epochs: int = 5, vector_size: int = 50, he
     the training stage; ``faulted`` is the first point's run, ``faults`` all.
     """
     from deepdist.word2vec import DistributedWord2Vec
-    from deepdist.word2vec_eval import HeldoutSGNSLoss
+    from deepdist.word2vec.evaluate import HeldoutSGNSLoss
 
     sc = spark.sparkContext
     docs = lee_documents()

@@ -12,10 +12,12 @@ import time
 
 import numpy as np
 
+from deepdist import persist
 from deepdist.checkpoint import Checkpointer
 
 WRITER = r"""
 import sys, numpy as np
+from deepdist import persist
 from deepdist.checkpoint import Checkpointer
 
 class Store:                 # what Checkpointer.write reads of a ParameterStore
@@ -65,5 +67,5 @@ def test_a_writer_killed_mid_write_leaves_a_whole_newest_checkpoint(tmp_path):
         assert frame.meta["epochs_completed"] == version
     # the next writer in the directory removes what the killed ones left half-written
     Checkpointer(directory)
-    assert not [name for name in os.listdir(directory) if name.startswith(".tmp-checkpoint-")]
+    assert not [name for name in os.listdir(directory) if name.startswith(persist.TMP_PREFIX)]
     assert len([name for name in os.listdir(directory) if name.endswith(".ddw")]) <= 2

@@ -10,7 +10,7 @@ from gensim.corpora.wikicorpus import WikiCorpus
 from gensim.test.utils import datapath
 
 from deepdist.errors import CorpusError
-from deepdist.wikipedia import read_articles, read_dump, sniff_encoding
+from deepdist.datasets.wikipedia import read_articles, read_dump, sniff_encoding
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")

@@ -14,10 +14,10 @@ from gensim.test.utils import datapath
 from deepdist import DeepDist
 from deepdist.errors import ConfigurationError, NotFittedError
 from deepdist.sparse import SparseRows
-from deepdist.wikipedia import read_articles, sentences, split_heldout
+from deepdist.datasets.wikipedia import read_articles, sentences, split_heldout
 from deepdist.word2vec import (DistributedWord2Vec, RowAdaGrad, _Gradient, _Rows, _Served, count_vocabulary,
                                _jobs_of, AddDeltas)
-from deepdist.word2vec_eval import HeldoutSGNSLoss, analogy, wordsim
+from deepdist.word2vec.evaluate import HeldoutSGNSLoss, analogy, wordsim
 
 PARAMS = ["w2v.wv.vectors", "w2v.syn1neg", "words_done", "updates_in", "updates_out", "task_totals"]
 DUMP = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")

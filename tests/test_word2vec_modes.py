@@ -8,9 +8,9 @@ import pytest
 from gensim.models import Word2Vec
 from gensim.test.utils import datapath
 
-from deepdist.wikipedia import read_articles, sentences, split_heldout
+from deepdist.datasets.wikipedia import read_articles, sentences, split_heldout
 from deepdist.word2vec import DistributedWord2Vec
-from deepdist.word2vec_eval import HeldoutSGNSLoss, analogy
+from deepdist.word2vec.evaluate import HeldoutSGNSLoss, analogy
 
 DUMP = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 SETTINGS = dict(vector_size=50, window=5, min_count=5, sg=1, negative=5, epochs=5)

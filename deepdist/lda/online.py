@@ -264,7 +264,8 @@ class OnlineLDA:
     def _train(self, bow_rdd, passes):
         from pyspark import StorageLevel
 
-        from ..core import DeepDist, spark_context
+        from ..core import DeepDist
+        from ..session import spark_context
 
         lda = self.model_
         sc = spark_context(self.spark if self.spark is not None else bow_rdd.context)

@@ -53,10 +53,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import ConfigurationError, NotFittedError
-from .sparse import SparseRows
-from .word2vec_descent import AddDeltas, RowAdaGrad
-from .worker import report
+from ..errors import ConfigurationError, NotFittedError
+from ..sparse import SparseRows
+from .descent import AddDeltas, RowAdaGrad
+from ..worker import report
 
 __all__ = ["AddDeltas", "DistributedWord2Vec", "RowAdaGrad", "count_vocabulary", "executor_cores"]
 
@@ -570,7 +570,8 @@ class DistributedWord2Vec:
 
         ``sentences`` is an RDD of token lists (or a list, parallelized here).
         """
-        from .core import DeepDist, spark_context
+        from ..core import DeepDist
+        from ..session import spark_context
 
         self._validate()
         sc = spark_context(self.spark)

@@ -1,0 +1,1 @@
+"""Readers of data sets into Spark RDDs (:mod:`.wikipedia`: MediaWiki XML dumps)."""

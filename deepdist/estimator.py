@@ -137,7 +137,7 @@ class Estimator:
         if name == "model_":
             raise NotFittedError(f"this {cls.__name__} is not fitted yet; call fit(...) first")
         model = self.__dict__.get("model_")
-        if model is not None and not name.startswith("_") and not name.endswith("_") and hasattr(model, name):
+        if model is not None and not name.startswith("_") and hasattr(model, name):
             # fit() used to return the model: `model = est.fit(data); model.show_topics()` keeps
             # working for one release
             warnings.warn(f"{cls.__name__}.fit() returns the estimator; the fitted model is its model_: "

@@ -78,9 +78,9 @@ def job_gibbs(sc) -> dict:
 
     V, K = 400, 8
     docs, phi = synthetic_lda_corpus(1200, V, K, 60, alpha=0.1, beta=0.01, seed=3)
-    lda = GibbsLDA(num_topics=K, id2word=[str(i) for i in range(V)], iterations=60, sweeps_per_job=10,
+    lda = GibbsLDA(num_topics=K, id2word=[str(i) for i in range(V)], epochs=60, sweeps_per_job=10,
                    seed=0, progress=False, keep_state=True)
-    model = lda.fit(sc.parallelize([d.tolist() for d in docs], 2))
+    model = lda.fit(sc.parallelize([d.tolist() for d in docs], 2)).model_
     counts = np.zeros((V, K), np.int64)
     for block in lda.state_.collect():
         np.add.at(counts, (block.words, block.topics), 1)
@@ -102,8 +102,8 @@ def job_online(sc) -> dict:
     bow = [[(int(w), int(c)) for w, c in zip(*np.unique(doc, return_counts=True))] for doc in docs]
     train, held_out = bow[:1440], docs[1440:]
     id2word = {i: f"w{i}" for i in range(V)}
-    lda = OnlineLDA(num_topics=K, id2word=id2word, passes=4, chunksize=120, seed=0, progress=False)
-    model = lda.fit(sc.parallelize(train, 2))
+    lda = OnlineLDA(num_topics=K, id2word=id2word, epochs=4, chunksize=120, seed=0, progress=False)
+    model = lda.fit(sc.parallelize(train, 2)).model_
     reference = LdaModel(train, num_topics=K, id2word=id2word, passes=4, chunksize=120, random_state=0,
                          eval_every=None)
     return {"recovery": float(topic_recovery(topic_word, model.get_topics())),

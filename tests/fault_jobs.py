@@ -212,14 +212,14 @@ def online_drill(cluster, spark, *, docs: int = 6000, vocab: int = 400, topics: 
     def fit(killer=None):
         warm_up(sc)
         rdd = sc.parallelize(bow, 2)
-        lda = OnlineLDA(num_topics=topics, id2word=id2word, passes=passes, chunksize=chunksize, seed=seed,
+        lda = OnlineLDA(num_topics=topics, id2word=id2word, epochs=passes, chunksize=chunksize, seed=seed,
                         progress=False, spark=sc)
         started = time.perf_counter()
         if killer is None:
-            model = lda.fit(rdd)
+            model = lda.fit(rdd).model_
         else:
             with killer:
-                model = lda.fit(rdd)
+                model = lda.fit(rdd).model_
         seconds = time.perf_counter() - started
         history = lda.history_
         return {"seconds": seconds, "perplexity": completion_perplexity(test, model.get_topics(), model.alpha),

@@ -28,22 +28,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigurationError, CorpusError
+
 __all__ = ["completion_log_likelihood", "completion_perplexity", "fold_in_em", "split_documents"]
 
 
 def _topics_and_prior(topic_word, alpha):
     phi = np.array(topic_word, dtype=np.float64)
     if phi.ndim != 2:
-        raise ValueError(f"topic_word must be a (K, V) array, got shape {phi.shape}")
+        raise ConfigurationError(f"topic_word must be a (K, V) array, got shape {phi.shape}")
     if not (np.isfinite(phi).all() and (phi >= 0).all()):
-        raise ValueError("topic_word must be finite and non-negative")
+        raise ConfigurationError("topic_word must be finite and non-negative")
     totals = phi.sum(axis=1, keepdims=True)
     if (totals <= 0).any():
-        raise ValueError("every topic (row of topic_word) needs some mass")
+        raise ConfigurationError("every topic (row of topic_word) needs some mass")
     phi /= totals
     alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (phi.shape[0],)).copy()
     if not (alpha > 0).all():
-        raise ValueError(f"alpha must be > 0, got {alpha}")
+        raise ConfigurationError(f"alpha must be > 0, got {alpha}")
     return phi, alpha
 
 
@@ -59,7 +61,7 @@ def _counts(docs, num_words):
     rows = np.repeat(np.arange(len(docs)), lengths)
     cols = np.concatenate(docs) if len(docs) else np.zeros(0, np.int64)
     if len(cols) and (cols.min() < 0 or cols.max() >= num_words):
-        raise ValueError(f"word ids must lie in [0, {num_words}), got [{cols.min()}, {cols.max()}]")
+        raise CorpusError(f"word ids must lie in [0, {num_words}), got [{cols.min()}, {cols.max()}]")
     import scipy.sparse as sp  # here, not at the top: Spark tasks import this module without needing it
 
     matrix = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(docs), num_words))
@@ -130,5 +132,5 @@ def completion_perplexity(docs, topic_word, alpha, **options) -> float:
     """``exp(-total / tokens)`` of :func:`completion_log_likelihood`."""
     total, tokens = completion_log_likelihood(docs, topic_word, alpha, **options)
     if tokens == 0:
-        raise ValueError("the held-out documents have no tokens to score")
+        raise CorpusError("the held-out documents have no tokens to score")
     return float(np.exp(-total / tokens))

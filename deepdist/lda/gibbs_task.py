@@ -41,9 +41,9 @@ from . import _delta_kernels, sampler
 from .local_counts import LocalCounts
 
 _SKETCH_KEY = 0x5EED5CE7C4
-# A whole sweep whose exchange is in flight first samples 1/_HEAD_PARTS of its documents (about
-# 12 ms on the corpus at local[2]; an exchange takes about 7) and then merges the answer.
-_HEAD_PARTS = 8  # fixed: the sketch only has to differ from what a bug would produce
+# A whole sweep whose exchange is in flight first samples 1/_HEAD_PARTS of its documents, long
+# enough for the exchange's answer to be back, and then merges it.
+_HEAD_PARTS = 8
 
 
 def _sketch_weights(size: int) -> np.ndarray:
@@ -133,7 +133,7 @@ class _Task:
                 # the epoch settled between the liveness check and this push: the task is a
                 # recomputation after all (say, of a block lost while the driver verified it)
                 if "settled" in str(err):
-                    raise _EpochSettled(str(err)) from None
+                    raise _EpochSettled(str(err)) from err
                 raise
             if self.hook is not None:
                 self.hook(job=self.job, partition=ch.partition, attempt=ch.attempt, event="pushed")

@@ -50,6 +50,7 @@ import math
 import numpy as np
 from scipy.special import gammaln
 
+from ..errors import ConfigurationError, CorpusError
 from . import _delta_kernels, _inference_kernels, _kernels
 
 __all__ = [
@@ -110,11 +111,11 @@ def _require(name, a, dtypes, ndim, writable=False):
         allowed = " or ".join(str(np.dtype(t)) for t in dtypes)
         raise TypeError(f"{name} must have dtype {allowed}, got {a.dtype}")
     if a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
+        raise ConfigurationError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
     if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
+        raise ConfigurationError(f"{name} must be C-contiguous")
     if writable and not a.flags.writeable:
-        raise ValueError(f"{name} must be writable: it is updated in place")
+        raise ConfigurationError(f"{name} must be writable: it is updated in place")
 
 
 def _alpha_vector(alpha, num_topics):
@@ -122,17 +123,17 @@ def _alpha_vector(alpha, num_topics):
     if a.ndim == 0:
         a = np.full(num_topics, float(a))
     elif a.shape != (num_topics,):
-        raise ValueError(f"alpha must be a scalar or have shape ({num_topics},), got shape "
+        raise ConfigurationError(f"alpha must be a scalar or have shape ({num_topics},), got shape "
                          f"{a.shape}")
     if not (np.all(np.isfinite(a)) and np.all(a > 0)):
-        raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
+        raise ConfigurationError(f"alpha must be finite and > 0, got {alpha!r}")
     return np.ascontiguousarray(a)
 
 
 def _beta_scalar(beta):
     b = float(beta)
     if not (np.isfinite(b) and b > 0):
-        raise ValueError(f"beta must be finite and > 0, got {beta!r}")
+        raise ConfigurationError(f"beta must be finite and > 0, got {beta!r}")
     return b
 
 
@@ -140,12 +141,12 @@ def _check_corpus(doc_offsets, words, num_words):
     _require("doc_offsets", doc_offsets, (np.int64,), 1)
     _require("words", words, (np.int32,), 1)
     if doc_offsets.shape[0] < 1 or doc_offsets[0] != 0 or doc_offsets[-1] != words.shape[0]:
-        raise ValueError(f"doc_offsets must start at 0 and end at len(words)="
+        raise CorpusError(f"doc_offsets must start at 0 and end at len(words)="
                          f"{words.shape[0]}")
     if doc_offsets.shape[0] > 1 and np.any(np.diff(doc_offsets) < 0):
-        raise ValueError("doc_offsets must be non-decreasing")
+        raise CorpusError("doc_offsets must be non-decreasing")
     if words.size and (words.min() < 0 or words.max() >= num_words):
-        raise ValueError(f"word ids must lie in [0, {num_words}), got range "
+        raise CorpusError(f"word ids must lie in [0, {num_words}), got range "
                          f"[{words.min()}, {words.max()}]")
 
 
@@ -162,9 +163,9 @@ def pack_documents(docs):
 def random_topics(num_tokens, num_topics, seed):
     """Uniform initial topic assignments (int32) from a 64-bit seed (see :func:`derive_seed`)."""
     if int(num_topics) < 1:
-        raise ValueError(f"num_topics must be >= 1, got {num_topics!r}")
+        raise ConfigurationError(f"num_topics must be >= 1, got {num_topics!r}")
     if int(num_tokens) < 0:
-        raise ValueError(f"num_tokens must be >= 0, got {num_tokens!r}")
+        raise ConfigurationError(f"num_tokens must be >= 0, got {num_tokens!r}")
     return _kernels.random_topics(int(num_tokens), int(num_topics), _as_seed(seed))
 
 
@@ -173,13 +174,13 @@ def counts_from_assignments(words, topics, num_words, num_topics):
     _require("words", words, (np.int32,), 1)
     _require("topics", topics, (np.int32,), 1)
     if words.shape != topics.shape:
-        raise ValueError(f"words and topics must have equal length, got {words.shape[0]} and "
+        raise CorpusError(f"words and topics must have equal length, got {words.shape[0]} and "
                          f"{topics.shape[0]}")
     if words.size:
         if words.min() < 0 or words.max() >= num_words:
-            raise ValueError(f"word ids must lie in [0, {num_words})")
+            raise CorpusError(f"word ids must lie in [0, {num_words})")
         if topics.min() < 0 or topics.max() >= num_topics:
-            raise ValueError(f"topics must lie in [0, {num_topics})")
+            raise CorpusError(f"topics must lie in [0, {num_topics})")
     return _kernels.word_topic_counts(words, topics, int(num_words), int(num_topics))
 
 
@@ -188,10 +189,10 @@ def doc_topic_from_assignments(doc_offsets, topics, num_topics):
     _require("doc_offsets", doc_offsets, (np.int64,), 1)
     _require("topics", topics, (np.int32,), 1)
     if doc_offsets.shape[0] < 1 or doc_offsets[0] != 0 or doc_offsets[-1] != topics.shape[0]:
-        raise ValueError(f"doc_offsets must start at 0 and end at len(topics)="
+        raise CorpusError(f"doc_offsets must start at 0 and end at len(topics)="
                          f"{topics.shape[0]}")
     if topics.size and (topics.min() < 0 or topics.max() >= num_topics):
-        raise ValueError(f"topics must lie in [0, {num_topics})")
+        raise CorpusError(f"topics must lie in [0, {num_topics})")
     return _kernels.doc_topic_counts(doc_offsets, topics, int(num_topics))
 
 
@@ -245,30 +246,29 @@ def sweep(doc_offsets, words, topics, doc_topic, word_topic, topic_totals, alpha
     num_words, num_topics = word_topic.shape
     num_docs = doc_offsets.shape[0] - 1
     if words.shape != topics.shape:
-        raise ValueError(f"words and topics must have equal length, got {words.shape[0]} and "
+        raise CorpusError(f"words and topics must have equal length, got {words.shape[0]} and "
                          f"{topics.shape[0]}")
     if doc_topic.shape != (num_docs, num_topics):
-        raise ValueError(f"doc_topic must have shape ({num_docs}, {num_topics}), got "
+        raise ConfigurationError(f"doc_topic must have shape ({num_docs}, {num_topics}), got "
                          f"{doc_topic.shape}")
     if topic_totals.shape != (num_topics,):
-        raise ValueError(f"topic_totals must have shape ({num_topics},), got "
+        raise ConfigurationError(f"topic_totals must have shape ({num_topics},), got "
                          f"{topic_totals.shape}")
     if num_docs < 0 or doc_offsets[-1] != words.shape[0]:
-        raise ValueError("doc_offsets must end at len(words)")
+        raise CorpusError("doc_offsets must end at len(words)")
     alpha = _alpha_vector(alpha, num_topics)
     beta = _beta_scalar(beta)
     try:
         dense_above = _DENSE_ABOVE[method]
-    except (KeyError, TypeError):
-        raise ValueError(f"method must be one of {sorted(_DENSE_ABOVE)}, got {method!r}") \
-            from None
+    except (KeyError, TypeError) as err:
+        raise ConfigurationError(f"method must be one of {sorted(_DENSE_ABOVE)}, got {method!r}") from err
     start, stop = (0, num_docs) if docs is None else (int(docs[0]), int(docs[1]))
     if not 0 <= start <= stop <= num_docs:
-        raise ValueError(f"docs must satisfy 0 <= start <= stop <= {num_docs}, got {docs!r}")
+        raise ConfigurationError(f"docs must satisfy 0 <= start <= stop <= {num_docs}, got {docs!r}")
     if validate:
         _check_corpus(doc_offsets, words, num_words)
         if topics.size and (topics.min() < 0 or topics.max() >= num_topics):
-            raise ValueError(f"topics must lie in [0, {num_topics})")
+            raise CorpusError(f"topics must lie in [0, {num_topics})")
     return int(_kernels.sweep(start, stop, doc_offsets, words, topics, doc_topic, word_topic,
                               topic_totals, alpha, beta, _as_seed(seed), dense_above))
 
@@ -288,13 +288,13 @@ def sparse_delta(words, old_topics, new_topics, num_topics):
     _require("old_topics", old_topics, (np.int32,), 1)
     _require("new_topics", new_topics, (np.int32,), 1)
     if not words.shape == old_topics.shape == new_topics.shape:
-        raise ValueError("words, old_topics and new_topics must have equal length")
+        raise ConfigurationError("words, old_topics and new_topics must have equal length")
     num_topics = int(num_topics)
     for name, z in (("old_topics", old_topics), ("new_topics", new_topics)):
         if z.size and (z.min() < 0 or z.max() >= num_topics):
-            raise ValueError(f"{name} must lie in [0, {num_topics})")
+            raise ConfigurationError(f"{name} must lie in [0, {num_topics})")
     if words.size and words.min() < 0:
-        raise ValueError("word ids must be >= 0")
+        raise ConfigurationError("word ids must be >= 0")
     return _delta_kernels.sparse_delta(words, old_topics, new_topics, num_topics)
 
 
@@ -305,9 +305,9 @@ def apply_sparse_delta(word_topic, topic_totals, index, value):
     _require("index", index, (np.int64,), 1)
     _require("value", value, (np.int32,), 1)
     if index.shape != value.shape:
-        raise ValueError("index and value must have equal length")
+        raise ConfigurationError("index and value must have equal length")
     if index.size and (index.min() < 0 or index.max() >= word_topic.size):
-        raise ValueError(f"index must lie in [0, {word_topic.size})")
+        raise ConfigurationError(f"index must lie in [0, {word_topic.size})")
     _delta_kernels.apply_sparse_delta(word_topic, topic_totals, index, value)
 
 
@@ -323,18 +323,18 @@ def topic_word_distribution(word_topic, topic_totals, beta):
 def _phi_wk(topic_word):
     phi = np.asarray(topic_word, dtype=np.float64)
     if phi.ndim != 2:
-        raise ValueError(f"topic_word must be a (K, V) array, got shape {phi.shape}")
+        raise ConfigurationError(f"topic_word must be a (K, V) array, got shape {phi.shape}")
     if not (np.all(np.isfinite(phi)) and np.all(phi >= 0)):
-        raise ValueError("topic_word must be finite and non-negative")
+        raise ConfigurationError("topic_word must be finite and non-negative")
     # the kernels read one word's K probabilities per token: store them contiguously
     return np.ascontiguousarray(phi.T)
 
 
 def _check_sampling_schedule(iterations, burn_in):
     if int(iterations) < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations!r}")
+        raise ConfigurationError(f"iterations must be >= 1, got {iterations!r}")
     if not 0 <= int(burn_in) < int(iterations):
-        raise ValueError(f"burn_in must lie in [0, iterations={iterations}), got {burn_in!r}")
+        raise ConfigurationError(f"burn_in must lie in [0, iterations={iterations}), got {burn_in!r}")
 
 
 def fold_in(doc_offsets, words, topic_word, alpha, *, iterations=50, burn_in=10, seed=0):
@@ -399,7 +399,7 @@ def log_likelihood(word_topic, topic_totals, beta, *, doc_topic=None, alpha=None
     _require("word_topic", word_topic, (np.int32,), 2)
     _require("topic_totals", topic_totals, (np.int32, np.int64), 1)
     if topic_totals.shape != (word_topic.shape[1],):
-        raise ValueError(f"topic_totals must have shape ({word_topic.shape[1]},), got "
+        raise ConfigurationError(f"topic_totals must have shape ({word_topic.shape[1]},), got "
                          f"{topic_totals.shape}")
     # numpy and scipy, not a compiled kernel: the driver calls this after every job, and the
     # first call of any numba kernel in a process costs about a second of CPU (numba's lazy set-up)
@@ -412,7 +412,7 @@ def log_likelihood(word_topic, topic_totals, beta, *, doc_topic=None, alpha=None
              - gammaln(np.maximum(topic_totals, 0) + V * beta).sum())
     if doc_topic is not None:
         if alpha is None:
-            raise ValueError("alpha is required with doc_topic")
+            raise ConfigurationError("alpha is required with doc_topic")
         total += log_prior_assignments(doc_topic, alpha)
     return float(total)
 

@@ -16,6 +16,8 @@ compare samplers on a corpus whose answer is known.
 
 import numpy as np
 
+from ..errors import ConfigurationError
+
 __all__ = ["synthetic_lda_corpus", "topic_recovery"]
 
 
@@ -56,11 +58,11 @@ def synthetic_lda_corpus(n_docs, vocab_size, num_topics, doc_length, alpha, beta
     for name, value in (("n_docs", n_docs), ("vocab_size", vocab_size),
                         ("num_topics", num_topics)):
         if int(value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {value!r}")
+            raise ConfigurationError(f"{name} must be >= 1, got {value!r}")
     if doc_length < 0:
-        raise ValueError(f"doc_length must be >= 0, got {doc_length!r}")
+        raise ConfigurationError(f"doc_length must be >= 0, got {doc_length!r}")
     if not (alpha > 0 and beta > 0):
-        raise ValueError(f"alpha and beta must be > 0, got alpha={alpha!r}, beta={beta!r}")
+        raise ConfigurationError(f"alpha and beta must be > 0, got alpha={alpha!r}, beta={beta!r}")
     rng = np.random.default_rng(seed)
     topic_word = _dirichlet(rng, beta, num_topics, vocab_size)
     theta = _dirichlet(rng, alpha, n_docs, num_topics)
@@ -98,7 +100,7 @@ def topic_recovery(true_topic_word, learned_topic_word):
     a = np.asarray(true_topic_word, dtype=np.float64)
     b = np.asarray(learned_topic_word, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"expected two (topics, V) arrays with equal V, got {a.shape} and "
+        raise ConfigurationError(f"expected two (topics, V) arrays with equal V, got {a.shape} and "
                          f"{b.shape}")
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-300)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-300)

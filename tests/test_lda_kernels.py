@@ -1,5 +1,6 @@
 """Collapsed Gibbs kernels against slow, obviously correct NumPy references."""
 
+import hashlib
 import itertools
 import math
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import gammaln
 
-from deepdist.lda import sampler
+from deepdist.lda import _kernels, sampler
 from deepdist.lda.local_counts import LocalCounts
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
 
@@ -468,3 +469,100 @@ def test_validation_names_the_parameter():
         sampler.sweep(offsets, words, topics, dt, wt, tt, 0.1, 0.1, seed=0, method="alias")
     with pytest.raises(ValueError, match="burn_in"):
         sampler.fold_in(offsets, words, np.full((K, V), 0.1), 0.1, iterations=5, burn_in=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# (g) the sweep kernel's exact output for fixed seeds
+# ---------------------------------------------------------------------------------------------
+
+def planted_corpus(n_docs, block, n_planted):
+    """A corpus of planted topics built from the kernels' own generator only.
+
+    Each document mixes two of ``n_planted`` word blocks, so sweeps make the counts sparse and
+    SparseLDA's q bucket and word lists do real work. numpy's generators may change their
+    streams between releases; ``_kernels.random_topics`` is ours and does not, so the corpus is
+    the same on every install.
+    """
+    lengths = _kernels.random_topics(n_docs, 70, np.uint64(101)).astype(np.int64)
+    lengths[::17] = 0  # empty documents, which the sweep skips
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n = int(offsets[-1])
+    pair = _kernels.random_topics(2 * n_docs, n_planted, np.uint64(102)).reshape(n_docs, 2)
+    side = _kernels.random_topics(n, 2, np.uint64(103))
+    within = _kernels.random_topics(n, block, np.uint64(104))
+    doc_of = np.repeat(np.arange(n_docs), lengths)
+    words = (pair[doc_of, side].astype(np.int64) * block + within).astype(np.int32)
+    return offsets, words, block * n_planted
+
+
+def kernel_run_digest(K, alpha, beta, dense_above, sweeps, totals_dtype=np.int64,
+                      damage=False, batch=None):
+    """sha256 of the state (and change counts) after fixed-seed calls of ``_kernels.sweep``."""
+    offsets, words, V = planted_corpus(240, 40, 6)
+    D = offsets.size - 1
+    topics = _kernels.random_topics(words.size, K, np.uint64(7))
+    wt = _kernels.word_topic_counts(words, topics, V, K)
+    dt = _kernels.doc_topic_counts(offsets, topics, K)
+    tt = wt.sum(axis=0).astype(totals_dtype)
+    if damage:
+        # a damaged copy (the kernel clamps, never crashes): negative n_wk, n_k, and n_dk that
+        # disagree with the assignments; from the same generator, so also install-independent
+        wt -= _kernels.random_topics(wt.size, 3, np.uint64(105)).reshape(wt.shape)
+        tt[: K // 3] = -4
+        every_5th = dt[::5]
+        every_5th += _kernels.random_topics(every_5th.size, 4, np.uint64(106)).reshape(
+            every_5th.shape) - 2
+    alpha = np.ascontiguousarray(np.broadcast_to(np.asarray(alpha, np.float64), (K,)))
+    changed = []
+    for it in range(sweeps):
+        start, stop = (0, D) if batch is None or it % 2 == 0 else batch
+        changed.append(_kernels.sweep(start, stop, offsets, words, topics, dt, wt, tt, alpha,
+                                      beta, np.uint64(1000 + 7919 * it), dense_above))
+    h = hashlib.sha256()
+    for a in (topics, dt, wt, tt, np.array(changed)):
+        h.update(np.ascontiguousarray(a, dtype="<i8").tobytes())
+    return h.hexdigest()
+
+
+# Digests of the kernel as it stood before its sweep was split into helpers: a restructuring
+# must draw the same random numbers in the same order and so reproduce them to the bit. A
+# deliberate change of the sampler's arithmetic or draw order updates them (and says so).
+# fastmath lets the compiler sum the weights in another order on another CPU, but a draw moves
+# only when u falls within rounding (~1e-16 relative) of a bucket boundary, which for these few
+# thousand tokens is vanishingly unlikely. "auto" runs dense for the first sweeps, then sparse.
+SWEEP_DIGESTS = {
+    "sparse":
+        "7428dc7df35f6756ee453cc498ece719809d208395847afad729978ccfc6cd13",
+    "sparse, mini-batches, int32 n_k":
+        "a5aaf7f30cf8d36f17aa67518a73d0fd9d1c58001c20e9c306769e7c0e0b28e2",
+    "sparse, heavy s and r buckets":
+        "94164b312d71c13d2f3c9f23f74407f5068e1a7d66f7f95203bc45147712a3b8",
+    "dense":
+        "2f84b6a158225193841e282ab3e925f73cc425fe3254965089a96f3bb441f0d5",
+    "auto":
+        "d0d402bd0f382d62ba8616101b3033801237b05728acfad6d2f8737fb211a3a5",
+    "sparse, damaged counts":
+        "6e9023b802b639b8ac244bdf82db39cb7def4c9b79047e9a21b9cfccb82bedec",
+    "dense, damaged counts":
+        "cd7d2ea3674448bbe255173da76fdb139e91f9bd398877eee0cee13cbe5ba0f3",
+}
+SWEEP_RUNS = {
+    "sparse": dict(K=12, alpha=np.linspace(0.02, 0.3, 12), beta=0.01, dense_above=np.inf,
+                   sweeps=30),
+    "sparse, mini-batches, int32 n_k": dict(K=20, alpha=0.1, beta=0.02, dense_above=np.inf,
+                                            sweeps=16, totals_dtype=np.int32, batch=(30, 170)),
+    "sparse, heavy s and r buckets": dict(K=5, alpha=np.array([0.5, 2.0, 0.7, 1.3, 3.0]),
+                                          beta=0.8, dense_above=np.inf, sweeps=12),
+    "dense": dict(K=12, alpha=np.linspace(0.02, 0.3, 12), beta=0.01, dense_above=0.0,
+                  sweeps=12),
+    "auto": dict(K=12, alpha=0.1, beta=0.01, dense_above=0.2, sweeps=30),
+    "sparse, damaged counts": dict(K=9, alpha=0.2, beta=0.05, dense_above=np.inf, sweeps=6,
+                                   damage=True),
+    "dense, damaged counts": dict(K=9, alpha=0.2, beta=0.05, dense_above=0.0, sweeps=6,
+                                  damage=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SWEEP_RUNS))
+def test_sweep_reproduces_its_recorded_output_bit_for_bit(name):
+    assert kernel_run_digest(**SWEEP_RUNS[name]) == SWEEP_DIGESTS[name]

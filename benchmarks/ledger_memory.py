@@ -93,7 +93,7 @@ def run_direct(partitions: int, size: int, pushes: int) -> dict:
     tracemalloc.stop()
     store.stop()
     assert (store.model["w"] == partitions * pushes).all(), "the model is not exact"
-    return {"before_rss": before, "traced_peak": traced, "seconds": seconds, "ledger": store._ledger}
+    return {"before_rss": before, "traced_peak": traced, "seconds": seconds, "ledger": store.ledger}
 
 
 def run_spark(partitions: int, size: int, pushes: int) -> dict:
@@ -122,7 +122,7 @@ def run_spark(partitions: int, size: int, pushes: int) -> dict:
             seconds = time.perf_counter() - started
             traced = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            ledger = dd.store._ledger
+            ledger = dd.store.ledger
         assert (dd.model["w"] == partitions * pushes).all(), "the model is not exact"
     finally:
         spark.stop()

@@ -60,7 +60,7 @@ class Checkpointer:
         Mid-epoch checkpoints are skipped for additive models: resuming from
         one would count part of an epoch twice.
         """
-        if store._additive:
+        if store.additive:
             return
         due = (self.every_updates is not None and version - self._last_version >= self.every_updates) or (
             self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds)

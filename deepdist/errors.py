@@ -68,6 +68,14 @@ class DescentFailedError(ServerError):
     """The driver's ``descent`` raised; training cannot continue."""
 
 
+class QueueFullError(DeepDistError):
+    """No room in the server's update queue within the back-pressure timeout (a 503: retry later)."""
+
+
+class DrainTimeoutError(DeepDistError, TimeoutError):
+    """Updates were still waiting to be applied when a drain's time ran out."""
+
+
 class NotFittedError(DeepDistError, AttributeError):
     """A model was used before ``fit``."""
 

@@ -458,6 +458,11 @@ class AttemptLedger:
         self._files += 1
         return os.path.join(self._dir, f"{self._files}.sum")
 
+    def epochs(self) -> set:
+        """The epochs with any attempt still booked (admitted or recorded)."""
+        with self._book, self._lock:
+            return {key[0] for key in self._attempts} | {key[0] for key in self._newest}
+
     @property
     def spill_directory(self) -> str | None:
         return self._dir

@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from . import wire
@@ -88,145 +88,183 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
     """
     app = Flask("deepdist")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    _Handlers(store, max_body_bytes).register(app)
     # checked on the headers, before Flask (or anything) reads the body: an unauthenticated
     # request commits no memory and no body byte is read (the server skips or drops it)
     app.wsgi_app = BearerAuth(app.wsgi_app, secret)
+    return app
 
-    @app.errorhandler(HTTPException)
-    def _http_error(err):
+
+def _refuse(status: int, message: str, **headers):
+    """Stop the request with ``{"error": message}`` and ``status``."""
+    abort(_error(status, message, **headers))
+
+
+class _Handlers:
+    """The routes' handlers, over what they share: the store and the request-size limit."""
+
+    def __init__(self, store: ParameterStore, max_body_bytes: int):
+        self.store = store
+        self.max_body_bytes = max_body_bytes
+
+    def register(self, app: Flask) -> None:
+        app.register_error_handler(RequestEntityTooLarge, self.too_large)
+        app.register_error_handler(HTTPException, self.http_error)
+        app.get("/health")(self.health)
+        app.get("/status")(self.status)
+        app.get("/model")(self.get_model)
+        app.post("/model")(self.get_rows)
+        app.get("/changes")(self.get_changes)
+        app.post("/update")(self.post_update)
+
+    # -- errors --------------------------------------------------------------------------------
+    @staticmethod
+    def http_error(err: HTTPException):
+        if err.response is not None:   # a refusal that brought its own answer (_refuse)
+            return err.response
         return _error(err.code or 500, err.description or err.name)
 
-    @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(err):
+    def too_large(self, err: RequestEntityTooLarge):
         # the limit travels as a number too: the client names it when it refuses to re-send
         response = jsonify({"error": f"the request body of {request.content_length or 0:,} bytes is over "
-                                     f"max_body_bytes ({max_body_bytes:,} bytes)",
-                            "max_body_bytes": max_body_bytes})
+                                     f"max_body_bytes ({self.max_body_bytes:,} bytes)",
+                            "max_body_bytes": self.max_body_bytes})
         response.status_code = 413
         return response
 
-    @app.get("/health")
-    def health():
-        return jsonify({"ok": True, "version": store.version})
+    # -- routes --------------------------------------------------------------------------------
+    def health(self):
+        return jsonify({"ok": True, "version": self.store.version})
 
-    @app.get("/status")
-    def status():
-        return jsonify(store.status())
+    def status(self):
+        return jsonify(self.store.status())
 
-    @app.get("/model")
-    def get_model():
+    def get_model(self):
+        """``GET /model[?names=a,b]``: the latest snapshot, or some of its parameters."""
         names = request.args.get("names")
         wanted = names.split(",") if names else None
-        unknown = [n for n in wanted or () if n not in store.spec]
+        unknown = [n for n in wanted or () if n not in self.store.spec]
         if unknown:
-            return _error(400, f"unknown parameter(s) {unknown}; the model has {sorted(store.spec)}")
-        _wait_for_own_updates(request.args, store)
-        version, body = store.snapshot(wanted)
-        return _frame_response(body, version)
+            _refuse(400, f"unknown parameter(s) {unknown}; the model has {sorted(self.store.spec)}")
+        self._wait_for_own_updates()
+        version, body = self.store.snapshot(wanted)
+        return self._frame(body, version)
 
-    @app.post("/model")
-    def get_rows():
-        try:
-            wanted = wire.validate_row_request(wire.decode(_body()), store.spec)
-        except (WireFormatError, InvalidUpdateError) as err:
-            return _error(400, str(err))
-        _wait_for_own_updates(request.args, store)
+    def get_rows(self):
+        """``POST /model``: the rows the body's frame names, once the model is ready if asked."""
+        wanted = self._decode(self._parse_rows, _body())
+        self._wait_for_own_updates()
         ready = True
         if "wait" in request.args:
-            ready = store.wait_for(*_wait_args(request.args, store))
-        version, body = store.rows(wanted, ready=ready)
-        return _frame_response(body, version)
+            ready = self.store.wait_for(*self._wait_args())
+        version, body = self.store.rows(wanted, ready=ready)
+        return self._frame(body, version)
 
-    @app.get("/changes")
-    def get_changes():
+    def get_changes(self):
+        """``GET /changes?since=V&partition=P&attempt=A``: the other tasks' updates after V."""
         try:
             since, partition, attempt = (int(request.args[k]) for k in ("since", "partition", "attempt"))
         except (KeyError, ValueError):
-            return _error(400, "/changes needs integer since, partition and attempt")
-        version, body = store.changes(since, partition, attempt)
-        return _frame_response(body, version)
+            _refuse(400, "/changes needs integer since, partition and attempt")
+        version, body = self.store.changes(since, partition, attempt)
+        return self._frame(body, version)
 
-    @app.post("/update")
-    def post_update():
-        body = _body()
+    def post_update(self):
+        """``POST /update[?since=V|?then=rows]``: queue an update; answer with the sender's next read."""
         then = request.args.get("then")
+        body = _body()
         if then not in (None, "rows"):
-            return _error(400, f"then must be 'rows', got {then!r}")
-        try:
-            frame = wire.decode(body)
-            meta = wire.parse_update_meta(frame.meta)
-            frame, pull = wire.split_row_request(frame) if then else (frame, None)
-            update = wire.validate_update(frame, store.spec)
-            wanted = None if pull is None else wire.validate_row_request(pull, store.spec)
-        except (WireFormatError, InvalidUpdateError) as err:
-            store._count_rejected("invalid")
-            log.warning("refused an update: %s", err)
-            return _error(400, str(err))
+            _refuse(400, f"then must be 'rows', got {then!r}")
+        meta, update, wanted = self._decode(self._parse_update, body, then, counted=True)
         since = request.args.get("since")
         try:
             since = None if since is None else int(since)
         except ValueError:
-            return _error(400, f"since must be an integer, got {since!r}")
-        try:
-            store.submit(update, meta, nbytes=len(body))
-        except SupersededAttemptError as err:
-            return _error(409, str(err))
-        except QueueFullError as err:
-            return _error(503, f"{err}; retry later", **{"Retry-After": "1"})
-        except DescentFailedError as err:
-            return _error(503, str(err))
-        except ConfigurationError as err:
-            return _error(409, str(err))
+            _refuse(400, f"since must be an integer, got {since!r}")
+        self._submit(update, meta, len(body))
         if wanted is not None:  # the sender's next pull, after its own update (read your own writes)
-            _wait_until_applied(store, meta.epoch, meta.partition, meta.attempt, meta.seq)
-            version, rows = store.rows(wanted)
-            return _frame_response(rows, version, status=202)
+            self._wait_until_applied(meta.epoch, meta.partition, meta.attempt, meta.seq)
+            version, rows = self.store.rows(wanted)
+            return self._frame(rows, version, status=202)
         if since is not None:  # the sender's /changes in the same round trip
-            version, changes = store.changes(since, meta.partition, meta.attempt)
-            return _frame_response(changes, version, status=202)
-        return jsonify({"queued": True, "version": store.version}), 202
+            version, changes = self.store.changes(since, meta.partition, meta.attempt)
+            return self._frame(changes, version, status=202)
+        return jsonify({"queued": True, "version": self.store.version}), 202
 
-    def _frame_response(body: bytes, version: int, status: int = 200):
-        store.count_bytes_out(len(body))
+    # -- helpers -------------------------------------------------------------------------------
+    def _decode(self, parse, *args, counted: bool = False):
+        """``parse(*args)``, with a malformed or unfitting body answered 400 (and counted as a
+        refused update when ``counted``)."""
+        try:
+            return parse(*args)
+        except (WireFormatError, InvalidUpdateError) as err:
+            if counted:
+                self.store.count_rejected("invalid")
+                log.warning("refused an update: %s", err)
+            _refuse(400, str(err))
+
+    def _parse_rows(self, body: bytes) -> dict:
+        return wire.validate_row_request(wire.decode(body), self.store.spec)
+
+    def _parse_update(self, body: bytes, then: str | None):
+        """``(meta, update, rows wanted after it or None)`` from an update frame."""
+        frame = wire.decode(body)
+        meta = wire.parse_update_meta(frame.meta)
+        frame, pull = wire.split_row_request(frame) if then else (frame, None)
+        update = wire.validate_update(frame, self.store.spec)
+        wanted = None if pull is None else wire.validate_row_request(pull, self.store.spec)
+        return meta, update, wanted
+
+    def _submit(self, update: dict, meta: wire.UpdateMeta, nbytes: int) -> None:
+        """Queue the update, or answer why not: 409 (superseded, no descent), 503 (full, failed)."""
+        try:
+            self.store.submit(update, meta, nbytes=nbytes)
+        except SupersededAttemptError as err:
+            _refuse(409, str(err))
+        except QueueFullError as err:
+            _refuse(503, f"{err}; retry later", **{"Retry-After": "1"})
+        except DescentFailedError as err:
+            _refuse(503, str(err))
+        except ConfigurationError as err:
+            _refuse(409, str(err))
+
+    def _frame(self, body: bytes, version: int, status: int = 200):
+        self.store.count_bytes_out(len(body))
         response = Response(body, status=status, mimetype=wire.CONTENT_TYPE)
         response.headers["X-DeepDist-Version"] = str(version)
         return response
 
-    return app
+    def _wait_for_own_updates(self) -> None:
+        """``?after=EPOCH:PARTITION:ATTEMPT:SEQ``: answer once that sender's update SEQ is applied."""
+        after = request.args.get("after")
+        if after is None:
+            return
+        try:
+            epoch, partition, attempt, seq = (int(part) for part in after.split(":"))
+        except ValueError as err:
+            raise BadRequest("after must be EPOCH:PARTITION:ATTEMPT:SEQ (integers)") from err
+        self._wait_until_applied(epoch, partition, attempt, seq)
 
+    def _wait_until_applied(self, epoch: int, partition: int, attempt: int, seq: int) -> None:
+        """Hold the answer until that sender's update ``seq`` is applied (at most MAX_WAIT_SECONDS)."""
+        if not self.store.wait_finished(epoch, partition, attempt, seq, MAX_WAIT_SECONDS):
+            log.warning("update %d:%d:%d:%d was not applied within %gs; answering anyway",
+                        epoch, partition, attempt, seq, MAX_WAIT_SECONDS)
 
-def _wait_for_own_updates(args, store: ParameterStore) -> None:
-    """``?after=EPOCH:PARTITION:ATTEMPT:SEQ``: answer once that sender's update SEQ is applied."""
-    after = args.get("after")
-    if after is None:
-        return
-    try:
-        epoch, partition, attempt, seq = (int(part) for part in after.split(":"))
-    except ValueError:
-        raise BadRequest("after must be EPOCH:PARTITION:ATTEMPT:SEQ (integers)") from None
-    _wait_until_applied(store, epoch, partition, attempt, seq)
-
-
-def _wait_until_applied(store: ParameterStore, epoch: int, partition: int, attempt: int, seq: int) -> None:
-    """Hold the answer until that sender's update ``seq`` is applied (at most MAX_WAIT_SECONDS)."""
-    if not store.wait_finished(epoch, partition, attempt, seq, MAX_WAIT_SECONDS):
-        log.warning("update %d:%d:%d:%d was not applied within %gs; answering anyway",
-                    epoch, partition, attempt, seq, MAX_WAIT_SECONDS)
-
-
-def _wait_args(args, store: ParameterStore) -> tuple[str, float, float]:
-    """``?wait=NAME&at_least=X&timeout=T``: answer once ``NAME[0] >= X``, or after T seconds."""
-    name = args["wait"]
-    if name not in store.spec:
-        raise BadRequest(f"wait: unknown parameter {name!r}; the model has {sorted(store.spec)}")
-    try:
-        at_least, timeout = float(args.get("at_least", "")), float(args.get("timeout", ""))
-    except ValueError:
-        raise BadRequest("wait needs numeric at_least and timeout query arguments") from None
-    if not math.isfinite(at_least) or not 0.0 <= timeout <= MAX_WAIT_SECONDS:
-        raise BadRequest(f"wait: at_least must be finite and timeout in [0, {MAX_WAIT_SECONDS:g}] seconds, "
-                         f"got {at_least!r} and {timeout!r}")
-    return name, at_least, timeout
+    def _wait_args(self) -> tuple[str, float, float]:
+        """``?wait=NAME&at_least=X&timeout=T``: answer once ``NAME[0] >= X``, or after T seconds."""
+        args = request.args
+        name = args["wait"]
+        if name not in self.store.spec:
+            raise BadRequest(f"wait: unknown parameter {name!r}; the model has {sorted(self.store.spec)}")
+        try:
+            at_least, timeout = float(args.get("at_least", "")), float(args.get("timeout", ""))
+        except ValueError as err:
+            raise BadRequest("wait needs numeric at_least and timeout query arguments") from err
+        if not math.isfinite(at_least) or not 0.0 <= timeout <= MAX_WAIT_SECONDS:
+            raise BadRequest(f"wait: at_least must be finite and timeout in [0, {MAX_WAIT_SECONDS:g}] seconds, "
+                             f"got {at_least!r} and {timeout!r}")
+        return name, at_least, timeout
 
 
 def _body() -> bytes:

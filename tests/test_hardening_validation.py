@@ -321,7 +321,7 @@ def test_fuzzed_frames_get_no_5xx_and_leave_the_model_as_the_accepted_updates_ma
     finally:
         conn.close()
     assert sum(statuses.values()) >= 1000 and 400 in statuses and 202 in statuses, statuses
-    assert live.thread.alive and live.store._thread.is_alive() and live.store.error is None
+    assert live.thread.alive and live.store.alive and live.store.error is None
     live.store.drain(timeout=30)
     # the model must be the initial one plus the accepted updates, in order, bit for bit:
     # nothing that was refused may have touched it

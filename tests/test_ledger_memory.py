@@ -7,10 +7,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from deepdist import ledger, store as store_module
+from deepdist import counters, ledger, senders
 from deepdist.ledger import AttemptLedger
 from deepdist.optim import add
 from deepdist.sparse import SparseRows
+from deepdist.errors import DescentFailedError, SupersededAttemptError
 from deepdist.store import ParameterStore, PushRefusedError
 from deepdist.wire import UpdateMeta
 
@@ -113,9 +114,9 @@ def test_dense_additive_training_keeps_the_ledger_within_its_budget(tmp_path, mo
         assert peak < budget + 4 * size, f"{peak / 1e6:.0f} MB traced at the epoch's end"
         expected = np.full(size // 8, 2 * 31 + 3, np.int64)
         np.testing.assert_array_equal(s.model["w"], expected)
-        assert s._ledger.peak_memory_bytes <= budget + size
-        assert s._ledger.spilled_attempts >= 32 - budget // size
-        assert not os.listdir(s._ledger.spill_directory)
+        assert s.ledger.peak_memory_bytes <= budget + size
+        assert s.ledger.spilled_attempts >= 32 - budget // size
+        assert not os.listdir(s.ledger.spill_directory)
     finally:
         s.stop()
 
@@ -165,13 +166,13 @@ def test_seen_pushes_are_a_floor_per_sender_not_a_set_of_every_push(store):
         store.submit(one, UpdateMeta(version=0, epoch=3, partition=1, attempt=2, seq=seq))
     store.submit(one, UpdateMeta(version=0, epoch=3, partition=1, attempt=2, seq=123))   # a retried POST
     store.drain()
-    assert store._seen == {(3, 1, 2): [500]}
+    assert store.senders.senders() == {(3, 1, 2)} and store.senders.arrived((3, 1, 2)) == [500]
     assert store.model["w"].tolist() == [500] * 4
     assert store.status()["rejected_by_reason"] == {"duplicate": 1}
 
 
 def test_out_of_order_pushes_are_bounded_per_sender(store, monkeypatch):
-    monkeypatch.setattr(store_module, "MAX_SEQS_AHEAD", 4)
+    monkeypatch.setattr(senders, "MAX_SEQS_AHEAD", 4)
     one = {"w": np.ones(4, np.int64)}
     for seq in (1, 3, 2, 5):       # push 0 has not arrived
         store.submit(one, UpdateMeta(version=0, partition=0, seq=seq))
@@ -180,12 +181,12 @@ def test_out_of_order_pushes_are_bounded_per_sender(store, monkeypatch):
     store.submit(one, UpdateMeta(version=0, partition=0, seq=0))       # the gap closes
     store.submit(one, UpdateMeta(version=0, partition=0, seq=3))       # a duplicate
     store.drain()
-    assert store._seen[(0, 0, 0)] == [4, 5]
+    assert store.senders.arrived((0, 0, 0)) == [4, 5]
     assert store.model["w"].tolist() == [5] * 4
 
 
 def test_senders_of_unsettled_epochs_are_capped_and_forgotten_when_settled(store, monkeypatch):
-    monkeypatch.setattr(store_module, "MAX_SENDERS", 50)
+    monkeypatch.setattr(senders, "MAX_SENDERS", 50)
     one = {"w": np.ones(4, np.int64)}
     for partition in range(50):
         store.submit(one, UpdateMeta(version=0, epoch=7, partition=partition))
@@ -193,9 +194,9 @@ def test_senders_of_unsettled_epochs_are_capped_and_forgotten_when_settled(store
         store.submit(one, UpdateMeta(version=0, epoch=8, partition=0))
     store.submit(one, UpdateMeta(version=0, epoch=7, partition=0, seq=1))   # a known sender goes on
     store.drain()
-    assert len(store._seen) == 50 and len(store._finished_by) == 50
+    assert store.senders.senders() == {(7, p, 0) for p in range(50)}
     store.end_epoch(7, {})
-    assert store._seen == {} and store._finished_by == {}
+    assert store.senders.senders() == set()
     store.submit(one, UpdateMeta(version=0, epoch=8, partition=0))          # room again
     store.drain()
     assert store.model["w"].tolist() == [52] * 4
@@ -203,7 +204,7 @@ def test_senders_of_unsettled_epochs_are_capped_and_forgotten_when_settled(store
     for epoch in range(100):
         store.submit(one, UpdateMeta(version=0, epoch=100 + epoch, attempt=epoch))
     store.drain()
-    assert len(store._seen) == 1 and len(store._finished_by) == 1
+    assert store.senders.senders() == {(8, 0, 0)}
 
 
 def test_a_settled_epochs_pushes_leave_no_trace(store):
@@ -212,18 +213,17 @@ def test_a_settled_epochs_pushes_leave_no_trace(store):
     store.submit(one, UpdateMeta(version=0, epoch=1, partition=0))
     store.end_epoch(1, {0: (0, 1)})
     for seq in range(1, 200):      # a zombie attempt keeps pushing
-        with pytest.raises(store_module.SupersededAttemptError, match="already settled"):
+        with pytest.raises(SupersededAttemptError, match="already settled"):
             store.submit(one, UpdateMeta(version=0, epoch=1, partition=0, seq=seq))
     store.drain()
-    assert store._seen == {} and store._finished_by == {} and not store._ledger._attempts
-    assert not store._ledger._newest
+    assert store.senders.senders() == set() and store.ledger.epochs() == set()
     assert store.status()["rejected_by_reason"] == {"settled_epoch": 199}
     # a pull that waits for a settled epoch's push is answered at once, not after a timeout
     assert store.wait_finished(1, 0, 0, 150, timeout=30) is True
 
 
 def test_metric_names_are_capped(store, monkeypatch):
-    monkeypatch.setattr(store_module, "MAX_METRICS", 8)
+    monkeypatch.setattr(counters, "MAX_METRICS", 8)
     one = {"w": np.ones(4, np.int64)}
     for seq in range(20):
         store.submit(one, UpdateMeta(version=0, partition=0, seq=seq, metrics={f"m{seq}": 1.0, "loss": 0.5}))
@@ -252,18 +252,18 @@ def test_a_spill_that_fails_keeps_the_sums_in_memory_and_exact(tmp_path, caplog)
 def test_a_ledger_that_cannot_write_stops_training_with_its_error(tmp_path):
     import shutil
 
-    s = ParameterStore({"w": np.zeros(4, np.int64), "v": np.zeros(4, np.int64)})
-    s._ledger = AttemptLedger(memory_budget=0, spill_dir=str(tmp_path))
+    s = ParameterStore({"w": np.zeros(4, np.int64), "v": np.zeros(4, np.int64)},
+                       ledger=AttemptLedger(memory_budget=0, spill_dir=str(tmp_path)))
     s.set_descent(add, additive=True)
     s.start()
     try:
         s.submit({"w": np.ones(4, np.int64)}, UpdateMeta(version=0, epoch=1, partition=0))
         s.drain()
-        shutil.rmtree(s._ledger.spill_directory)            # the disk goes away
+        shutil.rmtree(s.ledger.spill_directory)            # the disk goes away
         s.submit({"v": np.ones(4, np.int64)}, UpdateMeta(version=0, epoch=1, partition=0, seq=1))
         s.drain()
         assert isinstance(s.error, OSError)
-        with pytest.raises(store_module.DescentFailedError):
+        with pytest.raises(DescentFailedError):
             s.submit({"v": np.ones(4, np.int64)}, UpdateMeta(version=0, epoch=1, partition=0, seq=2))
     finally:
         s.stop()

@@ -116,9 +116,8 @@ def test_a_late_push_from_a_settled_epoch_is_refused_and_the_counts_stay_exact(s
         status = dd.status()
         assert status["rejected_by_reason"].get("settled_epoch") == 1, status["rejected_by_reason"]
         # the refusal left no bookkeeping behind for the closed epoch
-        assert not [k for k in dd.store._seen if k[0] == settled]
-        assert not [k for k in dd.store._finished_by if k[0] == settled]
-        assert not [k for k in dd.store._ledger._attempts if k[0] == settled]
+        assert not [k for k in dd.store.senders.senders() if k[0] == settled]
+        assert settled not in dd.store.ledger.epochs()
         if fail_first:
             assert status["rejected_by_reason"].get("superseded", 0) == 0
             assert status["updates_applied"] >= 4 * 2 + 2     # the failed attempt's two were applied, then rolled back

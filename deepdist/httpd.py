@@ -31,6 +31,10 @@ idle or hostile, can hold:
 * the I/O thread sleeps until a socket is ready or a deadline falls due; on a driver whose
   cores run samplers, polling wake-ups would preempt them.
 
+This module is the I/O thread and the server's life cycle; a request's head is parsed and its
+body read by :mod:`deepdist.http_request`, and the worker pool that runs the app and sends the
+answer is :mod:`deepdist.http_workers`.
+
 Example::
 
     >>> from flask import Flask
@@ -47,15 +51,14 @@ import logging
 import selectors
 import socket
 import ssl
-import sys
 import threading
 import time
-from urllib.parse import unquote
+
+from .http_request import MAX_HEADER_BYTES, REASONS, MalformedRequest, Request, RequestBody, parse_head
+from .http_workers import WorkerPool, make_environ, respond, run_app
 
 log = logging.getLogger(__name__)
 
-#: Largest request line plus headers (431 beyond).
-MAX_HEADER_BYTES = 64 << 10
 #: Unread request bytes up to this many are skipped to keep the connection; beyond, it closes.
 MAX_DISCARD_BYTES = 1 << 20
 #: Bytes read at a time while a request's headers arrive (at most this much of a body is buffered early).
@@ -69,14 +72,6 @@ LINGER_SECONDS = 2.0
 
 _HEADERS, _HANDSHAKE, _DISCARD, _LINGER = "headers", "handshake", "discard", "linger"
 _FD_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-_REASONS = {400: "Bad Request", 411: "Length Required", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 505: "HTTP Version Not Supported"}
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class _Conn:
@@ -91,127 +86,6 @@ class _Conn:
         self.deadline = 0.0
         self.remaining = 0
         self.started = False  # the first byte of the current request's headers has arrived
-
-
-class _Request:
-    __slots__ = ("method", "target", "version", "headers", "length", "keep_alive", "expect_continue")
-
-
-class _Body:
-    """``wsgi.input``: the request body, ``Content-Length`` bytes and not one more, read from
-    the socket only when the app asks, and within the body deadline."""
-
-    def __init__(self, server: "WSGIServer", conn: _Conn, length: int, expect_continue: bool):
-        self._server, self._conn = server, conn
-        self.remaining = length
-        self.failed = False
-        self._continue = expect_continue
-        self._deadline = time.monotonic() + server.allowance(length)
-
-    def _allowed(self, size) -> int:
-        return self.remaining if size is None or size < 0 else min(size, self.remaining)
-
-    def read(self, size: int = -1):
-        """Up to ``size`` bytes (bytes; a read-only memoryview for reads over 1 MiB, which saves
-        a copy of a model-sized body); fewer when the client stalls past the deadline or leaves."""
-        size = self._allowed(size)
-        if size <= 0:
-            return b""
-        if self._continue:  # the client waits for this before it sends the body
-            self._continue = False
-            self._server.send_all(self._conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n", self._deadline)
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        pending = self._conn.buf
-        if pending:  # bytes that arrived with the headers
-            got = min(len(pending), size)
-            view[:got] = pending[:got]
-            del pending[:got]
-        sock = self._conn.sock
-        try:
-            while got < size:
-                left = self._deadline - time.monotonic()
-                if left <= 0:
-                    raise socket.timeout("body deadline passed")
-                sock.settimeout(left)
-                n = sock.recv_into(view[got:], size - got)
-                if n == 0:
-                    break
-                got += n
-        except OSError as err:
-            log.debug("reading a body from %s: %r", self._conn.address, err)
-            self.failed = True
-        if got < size:
-            self.failed = True
-            self.remaining = 0
-            del view
-            return bytes(buf[:got])
-        self.remaining -= got
-        del view
-        return memoryview(buf).toreadonly() if size > (1 << 20) else bytes(buf)
-
-    def readline(self, size: int = -1) -> bytes:
-        size = self._allowed(size)
-        out = bytearray()
-        while len(out) < size:
-            byte = self.read(1)
-            if not byte:
-                break
-            out += byte
-            if byte == b"\n":
-                break
-        return bytes(out)
-
-    def __iter__(self):
-        while True:
-            line = self.readline()
-            if not line:
-                return
-            yield line
-
-
-class _Pool:
-    """At most ``size`` worker threads, started as requests need them."""
-
-    def __init__(self, size: int, handler):
-        self.size, self._handler = size, handler
-        self._jobs: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self._idle = 0  # waiting workers not yet called
-        self.threads = 0
-        self._stopping = False
-
-    def submit(self, job) -> None:
-        with self._cond:
-            self._jobs.append(job)
-            if self._idle:
-                self._idle -= 1
-                self._cond.notify()
-            elif self.threads < self.size:
-                self.threads += 1
-                try:
-                    threading.Thread(target=self._work, name=f"deepdist-http-{self.threads}", daemon=True).start()
-                except RuntimeError as err:  # no thread to be had: the running ones take the job in turn
-                    self.threads -= 1
-                    log.warning("cannot start another server thread (%s); %d serve", err, self.threads)
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs and not self._stopping:
-                    self._idle += 1
-                    self._cond.wait()
-                if self._stopping:
-                    self.threads -= 1
-                    return
-                job = self._jobs.popleft()
-            self._handler(*job)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
 
 
 class WSGIServer:
@@ -238,7 +112,7 @@ class WSGIServer:
             raise
         self.server_address = self.socket.getsockname()
         self.server_port = self.server_address[1]
-        self._pool = _Pool(max_workers, self._serve)
+        self._pool = WorkerPool(max_workers, self._serve)
         self._conns: set = set()  # every open connection, wherever it is
         self._conns_lock = threading.Lock()
         self._returned: collections.deque = collections.deque()  # from workers, back to the I/O thread
@@ -320,7 +194,7 @@ class WSGIServer:
                 sock.setblocking(False)
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     # headers and body go out in separate writes: without this, Nagle's algorithm
-                    # holds the body until the client's delayed ACK of the headers (40 ms on Linux)
+                    # holds the body until the client's delayed ACK of the headers
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.ssl_context is not None:
                     sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -474,8 +348,8 @@ class WSGIServer:
         head = bytes(buf[:end])
         del buf[:end + 4]
         try:
-            request = _parse_head(head)
-        except _BadRequest as err:
+            request = parse_head(head)
+        except MalformedRequest as err:
             self._reject(conn, err.status, str(err))
             return True
         conn.state = "request"
@@ -486,7 +360,7 @@ class WSGIServer:
     def _reject(self, conn: _Conn, status: int, message: str) -> None:
         """A malformed request: answer it (best effort: it is small) and close."""
         body = message.encode("latin-1", "replace")
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
+        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("latin-1")
         try:
             conn.sock.send(head + body)
@@ -536,15 +410,18 @@ class WSGIServer:
             pass  # a wake-up is already pending (or the server is closing)
 
     # -- worker threads -------------------------------------------------------------------------
-    def _serve(self, conn: _Conn, request: _Request) -> None:
+    def _serve(self, conn: _Conn, request: Request) -> None:
         try:
             conn.sock.setblocking(True)
-            body = _Body(self, conn, request.length, request.expect_continue)
-            status, headers, chunks, close = self._run_app(conn, request, body)
+            body = RequestBody(conn, request.length, request.expect_continue,
+                               time.monotonic() + self.allowance(request.length))
+            scheme = "https" if self.ssl_context is not None else "http"
+            environ = make_environ(self.server_address, scheme, conn.address, request, body)
+            status, headers, chunks, close = run_app(self.app, environ, request)
             close = close or not request.keep_alive or body.failed
             if body.remaining > MAX_DISCARD_BYTES:
                 close = True
-            self._respond(conn, request, status, headers, chunks, close)
+            respond(conn.sock, request, status, headers, chunks, close, self.allowance)
         except Exception as err:  # noqa: BLE001 - the client went away, or could not take the answer
             log.debug("connection from %s ended: %r", conn.address, err)
             self._shut(conn)
@@ -558,104 +435,10 @@ class WSGIServer:
         else:
             self._give_back(conn, _HEADERS)
 
-    def _run_app(self, conn: _Conn, request: _Request, body: _Body):
-        status_headers: list = []
-        chunks: list = []
-
-        def start_response(status, headers, exc_info=None):
-            if exc_info and status_headers:
-                raise exc_info[1].with_traceback(exc_info[2])
-            status_headers[:] = [status, headers]
-            return chunks.append
-
-        try:
-            result = self.app(self._environ(conn, request, body), start_response)
-            try:
-                chunks.extend(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
-        except Exception:  # noqa: BLE001 - the app failed: answer 500 and drop the connection
-            # nothing was written yet (the response goes out below), so a clean 500 is possible
-            log.exception("error while serving %s %s", request.method, request.target)
-            return "500 Internal Server Error", [("Content-Type", "text/plain")], [b"internal error"], True
-        status, headers = status_headers
-        return status, headers, chunks, False
-
-    def _respond(self, conn: _Conn, request: _Request, status: str, headers: list, chunks: list,
-                 close: bool) -> None:
-        size = sum(memoryview(c).nbytes for c in chunks)
-        lines = [f"HTTP/1.1 {status}\r\n"]
-        has_length = False
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == "content-length":
-                has_length = True
-            elif lowered == "connection":
-                close = close or value.lower() == "close"
-                continue
-            lines.append(f"{name}: {value}\r\n")
-        if not has_length:
-            lines.append(f"Content-Length: {size}\r\n")
-        if close:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
-        deadline = time.monotonic() + self.allowance(size)
-        if request.method == "HEAD" or not chunks:
-            self.send_all(conn.sock, head, deadline)
-        elif size <= (64 << 10):
-            self.send_all(conn.sock, head + b"".join(chunks), deadline)
-        else:
-            self.send_all(conn.sock, head, deadline)
-            for chunk in chunks:
-                self.send_all(conn.sock, chunk, deadline)
-
-    @staticmethod
-    def send_all(sock, data, deadline: float) -> None:
-        """Send ``data`` by ``deadline`` (one deadline for the whole answer, not per send)."""
-        view = memoryview(data).cast("B")
-        sent = 0
-        while sent < len(view):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout("the client did not take the answer in time")
-            sock.settimeout(left)
-            sent += sock.send(view[sent:sent + (4 << 20)])
-
     def _shut(self, conn: _Conn) -> None:
         """From a worker: end a connection now (the I/O thread no longer watches it)."""
         self._forget(conn)
         self._give_back(conn, "closed")
-
-    def _environ(self, conn: _Conn, request: _Request, body: _Body) -> dict:
-        path, _, query = request.target.partition("?")
-        host, port = self.server_address[:2]
-        environ = {
-            "REQUEST_METHOD": request.method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote(path, "latin-1"),
-            "QUERY_STRING": query,
-            "SERVER_NAME": str(host),
-            "SERVER_PORT": str(port),
-            "SERVER_PROTOCOL": request.version,
-            "REMOTE_ADDR": str(conn.address[0]) if conn.address else "",
-            "REMOTE_PORT": str(conn.address[1]) if conn.address else "",
-            "CONTENT_LENGTH": str(request.length) if request.length else "",
-            "CONTENT_TYPE": request.headers.get("content-type", ""),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https" if self.ssl_context is not None else "http",
-            "wsgi.input": body,
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        for name, value in request.headers.items():
-            key = "HTTP_" + name.upper().replace("-", "_")
-            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-                environ[key] = value
-        return environ
 
     # -- stopping -------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -687,39 +470,3 @@ class WSGIServer:
         self._selector.close()
         self._wake.close()
         self._waker.close()
-
-
-def _parse_head(head: bytes) -> _Request:
-    """The request line and headers (``head`` ends before the blank line)."""
-    lines = head.split(b"\r\n")
-    try:
-        method, target, version = lines[0].decode("latin-1").split(" ")
-    except ValueError:
-        raise _BadRequest(400, "malformed request line") from None
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _BadRequest(505 if version.startswith("HTTP/") else 400, f"unsupported protocol {version[:20]!r}")
-    if not method.isalpha() or not target.startswith("/"):
-        raise _BadRequest(400, "malformed request line")
-    headers: dict = {}
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t"):
-            raise _BadRequest(400, "folded header lines are not supported")
-        name, sep, value = line.decode("latin-1").partition(":")
-        name = name.strip().lower()
-        if not sep or not name or " " in name:
-            raise _BadRequest(400, "malformed header line")
-        value = value.strip()
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
-    if "transfer-encoding" in headers:
-        raise _BadRequest(411, "chunked request bodies are not supported: send a Content-Length")
-    length = headers.get("content-length", "0")
-    if not length.isdigit() or len(length) > 18:
-        raise _BadRequest(400, "bad Content-Length")
-    request = _Request()
-    request.method, request.target, request.version = method, target, version
-    request.headers = headers
-    request.length = int(length)
-    connection = headers.get("connection", "").lower()
-    request.keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
-    request.expect_continue = "100-continue" in headers.get("expect", "").lower()
-    return request

@@ -65,10 +65,10 @@ class Killer:
         self._jobs_done = 0
         self._timer = None
 
-    def __call__(self, estimator, entry):
+    def __call__(self, estimator, record):
         self.job_ends.append(time.perf_counter())
-        self._jobs_done = entry["job"] + 1
-        if self.at_job is None or entry["job"] != self.at_job:
+        self._jobs_done = record["job"] + 1
+        if self.at_job is None or record["job"] != self.at_job:
             return
         if self.delay:
             self._timer = threading.Timer(self.delay, self._kill)
@@ -116,11 +116,11 @@ def _gibbs_fit(sc, docs, phi, args, killer):
     from deepdist.lda.synthetic import topic_recovery
 
     lda = GibbsLDA(num_topics=args.gibbs_topics, id2word=[str(i) for i in range(args.gibbs_vocab)],
-                   iterations=args.gibbs_iterations, seed=args.seed, keep_state=True, progress=False,
-                   callback=killer)
+                   epochs=args.gibbs_iterations, seed=args.seed, keep_state=True, progress=False,
+                   callbacks=[killer])
     rdd = sc.parallelize(docs, args.partitions)
     started = time.perf_counter()
-    model = lda.fit(rdd)
+    model = lda.fit(rdd).model_
     seconds = time.perf_counter() - started
     killer.join()
     counts = np.zeros(model.word_topic_.shape, np.int64)

@@ -103,7 +103,7 @@ def client_raw(port, partition, args, barrier, out):
 
 # -- servers ----------------------------------------------------------------------------------
 def start_deepdist(args):
-    from deepdist.lda.gibbs import _descent
+    from deepdist.optim import add
     from deepdist.server import ServerThread, create_app
     from deepdist.store import ParameterStore
 
@@ -111,7 +111,7 @@ def start_deepdist(args):
     model = {"word_topic": word_topic, "topic_totals": np.zeros(args.topics, np.int64),
              "word_topic_flat": word_topic.reshape(-1)}
     store = ParameterStore(model)
-    store.set_descent(_descent, additive=True)  # as GibbsLDA: the ledger books every push
+    store.set_descent(add, additive=True)  # as GibbsLDA: the ledger books every push
     store.epoch = 0
     store.start()
     server = ServerThread(create_app(store, SECRET, 1 << 30), "127.0.0.1", 0)

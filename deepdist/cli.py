@@ -6,7 +6,10 @@ characters) and writes to ``--output``:
 
 - ``topics.txt``: each topic's top words, one topic per line, largest topics first;
 - ``topics.json``: the same with probabilities, plus α, β and the training history;
-- ``model/``: the saved :class:`~deepdist.lda.GibbsLDAModel` (``GibbsLDAModel.load``).
+- ``model``: the saved :class:`~deepdist.lda.GibbsLDAModel`, one file (``GibbsLDAModel.load``).
+
+Options left unset take :class:`~deepdist.lda.GibbsLDA`'s defaults (``deepdist lda --help``
+shows them).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def _tokenize(line: str) -> list:
     return simple_preprocess(line, min_len=2, max_len=15)
 
 
-def _stop_words(spec: str | None):
+def _stop_words(spec: str):
     if not spec:
         return frozenset()
     if spec in ("english", "gensim"):
@@ -37,37 +40,83 @@ def _stop_words(spec: str | None):
         return frozenset(w.strip().lower() for w in f.read().split() if w.strip())
 
 
+#: ``deepdist lda`` options that are GibbsLDA parameters: flag -> (parameter, type, help). Their
+#: argparse default is None, "GibbsLDA's default", shown in the help from its signature, so the
+#: command line cannot drift from the estimator.
+_GIBBS_OPTIONS = {
+    "--topics": ("num_topics", int, "number of topics K"),
+    "--epochs": ("epochs", int, "Gibbs sweeps (passes over the documents)"),
+    "--alpha": ("alpha", float, "symmetric document-topic prior"),
+    "--beta": ("beta", float, "symmetric topic-word prior"),
+    "--optimize-alpha-every": ("optimize_alpha_every", int, "Minka updates of alpha every N jobs (0: never)"),
+    "--sync-every": ("sync_every", int, "sweeps between exchanges of counts"),
+    "--burn-in-sweeps": ("burn_in_sweeps", int, "first sweeps that exchange counts several times a sweep"),
+    "--burn-in-syncs": ("burn_in_syncs", int, "exchanges per burn-in sweep"),
+    "--sweeps-per-job": ("sweeps_per_job", int, "sweeps per Spark job (default: the whole fit in one job, "
+                                                "or one sweep a job when checkpointing or optimising alpha)"),
+    "--min-count": ("min_count", int, "drop words seen fewer times"),
+    "--max-df": ("max_df", float, "drop words in more than this fraction of documents"),
+    "--stop-words": ("stop_words", _stop_words, "'english' (gensim's list), a file of words, or '' for none"),
+    "--max-vocab": ("max_vocab", int, "keep at most this many words"),
+    "--hash-buckets": ("hash_buckets", int, "hash words into this many ids instead"),
+    "--seed": ("seed", int, "seed of the assignments and sweeps"),
+    "--checkpoint-every": ("checkpoint_every", int, "checkpoint every N jobs into OUTPUT/checkpoints"),
+}
+
+
+def gibbs_defaults() -> dict:
+    """GibbsLDA's parameter defaults, from its signature."""
+    import inspect
+
+    from .lda.gibbs import GibbsLDA
+
+    return {name: p.default for name, p in inspect.signature(GibbsLDA.__init__).parameters.items()
+            if p.kind is p.KEYWORD_ONLY}
+
+
+class _RenamedFlag(argparse.Action):
+    """An old flag kept one release: sets the new one's value and says it is renamed."""
+
+    def __init__(self, option_strings, dest, new_flag=None, **kwargs):
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stderr.write(f"deepdist: {option_string} is renamed {self.new_flag}; the old name goes in the "
+                         "next release\n")
+        setattr(namespace, self.dest, values)
+
+
 def _lda_parser(sub):
     p = sub.add_parser("lda", help="train LDA by distributed collapsed Gibbs sampling (AD-LDA)",
                        description="Train LDA by distributed collapsed Gibbs sampling on a text file "
-                                   "with one document per line.")
+                                   "with one document per line. Unset options take GibbsLDA's defaults.")
     p.add_argument("--input", required=True, help="text file (or directory / glob Spark reads), one document per line")
-    p.add_argument("--output", required=True, help="directory for topics.txt, topics.json and model/")
-    p.add_argument("--topics", type=int, default=100, help="number of topics K (default 100)")
-    p.add_argument("--iterations", type=int, default=200, help="Gibbs sweeps (default 200)")
-    p.add_argument("--alpha", type=float, default=0.1, help="symmetric document-topic prior (default 0.1)")
-    p.add_argument("--beta", type=float, default=0.01, help="symmetric topic-word prior (default 0.01)")
-    p.add_argument("--optimize-alpha-every", type=int, default=0, help="Minka updates of alpha every N jobs")
+    p.add_argument("--output", required=True, help="directory for topics.txt, topics.json and model")
+    defaults = gibbs_defaults()
+    for flag, (name, kind, text) in _GIBBS_OPTIONS.items():
+        default = defaults[name]
+        shown = "none" if default in ((), None) else default
+        p.add_argument(flag, dest=name, type=kind, default=None,
+                       help=text if "default" in text else f"{text} (default {shown})")
+    p.add_argument("--iterations", dest="epochs", type=int, action=_RenamedFlag, new_flag="--epochs",
+                   help=argparse.SUPPRESS)
     p.add_argument("--master", default=None, help="Spark master, e.g. spark://host:7077 (default: spark-submit's or "
                                                "spark-defaults.conf's, else local[*])")
     p.add_argument("--partitions", type=int, default=None, help="RDD partitions (shards); default Spark's")
-    p.add_argument("--sync-every", type=int, default=1, help="sweeps between pulls of fresh counts")
-    p.add_argument("--burn-in-sweeps", type=int, default=20,
-                   help="first sweeps that exchange counts several times a sweep (0: none)")
-    p.add_argument("--burn-in-syncs", type=int, default=4, help="exchanges per burn-in sweep")
-    p.add_argument("--sweeps-per-job", type=int, default=5, help="sweeps per Spark job (default 5)")
-    p.add_argument("--min-count", type=int, default=5, help="drop words seen fewer times (default 5)")
-    p.add_argument("--max-df", type=float, default=0.5, help="drop words in more than this fraction of documents")
-    p.add_argument("--stop-words", default="english",
-                   help="'english' (gensim's list), a file of words, or '' for none (default english)")
-    p.add_argument("--max-vocab", type=int, default=None, help="keep at most this many words")
-    p.add_argument("--hash-buckets", type=int, default=None, help="hash words into this many ids instead")
     p.add_argument("--num-words", type=int, default=10, help="words shown per topic (default 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every N jobs into OUTPUT/checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress line, warnings only")
     return p
+
+
+def gibbs_options(args) -> dict:
+    """The GibbsLDA parameters the command line sets: only those given (the rest keep its defaults)."""
+    options = {name: getattr(args, name) for name, _, _ in _GIBBS_OPTIONS.values()
+               if getattr(args, name) is not None}
+    if args.checkpoint_every or args.resume:
+        options.update(checkpoint_dir=os.path.join(args.output, "checkpoints"), resume=args.resume)
+    return {**options, "progress": not args.quiet}
 
 
 def run_lda(args) -> int:
@@ -83,16 +132,7 @@ def run_lda(args) -> int:
         if args.partitions:
             docs = docs.repartition(args.partitions)
         os.makedirs(args.output, exist_ok=True)
-        lda = GibbsLDA(num_topics=args.topics, alpha=args.alpha, beta=args.beta, iterations=args.iterations,
-                       sync_every=args.sync_every, sweeps_per_job=args.sweeps_per_job, seed=args.seed,
-                       burn_in_sweeps=args.burn_in_sweeps, burn_in_syncs=args.burn_in_syncs,
-                       min_count=args.min_count, max_df=args.max_df, stop_words=_stop_words(args.stop_words),
-                       max_vocab=args.max_vocab, hash_buckets=args.hash_buckets,
-                       optimize_alpha_every=args.optimize_alpha_every,
-                       checkpoint_dir=os.path.join(args.output, "checkpoints")
-                       if args.checkpoint_every or args.resume else None,
-                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.quiet)
-        model = lda.fit(docs)
+        model = GibbsLDA(**gibbs_options(args)).fit(docs).model_
     finally:
         spark.stop()
     write_topics(model, args.output, args.num_words)

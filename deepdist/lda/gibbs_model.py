@@ -1,27 +1,49 @@
 """The fitted Gibbs LDA model: topics, fold-in, held-out scoring, save / load, gensim export.
 
-A :class:`GibbsLDAModel` is what :meth:`deepdist.lda.GibbsLDA.fit` returns. It holds the exact
+A :class:`GibbsLDAModel` is the ``model_`` of a fitted :class:`deepdist.lda.GibbsLDA`. It holds the exact
 word-topic counts n_wk of the last iteration and derives everything else from them:
 φ_kw = (n_wk + β) / (n_k + Vβ) (``topic_word_``), fold-in of new documents with φ fixed
 (``transform``), and held-out scoring by document completion (``log_perplexity``). It needs no
-Spark and no server; it saves to a directory of plain files (JSON and ``.npz``, no pickle).
+Spark and no server; it saves to one file of deepdist's on-disk format (:mod:`deepdist.persist`:
+the arrays, with the vocabulary and the history in the header; no pickle).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+import warnings
 
 import numpy as np
 
+from .. import persist
 from ..errors import ConfigurationError
 from . import evaluate, sampler
 from .corpus import Vocabulary, to_word_ids
 
 __all__ = ["GibbsLDAModel"]
 
-_FORMAT = 1
+#: ``meta["format"]`` of a saved model
+FORMAT = "deepdist.lda.GibbsLDAModel/1"
+#: the directory layout :meth:`GibbsLDAModel.save` wrote before the one format (read for one release)
+_LEGACY_FORMAT = 1
+
+
+def plain(value):
+    """``value`` with numpy scalars as Python numbers and non-finite floats as None: JSON for a header."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class GibbsLDAModel:
@@ -36,7 +58,7 @@ class GibbsLDAModel:
         beta: the topic-word prior β (η in gensim).
         id2word: list, column -> word.
         vocabulary: the :class:`~deepdist.lda.corpus.Vocabulary` that maps tokens to columns.
-        history_: one dict per training iteration (log-likelihood, seconds, traffic, ...).
+        history_: one dict per training job (epoch, log-likelihood, seconds, traffic, ...).
     """
 
     def __init__(self, word_topic, topic_totals, alpha, beta, vocabulary: Vocabulary, history=None):
@@ -125,26 +147,37 @@ class GibbsLDAModel:
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the model to directory ``path``: ``model.npz``, ``model.json``, ``vocabulary.json.gz``."""
+        """Write the model to the file ``path`` (:mod:`deepdist.persist`, atomically)."""
         path = os.fspath(path)
-        os.makedirs(path, exist_ok=True)
-        np.savez_compressed(os.path.join(path, "model.npz"), word_topic=self.word_topic_,
-                            topic_totals=self.topic_totals_, alpha=self.alpha_)
-        with gzip.open(os.path.join(path, "vocabulary.json.gz"), "wt", encoding="utf-8") as f:
-            json.dump(self.vocabulary.to_json(), f)
-        with open(os.path.join(path, "model.json"), "w", encoding="utf-8") as f:
-            json.dump({"format": _FORMAT, "num_topics": self.num_topics, "num_words": self.num_words,
-                       "beta": self.beta, "history": self.history_}, f, indent=1, default=float)
+        if os.path.isdir(path):
+            raise ConfigurationError(f"{path} is a directory (a model saved by an older version?); "
+                                     "GibbsLDAModel.save writes one file: give a file name")
+        arrays = {"word_topic": self.word_topic_, "topic_totals": self.topic_totals_, "alpha": self.alpha_}
+        meta = {"format": FORMAT, "num_topics": self.num_topics, "num_words": self.num_words,
+                "beta": self.beta, "vocabulary": self.vocabulary.to_json(), "history": plain(self.history_)}
+        persist.write_frame(path, arrays, meta)
 
     @classmethod
     def load(cls, path) -> "GibbsLDAModel":
-        """Read a model written by :meth:`save`."""
+        """Read a model written by :meth:`save` (or, for one release, an older version's directory)."""
         path = os.fspath(path)
+        if os.path.isdir(path):
+            return cls._load_legacy(path)
+        arrays, meta = persist.read_frame(path, expect=FORMAT)
+        return cls(arrays["word_topic"], arrays["topic_totals"], arrays["alpha"], meta["beta"],
+                   Vocabulary.from_json(meta["vocabulary"]), meta.get("history"))
+
+    @classmethod
+    def _load_legacy(cls, path: str) -> "GibbsLDAModel":
+        """A directory of ``model.json``, ``model.npz`` and ``vocabulary.json.gz`` (the format before
+        :mod:`deepdist.persist`)."""
+        warnings.warn(f"{path} holds a GibbsLDAModel in the old directory format, which the next release "
+                      "will not read; load it and save() it again to convert it", DeprecationWarning, stacklevel=3)
         with open(os.path.join(path, "model.json"), encoding="utf-8") as f:
             meta = json.load(f)
-        if meta.get("format") != _FORMAT:
+        if meta.get("format") != _LEGACY_FORMAT:
             raise ConfigurationError(f"{path} holds a model of format {meta.get('format')!r}; "
-                                     f"this version reads format {_FORMAT}")
+                                     f"this version reads format {_LEGACY_FORMAT} directories and {FORMAT!r} files")
         with gzip.open(os.path.join(path, "vocabulary.json.gz"), "rt", encoding="utf-8") as f:
             vocabulary = Vocabulary.from_json(json.load(f))
         with np.load(os.path.join(path, "model.npz"), allow_pickle=False) as arrays:

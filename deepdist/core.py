@@ -20,6 +20,7 @@ import uuid
 
 from .checkpoint import Checkpointer
 from .client import ModelClient
+from . import config as _config
 from .config import MAX_WAIT_SECONDS, ServerConfig
 from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError,
                      find_tagged_error)
@@ -118,9 +119,10 @@ class DeepDist:
         ...     dd.train(rdd, gradient, SGD(lr=0.1), epochs=5, batch_size=64)
     """
 
-    def __init__(self, model, *, params=None, spark=None, host: str | None = None, port: int = 0,
-                 staleness: str = "apply", max_staleness: int | None = None, queue_size: int = 32,
-                 max_body_bytes: int | None = None, checkpoint=None, resume: bool = False,
+    def __init__(self, model, *, params=None, spark=None, host: str | None = ServerConfig.host,
+                 port: int = ServerConfig.port, staleness: str = ServerConfig.staleness,
+                 max_staleness: int | None = ServerConfig.max_staleness, queue_size: int = ServerConfig.queue_size,
+                 max_body_bytes: int | None = ServerConfig.max_body_bytes, checkpoint=None, resume: bool = False,
                  progress: bool = True, client_options: dict | None = None, tls: bool | None = None):
         self._model = model
         self.params = params
@@ -179,7 +181,7 @@ class DeepDist:
         self.store.on_error = lambda exc: self.sc.cancelJobGroup(self._job_group)
         if self.resume:
             self._resume()
-        max_body = self.config.max_body_bytes or 2 * self.store.spec.nbytes + (16 << 20)
+        max_body = self.config.body_limit(self.store.spec.nbytes)
         bind, advertise = driver_addresses(self.sc, self.config.host)
         self.secret = secrets.token_urlsafe(32)
         self._context_id = uuid.uuid4().hex
@@ -197,7 +199,7 @@ class DeepDist:
         try:
             self._server = ServerThread(app, bind, self.config.port, ssl_context=ssl_context)
         except OSError as err:
-            raise ConfigurationError(f"cannot start the model server on {bind}:{self.config.port}: {err}") from None
+            raise ConfigurationError(f"cannot start the model server on {bind}:{self.config.port}: {err}") from err
         host = f"[{advertise}]" if ":" in advertise else advertise
         self.url = f"{'https' if use_tls else 'http'}://{host}:{self._server.port}"
         self.store.start()
@@ -218,7 +220,7 @@ class DeepDist:
         if self._server is None:
             return
         try:
-            self.store.drain(timeout=600)
+            self.store.drain(timeout=_config.CLOSE_DRAIN_TIMEOUT)
         finally:
             self.store.stop()
             self._server.stop()
@@ -227,8 +229,8 @@ class DeepDist:
                 self._skeleton.unpersist()
                 self._skeleton = None
 
-    def _wait_until_up(self, timeout: float = 10.0) -> None:
-        probe = self._client(connect_timeout=1.0, read_timeout=5.0, retries=0)
+    def _wait_until_up(self, timeout: float = _config.STARTUP_TIMEOUT) -> None:
+        probe = self._client(**_config.STARTUP_PROBE)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -271,7 +273,7 @@ class DeepDist:
 
     def check_reachable(self) -> None:
         """Run one tiny Spark task that calls the server, to fail early and clearly."""
-        client = self._client(connect_timeout=5.0, read_timeout=30.0, retries=2)
+        client = self._client(**_config.REACHABLE_PROBE)
 
         def probe(iterator):
             # a task that leaves its input unread cannot give its Python worker back for
@@ -281,6 +283,8 @@ class DeepDist:
             try:
                 client.health()
             except DeepDistError as err:
+                # the same error, tagged for the driver; chained, Spark's failure text would
+                # hold it twice (once untagged)
                 raise type(err)(err.tagged()) from None
             return [True]
 
@@ -293,16 +297,18 @@ class DeepDist:
             return action()
         except Exception as err:  # py4j / pyspark errors: translate once, here
             if self.store.error is not None:
+                # the job failed because the failed descent cancelled it: Spark's error says only that
                 raise self.store.error from None
             text = str(err)
             tagged = find_tagged_error(text)
             if tagged is not None:
-                raise tagged from None
-            raise TrainingFailedError(f"a Spark task failed:\n{failure_cause(text)}") from None
+                raise tagged from err
+            raise TrainingFailedError(f"a Spark task failed:\n{failure_cause(text)}") from err
 
     def train(self, rdd, gradient, descent, *, epochs: int = 1, batch_size: int | None = None,
               fetch_every: int = 1, push_every: int = 1, additive: bool = False, rows=None,
-              check_reachable: bool = True, wait_for=None, wait_timeout: float = 60.0) -> list:
+              check_reachable: bool = True, wait_for=None,
+              wait_timeout: float = _config.WAIT_TIMEOUT) -> list:
         """Train on ``rdd`` for ``epochs`` passes; return each epoch's task reports.
 
         Parameters:

@@ -96,7 +96,7 @@ def ensure_executors(sc) -> dict:
                 cause += ("\nSet PYSPARK_PYTHON (or spark.pyspark.python) to a Python that exists on every "
                           "executor and has numpy, numba, flask and gensim.")
             raise ExecutorEnvironmentError(
-                f"the executors could not run a Python task with {sc.pythonExec!r}: {cause}") from None
+                f"the executors could not run a Python task with {sc.pythonExec!r}: {cause}") from err
         modules, python = info["modules"], info["python"]
         missing = [m for m in _REQUIRED if not modules.get(m)]
         if missing:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InvalidUpdateError
+
 
 @dataclass(frozen=True)
 class SparseRows:
@@ -35,9 +37,9 @@ class SparseRows:
         indices = np.asarray(self.indices)
         values = np.asarray(self.values)
         if indices.ndim != 1:
-            raise ValueError(f"SparseRows indices must be 1-D, got shape {indices.shape}")
+            raise InvalidUpdateError(f"SparseRows indices must be 1-D, got shape {indices.shape}")
         if values.shape[:1] != indices.shape or tuple(values.shape[1:]) != tuple(self.shape[1:]):
-            raise ValueError(
+            raise InvalidUpdateError(
                 f"SparseRows values of shape {values.shape} do not fit {len(indices)} rows "
                 f"of a parameter shaped {tuple(self.shape)}"
             )
@@ -78,9 +80,8 @@ class SparseRows:
         """``target[indices] += scale * values``, adding repeated rows correctly.
 
         Rows of several values under strictly increasing indices (what tasks push) take a
-        plain fancy-index add: ``np.add.at``, exact for repeats, is about 18 times slower per
-        row there (5,000 rows of 100 floats: 5.8 ms against 0.3 ms); for single values it is
-        the faster of the two, so they always take it.
+        plain fancy-index add: ``np.add.at``, exact for repeats, is many times slower per row
+        there; for single values it is the faster of the two, so they always take it.
         """
         values = self.values if scale == 1.0 else self.values * scale
         values = values.astype(target.dtype, copy=False)

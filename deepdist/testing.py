@@ -1,4 +1,4 @@
-"""A real Spark standalone cluster on this machine, for tests, benchmarks and fault drills.
+"""A real Spark standalone cluster on 127.0.0.1, for tests, benchmarks and fault drills.
 
 :class:`LocalCluster` starts one standalone Master and N Workers as separate JVM processes
 bound to 127.0.0.1, from the Spark that the installed pyspark carries, waits until every
@@ -26,9 +26,20 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .errors import DeepDistError
+from .procstat import descendants
+
 __all__ = ["LocalCluster", "bare_python", "spark_home", "free_port"]
 
 log = logging.getLogger(__name__)
+
+
+class ClusterError(DeepDistError, RuntimeError):
+    """The local cluster (or the bare Python for it) could not be set up as asked."""
+
+
+class ClusterTimeoutError(DeepDistError, TimeoutError):
+    """The local cluster did not reach the state waited for in time."""
 
 
 def spark_home() -> str:
@@ -68,7 +79,7 @@ def bare_python(directory: str) -> str:
                             "u.find_spec('numpy') is not None)"], capture_output=True, text=True,
                            cwd=directory, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     if check.stdout.split() != ["True", "True"]:
-        raise RuntimeError(f"{python} is not the bare Python wanted (no deepdist, numpy): {check.stdout}{check.stderr}")
+        raise ClusterError(f"{python} is not the bare Python wanted (no deepdist, numpy): {check.stdout}{check.stderr}")
     return python
 
 
@@ -81,27 +92,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (from /proc), deepest last."""
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode("utf-8", "replace")
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2:].split()[1])
-        kids.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def _cmdline(pid: int) -> str:
@@ -190,7 +180,7 @@ class LocalCluster:
     def stop(self) -> None:
         procs = [p for p in self.worker_procs + [self.master] if p is not None]
         for proc in procs:
-            for pid in [proc.pid] + _children(proc.pid):
+            for pid in [proc.pid] + descendants(proc.pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -235,7 +225,7 @@ class LocalCluster:
     def state(self) -> dict | None:
         """The master's JSON status page, or None while it is not up."""
         if self.master is not None and self.master.poll() is not None:
-            raise RuntimeError(f"the Spark master exited with {self.master.returncode}; "
+            raise ClusterError(f"the Spark master exited with {self.master.returncode}; "
                                f"see {self.dir / 'master.log'}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/json/", timeout=2) as r:
@@ -254,7 +244,7 @@ class LocalCluster:
             if ready(state):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"waited {self.timeout:.0f}s for {what}; logs in {self.dir}")
+                raise ClusterTimeoutError(f"waited {self.timeout:.0f}s for {what}; logs in {self.dir}")
             time.sleep(0.25)
 
     def wait_for_workers(self, count: int | None = None) -> None:
@@ -265,13 +255,13 @@ class LocalCluster:
     def executor_pids(self, worker: int | None = None) -> list[int]:
         """PIDs of the executor JVMs (CoarseGrainedExecutorBackend) under one worker, or all."""
         procs = self.worker_procs if worker is None else [self.worker_procs[worker]]
-        return [pid for proc in procs for pid in _children(proc.pid)
+        return [pid for proc in procs for pid in descendants(proc.pid)
                 if "CoarseGrainedExecutorBackend" in _cmdline(pid)]
 
     def python_worker_pids(self, worker: int | None = None) -> list[int]:
         """PIDs of the Python processes (daemon and workers) under one worker, or all."""
         procs = self.worker_procs if worker is None else [self.worker_procs[worker]]
-        return [pid for proc in procs for pid in _children(proc.pid)
+        return [pid for proc in procs for pid in descendants(proc.pid)
                 if "python" in os.path.basename(_cmdline(pid).split(" ")[0])]
 
     def kill_executor(self, worker: int) -> list[int]:
@@ -282,7 +272,7 @@ class LocalCluster:
         """
         pids = []
         for executor in self.executor_pids(worker):
-            pids += [executor] + _children(executor)
+            pids += [executor] + descendants(executor)
         for pid in reversed(pids):
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -293,7 +283,7 @@ class LocalCluster:
     def kill_worker(self, worker: int) -> list[int]:
         """SIGKILL a whole worker (its JVM, its executors and their Python): a lost node."""
         proc = self.worker_procs[worker]
-        pids = [proc.pid] + _children(proc.pid)
+        pids = [proc.pid] + descendants(proc.pid)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -312,7 +302,7 @@ class LocalCluster:
 
 
 def main(argv=None) -> None:
-    """``python -m deepdist.testing``: run a standalone cluster on this machine until interrupted."""
+    """``python -m deepdist.testing``: run a standalone cluster on 127.0.0.1 until interrupted."""
     import argparse
 
     parser = argparse.ArgumentParser(description="A Spark standalone cluster on 127.0.0.1, until Ctrl-C.")

@@ -176,10 +176,10 @@ def _parse_header(raw: bytes):
     except WireFormatError:
         raise
     except (UnicodeDecodeError, ValueError) as err:  # ValueError: also integers beyond Python's digit limit
-        raise WireFormatError(f"header is not valid UTF-8 JSON: {err}") from None
-    except RecursionError:
+        raise WireFormatError(f"header is not valid UTF-8 JSON: {err}") from err
+    except RecursionError as err:
         # json's parser recurses once per level: a header of nested brackets exhausts the limit
-        raise WireFormatError("header JSON nests too deeply (a frame's header needs 4 levels)") from None
+        raise WireFormatError("header JSON nests too deeply (a frame's header needs 4 levels)") from err
 
 
 def _entry_fields(entry):

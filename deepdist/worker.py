@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from . import wire
+from .config import WAIT_TIMEOUT
 from .errors import DeepDistError
 from .params import allocate
 from .sparse import copy_rows, sum_updates
@@ -142,7 +143,8 @@ class TaskChannel:
 
     def __exit__(self, exc_type, exc, tb):
         if isinstance(exc, DeepDistError):
-            # Spark hands the driver only a string; the tag lets it rebuild this error
+            # Spark hands the driver only a string; the tag lets it rebuild this error (chained,
+            # that string would hold the same error twice, once untagged)
             raise type(exc)(exc.tagged()) from None
         return False
 
@@ -243,7 +245,8 @@ class PartitionTrainer:
     """
 
     def __init__(self, *, channel, context_id, spec, adapter, skeleton, gradient,
-                 batch_size, fetch_every, push_every, rows=None, wait_for=None, wait_timeout=60.0):
+                 batch_size, fetch_every, push_every, rows=None, wait_for=None,
+                 wait_timeout=WAIT_TIMEOUT):
         self.channel = channel
         self.context_id = context_id
         self.spec = spec

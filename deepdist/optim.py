@@ -1,8 +1,13 @@
 """Ready-made ``descent`` rules: addition, SGD and AdaGrad, for dense and sparse-row updates.
 
-Each rule is a callable ``rule(model, update)`` to pass to ``DeepDist.train``.
-Updates are *gradients*: the rule steps against them.  Sparse-row updates
-touch only their rows (repeated rows add up).
+Each rule is a callable ``rule(model, update)`` to pass to ``DeepDist.train``.  Updates
+are *gradients* (the rule steps against them) unless a rule is told they are *deltas*
+(``AdaGrad(deltas=True)``: the step a worker wants taken, as word2vec's tasks push).
+Sparse-row updates touch only their rows (repeated rows add up).
+
+This module is the one home of adding an update into a parameter (:func:`add_to`) and of
+AdaGrad; other descents (word2vec's, with its counters and stale-row scaling) are built
+from them.
 
 Example::
 
@@ -17,15 +22,24 @@ import threading
 
 import numpy as np
 
-from .errors import ConfigurationError
 from .params import get_param
 from .sparse import SparseRows
+from .validation import check_real
+
+__all__ = ["AdaGrad", "SGD", "add", "add_to"]
 
 
-def _check_lr(lr: float) -> float:
-    if not lr > 0:
-        raise ConfigurationError(f"lr must be > 0, got {lr!r}")
-    return float(lr)
+def add_to(param: np.ndarray, part, scale: float = 1.0) -> None:
+    """``param += scale * part`` in place, for a dense array or :class:`SparseRows` ``part``.
+
+    The one sparse-or-dense dispatch of the descents: a sparse part adds into its rows only.
+    """
+    if isinstance(part, SparseRows):
+        part.add_to(param, scale=scale)
+    elif scale == 1.0:
+        param += part
+    else:
+        param += scale * part
 
 
 def add(model, update: dict) -> None:
@@ -38,11 +52,7 @@ def add(model, update: dict) -> None:
         dd.train(rdd, count_words, deepdist.optim.add, additive=True)
     """
     for name, part in update.items():
-        param = get_param(model, name)
-        if isinstance(part, SparseRows):
-            part.add_to(param)
-        else:
-            param += part
+        add_to(get_param(model, name), part)
 
 
 class SGD:
@@ -56,7 +66,7 @@ class SGD:
     """
 
     def __init__(self, lr: float = 0.01, decay: float = 0.0):
-        self.lr = _check_lr(lr)
+        self.lr = float(check_real("lr", lr, above=0))
         self.decay = float(decay)
         self.steps = 0
 
@@ -66,51 +76,79 @@ class SGD:
     def __call__(self, model, update: dict) -> None:
         rate = self.rate()
         for name, grad in update.items():
-            param = get_param(model, name)
-            if isinstance(grad, SparseRows):
-                grad.add_to(param, scale=-rate)
-            else:
-                param -= rate * grad
+            add_to(get_param(model, name), grad, scale=-rate)
         self.steps += 1
 
 
-class AdaGrad:
-    """AdaGrad (Duchi et al. 2011): per-element rates ``lr / sqrt(eps + sum g^2)``.
+def _rows_and_values(part):
+    """``(rows, values)`` of an update: its distinct rows (all rows, as a slice, for a dense one)."""
+    if not isinstance(part, SparseRows):
+        return slice(None), np.asarray(part)
+    indices = part.indices
+    if len(indices) > 1 and not (indices[1:] > indices[:-1]).all():
+        # a fancy-indexed ``+=`` keeps one of repeated rows: sum them first. Pushes of distinct
+        # rows in order (word2vec's, on the driver's hot path) skip the sort.
+        part = part.coalesce()
+    return part.indices, part.values
 
-    The squared-gradient accumulators live on the driver, one per parameter
-    element; sparse-row updates touch only their rows' accumulators.
+
+class AdaGrad:
+    """AdaGrad (Duchi et al. 2011): rates ``lr / sqrt(eps + sum g^2)``, per element or per row.
+
+    The squared-gradient accumulators live on the driver; sparse-row updates touch only their
+    rows' accumulators.
+
+    Parameters:
+        lr, eps, initial_accumulator: the step scale, the floor under the root, the
+            accumulators' start.
+        per_row: one accumulator per row of a matrix, summing the mean square of the row's
+            gradient (``G_r += mean(g_r^2)``), instead of one per element: one float per row of
+            driver memory, for embedding matrices with millions of rows.
+        deltas: updates are the steps a worker wants taken (row deltas, or deltas divided by
+            the learning rate they were taken with), and the rule moves along them
+            (``w += lr * u / sqrt(G)``); by default updates are gradients, and it steps against.
 
     Example::
 
         dd.train(rdd, gradient, AdaGrad(lr=0.1), epochs=3)
     """
 
-    def __init__(self, lr: float = 0.1, eps: float = 1e-8, initial_accumulator: float = 0.0):
-        self.lr = _check_lr(lr)
+    def __init__(self, lr: float = 0.1, eps: float = 1e-8, initial_accumulator: float = 0.0, *,
+                 per_row: bool = False, deltas: bool = False):
+        self.lr = float(check_real("lr", lr, above=0))
         self.eps = float(eps)
         self.initial_accumulator = float(initial_accumulator)
+        self.per_row, self.deltas = bool(per_row), bool(deltas)
         self.accumulators: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def _accumulator(self, name: str, param: np.ndarray) -> np.ndarray:
         acc = self.accumulators.get(name)
         if acc is None:
+            # per row, the mean square of a row is summed over many steps: float64 keeps it exact
+            dtype = np.float64 if self.per_row or param.dtype == np.float64 else np.float32
+            shape = param.shape[:1] if self.per_row else param.shape
             with self._lock:
-                acc = self.accumulators.setdefault(
-                    name, np.full(param.shape, self.initial_accumulator, dtype=np.float64
-                                  if param.dtype == np.float64 else np.float32))
+                acc = self.accumulators.setdefault(name, np.full(shape, self.initial_accumulator, dtype))
         return acc
 
     def __call__(self, model, update: dict) -> None:
-        for name, grad in update.items():
+        for name, part in update.items():
             param = get_param(model, name)
-            acc = self._accumulator(name, param)
-            if isinstance(grad, SparseRows):
-                grad = grad.coalesce()
-                rows, values = grad.indices, grad.values.astype(acc.dtype, copy=False)
-                acc[rows] += values * values
-                param[rows] -= (self.lr * values / np.sqrt(acc[rows] + self.eps)).astype(param.dtype, copy=False)
-            else:
-                g = np.asarray(grad, dtype=acc.dtype)
-                acc += g * g
-                param -= (self.lr * g / np.sqrt(acc + self.eps)).astype(param.dtype, copy=False)
+            self.step(param, self._accumulator(name, param), part)
+
+    def step(self, param: np.ndarray, acc: np.ndarray, part) -> None:
+        """One AdaGrad step of ``param`` (with its accumulator ``acc``) for one update ``part``."""
+        rows, values = _rows_and_values(part)
+        g = values.astype(acc.dtype, copy=False)
+        if self.per_row and g.ndim > 1:
+            acc[rows] += np.mean(g * g, axis=tuple(range(1, g.ndim)))
+            root = np.sqrt(acc[rows] + self.eps).reshape((-1,) + (1,) * (g.ndim - 1))
+        else:
+            acc[rows] += g * g
+            root = np.sqrt(acc[rows] + self.eps)
+        step = (self.lr * g / root).astype(param.dtype, copy=False)
+        if self.deltas:
+            param[rows] += step
+        else:
+            param[rows] -= step

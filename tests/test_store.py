@@ -7,7 +7,8 @@ import pytest
 
 from deepdist import ledger, wire
 from deepdist.config import ServerConfig
-from deepdist.errors import ConfigurationError, SupersededAttemptError
+from deepdist.changelog import ChangeLog
+from deepdist.errors import ConfigurationError, DescentFailedError, DrainTimeoutError, SupersededAttemptError
 from deepdist.optim import add
 from deepdist.store import ParameterStore, QueueFullError, staleness_bucket
 from deepdist.sparse import SparseRows
@@ -125,6 +126,10 @@ def test_descent_error_is_kept_and_later_updates_refused(store):
     store.drain()
     assert isinstance(store.error, ZeroDivisionError)
     assert store.status()["descent_error"].startswith("ZeroDivisionError")
+    with pytest.raises(DescentFailedError, match="ZeroDivisionError"):
+        store.submit({"w": np.ones(4, np.int64)}, UpdateMeta(version=0))
+    assert store.version == 0 and store.model["w"].tolist() == [0] * 4
+    assert store.status()["updates_received"] == 1 and store.status()["updates_applied"] == 0
 
 
 def test_descent_that_breaks_the_shape_is_caught(store):
@@ -186,3 +191,35 @@ def test_retry_rolls_back_many_sparse_updates_exactly(monkeypatch):
         assert store.model["w"][:6].tolist() == [0, 0, 0, 0, 7, 0] and not store.model["w"][6:].any()
     finally:
         store.stop()
+
+
+def test_the_change_log_is_bounded_by_the_model_size_and_says_when_to_pull():
+    log = ChangeLog(limit_bytes=4 * 32, version=5)         # four updates of two int64 rows (indices + values)
+    for i in range(4):                                     # versions 6..9
+        log.append((i % 2, 0), _rows([i, i + 1], [1, 1]))
+    assert log.floor == 5 and len(log) == 4 and log.nbytes == 4 * 32
+    merged = log.since(6, partition=0, attempt=0)          # versions 7..9 of others: partition 1's (7, 9)
+    assert merged["w"].indices.tolist() == [1, 2, 3, 4] and merged["w"].values.tolist() == [1, 1, 1, 1]
+    assert log.since(9, 0, 0) == {} and log.since(10, 0, 0) is None and log.since(4, 0, 0) is None
+    log.append((1, 0), _rows(list(range(10)), [1] * 10))   # 160 more bytes: past the limit, the older half goes
+    assert log.floor == 7 and len(log) == 3 and log.since(6, 0, 0) is None
+    assert log.since(7, 0, 0)["w"].indices.tolist() == [3, 4] + list(range(10))
+    log.append(None, _rows([0], [1]))                      # a correction: nobody can skip it
+    assert log.since(7, 0, 0) is None and log.since(log.floor + len(log), 0, 0) == {}
+
+
+def test_drain_times_out_with_a_deepdist_error_and_the_applier_stops_cleanly():
+    release = threading.Event()
+    s = ParameterStore({"w": np.zeros(1)}, ledger=ledger.AttemptLedger())
+    s.set_descent(lambda m, u: (release.wait(), add(m, u))[1])
+    assert not s.alive
+    s.start()
+    assert s.alive
+    s.submit({"w": np.ones(1)}, UpdateMeta(version=0))
+    with pytest.raises(DrainTimeoutError, match="1 updates still pending"):
+        s.drain(timeout=0.2)
+    assert isinstance(DrainTimeoutError("x"), TimeoutError)   # callers catching TimeoutError still do
+    release.set()
+    s.drain(timeout=10)
+    s.stop()
+    assert not s.alive and s.model["w"][0] == 1.0

@@ -85,13 +85,46 @@ def test_every_truncation_is_refused(arrays, data):
         wire.decode(body[:cut])
 
 
+def _prefixed(header: bytes, header_len: int | None = None) -> bytes:
+    return struct.pack("<4sI", wire.MAGIC, len(header) if header_len is None else header_len) + header
+
+
+GARBAGE = {
+    "empty": (b"", r"frame truncated: 0 bytes is shorter than the 8-byte prefix"),
+    "short": (b"DDW", r"frame truncated: 3 bytes is shorter than the 8-byte prefix"),
+    "bad magic": (b"GET / HTTP/1.1\r\n", r"not a deepdist frame: bad magic b'GET '"),
+    "huge header": (_prefixed(b"", 1 << 31), r"header of 2147483648 bytes exceeds the \d+-byte limit"),
+    "header cut short": (_prefixed(b"{}", 100), r"frame truncated inside its header"),
+    "header not UTF-8": (_prefixed(b"\xff\xfe{}"), r"header is not valid UTF-8 JSON"),
+    "header not JSON": (_prefixed(b"{entries: 1}"), r"header is not valid UTF-8 JSON"),
+    "header NaN": (_prefixed(b'{"meta": {"x": NaN}, "entries": []}'), r"header holds NaN, which is not JSON"),
+    "header nests deeply": (_prefixed(b"[" * 100_000), r"header JSON nests too deeply"),
+    "header a list": (_prefixed(b"[]"), r"header must be a JSON object with an 'entries' list"),
+    "entries not a list": (_prefixed(b'{"entries": {}}'), r"header must be a JSON object with an 'entries' list"),
+    "entry not an object": (_prefixed(b'{"entries": [1]}'), r"each header entry must be a JSON object"),
+}
+
+
+@pytest.mark.parametrize("body, message", GARBAGE.values(), ids=GARBAGE.keys())
+def test_garbage_is_refused_with_what_is_wrong(body, message):
+    with pytest.raises(WireFormatError, match=message):
+        wire.decode(body)
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300))
-def test_garbage_is_refused_cleanly(garbage):
-    try:
-        wire.decode(garbage)
-    except WireFormatError:
-        pass
+@given(st.binary(max_size=300), st.booleans())
+def test_random_bytes_are_refused_as_wire_format_errors(garbage, with_magic):
+    """Whatever the bytes (behind a valid magic or not), decode refuses them with a WireFormatError
+    (no other exception type escapes) that says what is wrong."""
+    body = wire.MAGIC + garbage if with_magic else garbage
+    if body[:4] == wire.MAGIC and len(body) >= 8:
+        # a valid prefix could announce an empty frame; make the header length point past the end
+        body = body[:4] + struct.pack("<I", max(len(body), struct.unpack_from("<I", body, 4)[0])) + body[8:]
+    with pytest.raises(WireFormatError) as refused:
+        wire.decode(body)
+    assert type(refused.value) is WireFormatError
+    message = str(refused.value)
+    assert message.startswith(("frame truncated", "not a deepdist frame", "header")), message
 
 
 def _frame(header: dict, data: bytes = b"") -> bytes:
@@ -135,9 +168,21 @@ def _validate(arrays):
 
 
 def test_validate_accepts_good_updates():
-    update = _validate({"w": np.ones((10, 3), np.float32),
-                        "counts": SparseRows(np.array([1, 3]), np.ones((2, 2), np.int32), (4, 2))})
-    assert set(update) == {"w", "counts"}
+    w = np.arange(30, dtype=np.float32).reshape(10, 3) / 7
+    counts = SparseRows(np.array([1, 3, 1]), np.array([[1, -2], [3, 4], [5, 6]], np.int32), (4, 2))
+    update = _validate({"w": w, "counts": counts})
+    assert list(update) == ["w", "counts"]
+    assert isinstance(update["w"], np.ndarray) and update["w"].dtype == np.float32
+    assert update["w"].shape == (10, 3)
+    np.testing.assert_array_equal(update["w"], w)
+    rows = update["counts"]
+    assert isinstance(rows, SparseRows) and rows.shape == (4, 2)
+    assert rows.values.dtype == np.int32 and rows.values.shape == (3, 2)
+    assert rows.indices.tolist() == [1, 3, 1]                      # repeats are kept, in order
+    np.testing.assert_array_equal(rows.values, counts.values)
+    total = np.zeros((4, 2), np.int32)
+    rows.add_to(total)
+    assert total.tolist() == [[0, 0], [6, 4], [0, 0], [3, 4]]
 
 
 @pytest.mark.parametrize("arrays, message", [

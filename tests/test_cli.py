@@ -1,13 +1,18 @@
-"""``deepdist lda`` on a plain text file: it trains and writes topics a person can read."""
+"""``deepdist lda`` on a plain text file: it trains and writes topics a person can read, with
+the estimator's defaults for every option left unset."""
 
+import argparse
+import inspect
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from deepdist.lda import GibbsLDAModel
+from deepdist import cli
+from deepdist.lda import GibbsLDA, GibbsLDAModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,8 +35,8 @@ def test_cli_lda_writes_readable_topics(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(
         [sys.executable, "-m", "deepdist.cli", "lda", "--input", str(corpus), "--topics", "2",
-         "--iterations", "20", "--master", "local[2]", "--output", str(out), "--num-words", "8",
-         "--min-count", "2", "--max-df", "0.9", "--burn-in-sweeps", "5", "--burn-in-syncs", "3", "--quiet"],
+         "--epochs", "20", "--master", "local[2]", "--output", str(out), "--num-words", "8",
+         "--min-count", "2", "--max-df", "0.9", "--stop-words", "english", "--burn-in-sweeps", "5", "--burn-in-syncs", "3", "--quiet"],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (out / "topics.txt").read_text().splitlines()
@@ -43,3 +48,42 @@ def test_cli_lda_writes_readable_topics(tmp_path):
     model = GibbsLDAModel.load(out / "model")
     assert model.word_topic_.shape == (16, 2)
     assert "2 topics over 16 words" in result.stdout
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    cli._lda_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["lda", "--input", "in.txt", "--output", "out", *argv])
+
+
+def test_cli_options_left_unset_take_the_estimators_defaults():
+    defaults = {name: p.default for name, p in inspect.signature(GibbsLDA.__init__).parameters.items()}
+    # nothing given: the estimator is built with its own defaults, whatever they are
+    options = cli.gibbs_options(_parse())
+    assert options == {"progress": True}
+    estimator = GibbsLDA(**options)
+    for name, _, _ in cli._GIBBS_OPTIONS.values():
+        assert getattr(estimator, name) == defaults[name], name
+    # among them the ones that used to differ: min_count 5, max_df 0.5, sweeps_per_job 5, english stop words
+    assert (estimator.min_count, estimator.max_df, estimator.sweeps_per_job, estimator.stop_words) == (1, 1.0, None, ())
+    # the help names the estimator's default, read from its signature
+    help_text = " ".join(_parse_help().split())
+    assert f"(default {defaults['min_count']})" in help_text and f"(default {defaults['max_df']})" in help_text
+    # given options reach the estimator under its parameter names
+    given = cli.gibbs_options(_parse("--topics", "7", "--epochs", "9", "--stop-words", "", "--quiet"))
+    assert given == {"num_topics": 7, "epochs": 9, "stop_words": frozenset(), "progress": False}
+
+
+def _parse_help():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    return cli._lda_parser(sub).format_help()
+
+
+def test_cli_iterations_is_a_hidden_alias_of_epochs(capsys):
+    args = _parse("--iterations", "12")
+    assert args.epochs == 12 and cli.gibbs_options(args)["epochs"] == 12
+    assert "--iterations is renamed --epochs" in capsys.readouterr().err
+    assert "--iterations" not in _parse_help()
+    with pytest.raises(SystemExit):
+        _parse("--epochs", "x")

@@ -277,12 +277,12 @@ def test_token_input_vocabulary_and_hashing(sc):
 def test_warns_when_one_partition_holds_far_more_than_its_share(sc, corpus, caplog):
     docs, _ = corpus
     options = {"num_topics": K, "id2word": [str(i) for i in range(V)], "progress": False, "epochs": 1}
-    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs_fit"):
+    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs"):
         GibbsLDA(**options).fit(sc.parallelize([docs[:900], docs[900:]], 2).flatMap(lambda shard: shard))
     warnings = [r.getMessage() for r in caplog.records if "more than the mean" in r.getMessage()]
     assert len(warnings) == 1 and "repartition" in warnings[0]
     caplog.clear()
-    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs_fit"):
+    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs"):
         GibbsLDA(**options).fit(sc.parallelize(docs, 2))
     assert not [r for r in caplog.records if "more than the mean" in r.getMessage()]
 
@@ -291,14 +291,14 @@ def test_warns_when_the_partitions_are_too_small_for_exchanges_to_pay(sc, corpus
     docs, _ = corpus
     options = {"num_topics": K, "id2word": [str(i) for i in range(V)], "progress": False, "epochs": 1}
     tokens = sum(len(d) for d in docs)
-    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs_fit"):
+    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs"):
         GibbsLDA(**options).fit(sc.parallelize(docs, 2))
     warnings = [r.getMessage() for r in caplog.records if "fewer partitions" in r.getMessage()]
     assert len(warnings) == 1
     assert f"2 partitions hold {tokens} tokens, {tokens // 2} each" in warnings[0]
     assert "docs_rdd.coalesce(1)" in warnings[0]
     caplog.clear()
-    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs_fit"):
+    with caplog.at_level("WARNING", logger="deepdist.lda.gibbs"):
         GibbsLDA(**options).fit(sc.parallelize(docs, 1))  # one partition: nothing to exchange
     assert not [r for r in caplog.records if "fewer partitions" in r.getMessage()]
 
@@ -319,6 +319,28 @@ def test_checkpoint_and_resume(sc, corpus, tmp_path):
         assert np.array_equal(counts_from_state(lda, V, K), model.word_topic_)
     finally:
         lda.state_.unpersist()
+
+
+def test_resume_finds_the_latest_checkpoint_of_either_format(tmp_path):
+    """One file a checkpoint now; a directory of the old format is still found and read, with a warning."""
+    from deepdist.lda.corpus import Vocabulary
+
+    vocabulary = Vocabulary(["a", "b", "c"])
+    old = tmp_path / "sweep-000004"
+    old.mkdir()
+    (old / "meta.json").write_text(json.dumps({"sweeps": 4, "num_topics": 2, "alpha": 0.3, "beta": 0.01, "seed": 0}))
+    with gzip.open(old / "vocabulary.json.gz", "wt", encoding="utf-8") as f:
+        json.dump(vocabulary.to_json(), f)
+    np.savez_compressed(old / "state.npz", partitions=np.array([0, 1]), sizes=np.array([2, 1]),
+                        topics=np.array([1, 0, 1], np.int32))
+    persist.write_frame(tmp_path / "sweep-000002.ddw", {}, {"format": gibbs_checkpoint.FORMAT})
+    assert gibbs_checkpoint.latest(tmp_path) == str(old)  # most sweeps wins
+    with pytest.warns(DeprecationWarning, match="old directory format"):
+        checkpoint = gibbs_checkpoint.read(str(old), num_topics=2)
+    assert (checkpoint.sweeps, checkpoint.alpha, checkpoint.vocabulary.id2word) == (4, 0.3, ["a", "b", "c"])
+    assert {p: t.tolist() for p, t in checkpoint.topics.items()} == {0: [1, 0], 1: [1]}
+    with pytest.raises(ConfigurationError, match="num_topics=2, this estimator 3"), pytest.warns(DeprecationWarning):
+        gibbs_checkpoint.read(str(old), num_topics=3)
 
 
 def test_burn_in_cuts_its_sweeps_into_seeded_slices_with_an_exchange_before_each():

@@ -6,7 +6,7 @@ a :class:`deepdist.testing.LocalCluster` of two one-core workers, one undisturbe
 then one fit for each point where worker 0's executor is SIGKILLed: between jobs 2 and 3
 (before the first lineage cut), right after the cut at job 10, and during a late job (a
 timer). Default settings except a small synthetic corpus; the kill comes from the fit's
-``callback``, which also makes every job one sweep. The tests read the rows it writes.
+``callbacks``, which also make every job one sweep. The tests read the rows it writes.
 """
 
 from __future__ import annotations

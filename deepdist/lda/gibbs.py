@@ -5,10 +5,10 @@ The algorithm is Newman et al., "Distributed Inference for Latent Dirichlet Allo
 Redis:
 
 * the documents and their topic assignments z are sharded: one flat int32 block per RDD
-  partition (:mod:`deepdist.lda.corpus`), cached across iterations;
+  partition (:mod:`deepdist.lda.corpus`), cached across jobs;
 * the word-topic counts n_wk (int32, V × K) and topic totals n_k are the shared model;
-* each job of ``sweeps_per_job`` sweeps is one Spark job. Every task pulls the counts (only the rows of its own
-  words when that is smaller), runs ``sweeps_per_job`` SparseLDA sweeps
+* a fit is a series of Spark jobs. In each, every task pulls the counts (only the rows of its
+  own words when that is smaller), runs ``sweeps_per_job`` SparseLDA sweeps
   (:mod:`deepdist.lda.sampler`) against its local copy and every ``sync_every`` sweeps
   pushes the change of n_wk as sparse int32 COO entries and adds the other tasks' changes
   since its last sync (``/changes``: a sweep's deltas, not the dense tables), on a background

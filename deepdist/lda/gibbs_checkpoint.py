@@ -25,7 +25,7 @@ from .corpus import Vocabulary
 
 __all__ = ["FORMAT", "Checkpoint", "latest", "read", "write"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("deepdist.lda.gibbs")  # the estimator's: one logger for all of a fit's messages
 
 FORMAT = "deepdist.lda.GibbsLDA-checkpoint/1"
 _NAME = re.compile(r"sweep-(\d+)(\.ddw)?$")

@@ -29,7 +29,7 @@ from .gibbs_task import _coo, _partition_counts, _sketch_weights, _Task
 
 __all__ = ["FitState", "run_job", "snapshot"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("deepdist.lda.gibbs")  # the estimator's: one logger for all of a fit's messages
 
 _U64 = 1 << 64
 #: A partition with more than this times the mean tokens gets a warning (it sets every job's length).

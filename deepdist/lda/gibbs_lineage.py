@@ -24,7 +24,7 @@ from .corpus import topic_dtype
 
 __all__ = ["CutLayout", "Restore", "cut", "plan_cuts", "reserve", "unrecoverable"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("deepdist.lda.gibbs")  # the estimator's: one logger for all of a fit's messages
 
 #: The assignments of a lineage cut sit on the server in rows of this many bytes: a partition's
 #: pull then names a handful of rows, not one index per token.

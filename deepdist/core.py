@@ -39,7 +39,7 @@ _LOOPBACK = "127.0.0.1"
 
 
 def is_loopback(host: str) -> bool:
-    """Does ``host`` name this machine's loopback interface only?"""
+    """Does ``host`` name the local host's loopback interface only?"""
     if host in ("localhost", "ip6-localhost"):
         return True
     try:

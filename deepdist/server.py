@@ -176,11 +176,7 @@ class _Handlers:
         if then not in (None, "rows"):
             _refuse(400, f"then must be 'rows', got {then!r}")
         meta, update, wanted = self._decode(self._parse_update, body, then, counted=True)
-        since = request.args.get("since")
-        try:
-            since = None if since is None else int(since)
-        except ValueError:
-            _refuse(400, f"since must be an integer, got {since!r}")
+        since = _since()
         self._submit(update, meta, len(body))
         if wanted is not None:  # the sender's next pull, after its own update (read your own writes)
             self._wait_until_applied(meta.epoch, meta.partition, meta.attempt, meta.seq)
@@ -265,6 +261,15 @@ class _Handlers:
             raise BadRequest(f"wait: at_least must be finite and timeout in [0, {MAX_WAIT_SECONDS:g}] seconds, "
                              f"got {at_least!r} and {timeout!r}")
         return name, at_least, timeout
+
+
+def _since() -> int | None:
+    """``?since=V`` of ``POST /update``, if given."""
+    since = request.args.get("since")
+    try:
+        return None if since is None else int(since)
+    except ValueError:
+        _refuse(400, f"since must be an integer, got {since!r}")
 
 
 def _body() -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import warnings
 
 import numpy as np
 
@@ -27,16 +28,22 @@ from . import wire
 from .applier import Applier
 from .changelog import ChangeLog
 from .config import ServerConfig
-from .counters import ServerCounters, staleness_bucket  # noqa: F401  (staleness_bucket: its old home)
+# the bounds and staleness_bucket lived here: importable from here still (set the bounds in their modules)
+from .counters import MAX_METRIC_NAME, MAX_METRICS, ServerCounters, staleness_bucket
 from .errors import ConfigurationError, DescentFailedError, QueueFullError, SupersededAttemptError
 from .ledger import AttemptLedger
 from .params import ModelSpec, ParamAdapter
-from .senders import PushRefusedError, SenderBook  # noqa: F401  (PushRefusedError: its old home)
+from .senders import MAX_SENDERS, MAX_SEQS_AHEAD, PushRefusedError, SenderBook
 from .sparse import SparseRows, scale
 
-__all__ = ["ParameterStore", "QueueFullError", "PushRefusedError", "staleness_bucket"]
+__all__ = ["ParameterStore", "QueueFullError", "PushRefusedError", "staleness_bucket",
+           "MAX_METRICS", "MAX_METRIC_NAME", "MAX_SENDERS", "MAX_SEQS_AHEAD"]
 
 log = logging.getLogger(__name__)
+
+#: counters that were attributes of the store; they are its ``counters``' now
+_COUNTER_ATTRIBUTES = frozenset({"received", "applied", "rejected", "bytes_in", "bytes_out", "staleness",
+                                 "metrics_ignored", "started_at"})
 
 
 class _EncodedSnapshot:
@@ -111,6 +118,13 @@ class ParameterStore:
         self._changelog = ChangeLog(limit_bytes=self.spec.nbytes)
         self._applier = Applier(self.config.queue_size, self._apply_one)
         self._snapshot = _EncodedSnapshot()
+
+    def __getattr__(self, name):
+        if name in _COUNTER_ATTRIBUTES:
+            warnings.warn(f"ParameterStore.{name} is deprecated; use ParameterStore.counters.{name}",
+                          DeprecationWarning, stacklevel=2)
+            return getattr(self.counters, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- configuration -------------------------------------------------------
     def set_descent(self, descent, additive: bool = False) -> None:

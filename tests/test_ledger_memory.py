@@ -81,7 +81,7 @@ def test_dense_additive_training_keeps_the_ledger_within_its_budget(tmp_path, mo
     """32 partitions of a 2 MB dense model, budget 8 MB: memory stays near the budget, not 32 x 2 MB.
 
     Before the budget, every attempt kept its running sum (and often one update besides) in
-    memory: the traced peak was 130 MB here.
+    memory (benchmarks/ledger_memory.py measures both designs).
     """
     size = 2 << 20
     budget = 8 << 20

@@ -27,7 +27,6 @@ import logging
 import random
 import struct
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path

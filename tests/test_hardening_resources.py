@@ -5,7 +5,6 @@ test measured are printed (``pytest -s``).
 """
 
 import os
-import resource
 import selectors
 import socket
 import subprocess

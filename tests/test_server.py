@@ -149,3 +149,54 @@ def test_changes_since_a_version_alone_or_with_a_push(served):
     assert client.get("/changes?since=x&partition=1&attempt=0", headers=AUTH).status_code == 400
     assert client.post("/update?since=x", headers=AUTH, data=_update({"c": rows(2, 1)}, partition=0, seq=1)
                        ).status_code == 400
+
+
+def _push(client, arrays, **meta):
+    return client.post("/update", headers=AUTH, data=_update(arrays, **meta))
+
+
+def test_each_refusal_of_a_push_has_its_status_and_says_why():
+    import threading
+
+    from deepdist.config import ServerConfig
+
+    release = threading.Event()
+    store = ParameterStore({"c": np.zeros(5, np.int64)}, config=ServerConfig(queue_size=1, backpressure_timeout=0.1))
+    client = create_app(store, SECRET, max_body_bytes=64 * 1024).test_client()
+    one = {"c": np.ones(5, np.int64)}
+
+    response = _push(client, one)                                # no descent yet: not training
+    assert response.status_code == 409 and "no descent function" in response.json["error"]
+
+    store.set_descent(lambda m, u: (release.wait(10), add(m, u))[1])
+    store.start()
+    try:
+        assert _push(client, one).status_code == 202             # taken by the applier, which blocks
+        assert _push(client, one, partition=0, seq=0).status_code == 202    # fills the queue
+        response = _push(client, one, partition=0, seq=1)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert "update queue full (1 waiting); retry later" in response.json["error"]
+        release.set()
+        store.drain()
+        assert _push(client, one, partition=0, seq=1).status_code == 202    # its retry is taken
+        store.end_epoch(0, {})
+        response = _push(client, one, partition=0, seq=2)
+        assert response.status_code == 409 and "epoch 0 is already settled" in response.json["error"]
+
+        response = _push(client, {"c": np.ones(4, np.int64)}, epoch=1)
+        assert response.status_code == 400 and "shape (4,)" in response.json["error"]
+        response = client.post("/update?since=x", headers=AUTH, data=_update(one, epoch=1))
+        assert response.status_code == 400 and "since must be an integer" in response.json["error"]
+
+        store.set_descent(lambda m, u: 1 / 0)
+        assert _push(client, one, epoch=1).status_code == 202
+        store.drain()
+        response = _push(client, one, epoch=1)
+        assert response.status_code == 503 and "descent failed" in response.json["error"]
+        assert "Retry-After" not in response.headers              # retrying cannot help
+        store.drain()
+        assert store.model["c"].tolist() == [3] * 5
+        assert store.status()["rejected_by_reason"] == {"settled_epoch": 1, "invalid": 1}
+    finally:
+        release.set()
+        store.stop()

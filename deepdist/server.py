@@ -318,3 +318,13 @@ class ServerThread:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def server(self) -> WSGIServer:
+        """The HTTP server itself (its limits, ``workers``, ``connections``)."""
+        return self._server
+
+    @property
+    def native_id(self) -> int | None:
+        """The OS id of the thread running the server's I/O loop (None before it starts)."""
+        return self._thread.native_id

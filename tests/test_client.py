@@ -196,7 +196,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry()
     store.set_descent(add)
     store.start()
     thread = ServerThread(create_app(store, SECRET, 1 << 20), "127.0.0.1", 0)
-    thread._server.idle_timeout = 0.2  # the server drops keep-alive connections idle this long
+    thread.server.idle_timeout = 0.2  # the server drops keep-alive connections idle this long
     thread.start()
     try:
         client = ModelClient(f"http://127.0.0.1:{thread.port}", SECRET, retries=0)

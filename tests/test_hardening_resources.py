@@ -119,7 +119,7 @@ def test_500_idle_and_slow_connections_hold_no_thread_and_do_not_slow_a_client(s
             sock.close()
     p50, p99 = np.percentile(latency, 50) * 1e3, np.percentile(latency, 99) * 1e3
     print(f"\n500 idle/slow connections: client p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-          f"server threads +{threads} (workers {getattr(thread._server, 'workers', '?')})")
+          f"server threads +{threads} (workers {thread.server.workers})")
     assert threads <= 8, f"{threads} threads for 500 connections that sent no complete request"
     assert p99 < 100, f"a legitimate client's p99 was {p99:.1f} ms"
 
@@ -195,7 +195,7 @@ def test_200_stalled_unauthenticated_bodies_commit_no_memory(served):
             answers.append(b"no answer")
         sock.close()
     print(f"\n200 stalled unauthenticated bodies: RSS +{grown:.1f} MB, answers {sorted(set(answers))}, "
-          f"workers {getattr(thread._server, 'workers', '?')}")
+          f"workers {thread.server.workers}")
     assert grown < 20, f"200 stalled unauthenticated bodies grew the server by {grown:.0f} MB"
     assert all(a == b"HTTP/1.1 401" for a in answers)  # answered on the headers, not after a body
     assert store.status()["bytes_in"] == 0
@@ -320,5 +320,5 @@ def test_requests_beyond_the_worker_pool_wait_their_turn(served):
     took = time.monotonic() - started
     for sock in socks:
         sock.close()
-    print(f"\n6 long polls on 2 workers: answered in {took:.2f} s, workers {thread._server.workers}")
-    assert answers == [b"HTTP/1.1 200"] * 6 and thread._server.workers == 2 and 1.4 < took < 5
+    print(f"\n6 long polls on 2 workers: answered in {took:.2f} s, workers {thread.server.workers}")
+    assert answers == [b"HTTP/1.1 200"] * 6 and thread.server.workers == 2 and 1.4 < took < 5

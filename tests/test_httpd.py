@@ -89,7 +89,7 @@ def _voluntary_switches(tid: int) -> int:
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_the_accept_loop_sleeps_until_a_client_comes(server):
     # a polling loop wakes every few ms; on the driver each wake-up preempts a sampling task
-    tid = server._thread.native_id
+    tid = server.native_id
     before = _voluntary_switches(tid)
     time.sleep(0.5)
     assert _voluntary_switches(tid) - before <= 1

@@ -26,7 +26,7 @@ def _gradient(model, batch):
 
 def test_local_mode_binds_the_server_to_loopback_only(sc):
     with DeepDist({"w": np.zeros(3)}, spark=sc, progress=False) as dd:
-        bound = dd._server._server.socket.getsockname()
+        bound = dd._server.server.socket.getsockname()
         assert bound[0] == "127.0.0.1" and dd.url == f"http://127.0.0.1:{bound[1]}"
         # nothing answers on the machine's other addresses at that port
         others = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}

@@ -46,6 +46,8 @@ import zlib
 
 from gensim.corpora import wikicorpus
 
+from ..validation import check_int, check_real
+
 __all__ = ["dump_statistics", "is_dump", "is_heldout", "namespace_names", "read_articles", "read_dump", "read_text", "sentences", "sniff_encoding", "split_heldout"]
 
 log = logging.getLogger(__name__)
@@ -98,8 +100,8 @@ def sniff_encoding(head: bytes) -> str:
     declared = match.group(1).decode("ascii") if match else "utf-8"
     try:
         codec = codecs.lookup(declared).name
-    except LookupError:
-        raise CorpusError(f"the dump declares encoding {declared!r}, which Python (and gensim) cannot decode") from None
+    except LookupError as err:
+        raise CorpusError(f"the dump declares encoding {declared!r}, which Python (and gensim) cannot decode") from err
     if codec.startswith("utf-16") or "</page>".encode(codec, "replace") != b"</page>":
         # expat takes UTF-16 from the bytes, never from an ASCII declaration; and the split on
         # </page> needs those bytes to be ASCII (not so in EBCDIC or UTF-32, which expat refuses too)
@@ -354,11 +356,10 @@ def read_articles(spark, path: str, *, max_articles: int | None = None, **option
     from ..session import spark_context
     from ..executors import ensure_executors
 
+    check_int("max_articles", max_articles, none=True)
     ensure_executors(spark_context(spark))  # parsing runs deepdist's code on the executors
     articles = (read_dump if is_dump(path) else read_text)(spark, path, **options)
     if max_articles is not None:
-        if max_articles < 1:
-            raise ValueError(f"max_articles must be >= 1, got {max_articles!r}")
         articles = (articles.zipWithIndex().filter(lambda pair: pair[1] < max_articles)
                     .map(lambda pair: pair[0]))
     return articles
@@ -372,8 +373,7 @@ def is_heldout(key: str, fraction: float, seed: int = 0) -> bool:
 
 def split_heldout(articles, fraction: float = 0.1, seed: int = 0):
     """``(train, heldout)`` RDDs of articles; about ``fraction`` of the articles are held out."""
-    if not 0 <= fraction < 1:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
+    check_real("fraction", fraction, minimum=0, below=1)
     train = articles.filter(lambda article: not is_heldout(article[0], fraction, seed))
     heldout = articles.filter(lambda article: is_heldout(article[0], fraction, seed))
     return train, heldout
@@ -381,8 +381,7 @@ def split_heldout(articles, fraction: float = 0.1, seed: int = 0):
 
 def sentences(articles, max_length: int = 10_000):
     """Token lists of at most ``max_length`` tokens (gensim's ``MAX_WORDS_IN_BATCH``) from articles."""
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length!r}")
+    check_int("max_length", max_length)
 
     def chunks(article):
         tokens = article[1]

@@ -18,9 +18,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
+
+from ..errors import ConfigurationError, CorpusError
 
 __all__ = ["HeldoutSGNSLoss", "analogy", "wordsim"]
 
@@ -32,6 +35,18 @@ def _datapath(name: str) -> str:
     return datapath(name)
 
 
+@contextlib.contextmanager
+def _quiet_gensim():
+    """gensim's evaluations log every section at INFO: keep them to warnings while one runs."""
+    gensim_logger = logging.getLogger("gensim.models.keyedvectors")
+    level = gensim_logger.level
+    gensim_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        gensim_logger.setLevel(level)
+
+
 def analogy(wv, path: str | None = None, restrict_vocab: int = 30_000) -> dict:
     """Analogy accuracy: ``{"score", "correct", "covered", "total", "coverage"}``.
 
@@ -41,13 +56,8 @@ def analogy(wv, path: str | None = None, restrict_vocab: int = 30_000) -> dict:
     path = path or _datapath("questions-words.txt")
     with open(path, encoding="utf-8") as handle:
         total = sum(1 for line in handle if line.strip() and not line.startswith(":"))
-    gensim_logger = logging.getLogger("gensim.models.keyedvectors")
-    level = gensim_logger.level
-    gensim_logger.setLevel(logging.WARNING)
-    try:
+    with _quiet_gensim():
         score, sections = wv.evaluate_word_analogies(path, restrict_vocab=restrict_vocab)
-    finally:
-        gensim_logger.setLevel(level)
     overall = next(s for s in sections if s["section"] == "Total accuracy")
     correct, covered = len(overall["correct"]), len(overall["correct"]) + len(overall["incorrect"])
     return {"score": float(score), "correct": correct, "covered": covered, "total": total,
@@ -57,13 +67,11 @@ def analogy(wv, path: str | None = None, restrict_vocab: int = 30_000) -> dict:
 def wordsim(wv, path: str | None = None) -> dict:
     """Word-similarity correlation: ``{"spearman", "pearson", "oov"}`` (oov as a share of pairs)."""
     path = path or _datapath("wordsim353.tsv")
-    gensim_logger = logging.getLogger("gensim.models.keyedvectors")
-    level = gensim_logger.level
-    gensim_logger.setLevel(logging.WARNING)
-    try:
-        pearson, spearman, oov = wv.evaluate_word_pairs(path)
-    finally:
-        gensim_logger.setLevel(level)
+    with _quiet_gensim():
+        try:
+            pearson, spearman, oov = wv.evaluate_word_pairs(path)
+        except ValueError as err:  # gensim's word for "every pair is out of vocabulary" (or a bad file)
+            raise CorpusError(f"no word pair of {path} can be scored: {err}") from err
     return {"spearman": float(spearman[0]), "pearson": float(pearson[0]), "oov": float(oov) / 100.0}
 
 
@@ -115,7 +123,7 @@ class HeldoutSGNSLoss:
         self.words_ = n_words
         self.pairs_ = len(self.centers)
         if not n_words:
-            raise ValueError("no held-out word is in the vocabulary")
+            raise CorpusError("no held-out word is in the vocabulary")
 
     def loss(self, vectors: np.ndarray, output: np.ndarray, rows: np.ndarray, chunk: int = 65_536) -> float:
         """The loss for input ``vectors`` and output ``output`` matrices; ``rows[i]`` is word i's row."""
@@ -133,10 +141,10 @@ class HeldoutSGNSLoss:
     def __call__(self, model) -> float:
         """The loss per held-out word of a gensim ``Word2Vec`` trained with negative sampling."""
         if getattr(model, "syn1neg", None) is None or not len(model.syn1neg):
-            raise ValueError("the held-out SGNS loss needs a model trained with negative sampling (syn1neg)")
+            raise ConfigurationError("the held-out SGNS loss needs a model trained with negative sampling (syn1neg)")
         key_to_index = model.wv.key_to_index
         missing = [w for w in self.words if w not in key_to_index]
         if missing:
-            raise ValueError(f"{len(missing)} evaluation words are not in the model's vocabulary, e.g. {missing[:3]}")
+            raise ConfigurationError(f"{len(missing)} evaluation words are not in the model's vocabulary, e.g. {missing[:3]}")
         rows = np.array([key_to_index[w] for w in self.words], np.int64)
         return self.loss(model.wv.vectors, model.syn1neg, rows)

@@ -60,9 +60,8 @@ def job_gibbs(sc, args) -> dict:
     rdd = sc.parallelize([d.tolist() for d in docs], 2).cache()
     rdd.count()
     started = time.perf_counter()
-    lda = GibbsLDA(num_topics=K, id2word=[str(i) for i in range(V)], iterations=args.sweeps, seed=0,
-                   progress=False)
-    lda.fit(rdd)
+    lda = GibbsLDA(num_topics=K, id2word=[str(i) for i in range(V)], epochs=args.sweeps, seed=0,
+                   progress=False).fit(rdd)
     seconds = time.perf_counter() - started
     tokens = int(sum(len(d) for d in docs))
     return {"seconds": seconds, "quality": lda.history_[-1]["ll_per_token"], "quality_name": "ll/token",

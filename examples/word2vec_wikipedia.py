@@ -48,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--hs", action="store_true", help="hierarchical softmax (sets --negative 0)")
     parser.add_argument("--adagrad", action="store_true", help="AdaGrad with per-row accumulators on the driver")
     parser.add_argument("--adagrad-lr", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="word2vec-output", help="output directory")
     parser.add_argument("--max-articles", type=int, default=None, help="use only the first N articles")
     parser.add_argument("--heldout", type=float, default=0.1,
@@ -169,8 +169,8 @@ def main(argv=None) -> dict:
         negative=args.negative, epochs=args.epochs, seed=args.seed, partitions=args.partitions,
         descent="adagrad" if args.adagrad else "add", adagrad_lr=args.adagrad_lr,
         sync_epochs=True if args.sync_epochs else None, progress=not args.quiet, spark=spark)
-    estimator.fit(train)
-    model, wv = estimator.model_, estimator.wv_
+    model = estimator.fit(train).model_
+    wv = model.wv
     train.unpersist()
 
     loss = untrained_loss = None
@@ -181,8 +181,8 @@ def main(argv=None) -> dict:
         untrained.build_vocab_from_freq(counts)
         loss, untrained_loss = evaluator(model), evaluator(untrained)
 
-    epochs = estimator.epochs_
-    mean = lambda key: sum(r[key] for r in epochs) / len(epochs)  # noqa: E731
+    history = estimator.history_
+    mean = lambda key: sum(r[key] for r in history) / len(history)  # noqa: E731
     summary = {
         "dump": dump,
         "output": os.path.abspath(args.output),
@@ -200,7 +200,7 @@ def main(argv=None) -> dict:
         "traffic": {"pulled_mb": mean("bytes_pulled") / 1e6, "pushed_mb": mean("bytes_pushed") / 1e6,
                     "dense_pulled_mb": mean("dense_bytes_pulled") / 1e6,
                     "dense_pushed_mb": mean("dense_bytes_pushed") / 1e6},
-        "epochs": epochs,
+        "history": history,
     }
     os.makedirs(args.output, exist_ok=True)
     wv.save(os.path.join(args.output, "vectors.kv"))

@@ -59,7 +59,7 @@ def test_spark_submit_runs_the_example_on_a_slice(tmp_path):
     words = summary["corpus"]["words"]
     for run in (summary, synced):
         # each epoch's own record: where it ended, what it took, the learning rate the tasks applied
-        epochs = run["epochs"]
+        epochs = run["history"]
         assert [r["epoch"] for r in epochs] == [1, 2, 3]
         assert [r["words_done"] >= k * words for k, r in enumerate(epochs, 1)] == [True] * 3
         assert epochs[-1]["words_done"] == 3 * words
@@ -76,7 +76,7 @@ reference = DistributedWord2Vec(vector_size=DIM, window=5, min_count=5, sg=1, ne
                                 partitions=PARTITIONS, seed=SEED, spark=spark, sync_epochs=False,
                                 progress=False).fit(train)
 print("PROBE " + json.dumps({"summary": summary, "curve": curve, "sync_epochs": w2v.sync_epochs_,
-                              "epochs": w2v.epochs_, "corpus_words": w2v.corpus_words_,
+                              "epochs": w2v.history_, "corpus_words": w2v.corpus_words_,
                               "reference_loss": loss(reference.model_)}))
 """
 

@@ -9,8 +9,8 @@ import pytest
 from gensim.corpora.wikicorpus import WikiCorpus
 from gensim.test.utils import datapath
 
-from deepdist.errors import CorpusError
-from deepdist.datasets.wikipedia import read_articles, read_dump, sniff_encoding
+from deepdist.errors import ConfigurationError, CorpusError
+from deepdist.datasets.wikipedia import read_articles, read_dump, sentences, sniff_encoding, split_heldout
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
@@ -186,8 +186,23 @@ def test_sniff_encoding(head, codec):
     assert sniff_encoding(head) == codec
 
 
-@pytest.mark.parametrize("head", [b'<?xml version="1.0" encoding="x-no-such-thing"?>',
-                                  b'<?xml version="1.0" encoding="UTF-16"?>'])
-def test_sniff_encoding_refuses(head):
-    with pytest.raises(CorpusError, match="encoding"):
+@pytest.mark.parametrize("head, cause", [(b'<?xml version="1.0" encoding="x-no-such-thing"?>', LookupError),
+                                         (b'<?xml version="1.0" encoding="UTF-16"?>', type(None))])
+def test_sniff_encoding_refuses(head, cause):
+    with pytest.raises(CorpusError, match="encoding") as caught:
         sniff_encoding(head)
+    assert isinstance(caught.value.__cause__, cause)   # Python's own word on the codec stays in the chain
+
+
+def test_bad_parameters_are_refused_by_name(spark):
+    articles = spark.sparkContext.parallelize([("A", ["a", "b", "c"])])
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ConfigurationError, match=f"max_articles must be None or an integer >= 1, got {bad!r}"):
+            read_articles(spark, SHIPPED, max_articles=bad)
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ConfigurationError, match="fraction"):
+            split_heldout(articles, fraction=bad)
+    for bad in (0, True):
+        with pytest.raises(ConfigurationError, match="max_length"):
+            sentences(articles, max_length=bad)
+    assert sentences(articles, max_length=2).collect() == [["a", "b"], ["c"]]

@@ -13,7 +13,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 from gensim.test.utils import datapath
 
 from deepdist import DeepDist
-from deepdist.errors import ConfigurationError, NotFittedError
+from deepdist.errors import ConfigurationError, CorpusError, NotFittedError
 from deepdist.sparse import SparseRows
 from deepdist.datasets.wikipedia import read_articles, sentences, split_heldout
 from deepdist.word2vec import AddDeltas, DistributedWord2Vec, RowAdaGrad, count_vocabulary
@@ -114,6 +114,19 @@ def test_heldout_loss_matches_a_slow_reference():
         pair += 1
     assert evaluator.pairs_ == pair == 14 and evaluator.words_ == 5
     assert evaluator.loss(vectors, output, rows) == pytest.approx(expected / 5)
+
+
+def test_heldout_loss_refuses_what_it_cannot_score():
+    with pytest.raises(CorpusError, match="no held-out word"):
+        HeldoutSGNSLoss({"a": 3}, [["x", "y"]])
+    hs = Word2Vec(vector_size=4, min_count=1, hs=1, negative=0)
+    hs.build_vocab_from_freq({"a": 3, "b": 2})
+    with pytest.raises(ConfigurationError, match="negative sampling"):
+        HeldoutSGNSLoss({"a": 3, "b": 2}, [["a", "b"]])(hs)
+    other = Word2Vec(vector_size=4, min_count=1)
+    other.build_vocab_from_freq({"a": 3})
+    with pytest.raises(ConfigurationError, match="1 evaluation words are not in the model's vocabulary"):
+        HeldoutSGNSLoss({"a": 3, "b": 2}, [["a", "b"]])(other)
 
 
 # -- training pieces ------------------------------------------------------------------------------

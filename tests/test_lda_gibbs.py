@@ -15,10 +15,11 @@ from deepdist import persist
 from deepdist.errors import ConfigurationError, NotFittedError
 from deepdist.lda import GibbsLDA, GibbsLDAModel
 from deepdist.lda import gibbs_checkpoint, gibbs_model
-from deepdist.lda.corpus import Block, build_vocabulary
+from deepdist.lda.corpus import Block
 from deepdist.lda.gibbs_task import _Task
 from deepdist.lda.sampler import derive_seed
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
+from deepdist.vocabulary import Vocabulary, build_vocabulary
 
 V, K = 400, 8
 
@@ -122,8 +123,6 @@ def test_fit_returns_self_and_the_old_names_warn_and_still_work(sc, corpus):
 
 def test_a_model_directory_of_the_old_format_still_loads_with_a_warning(tmp_path):
     """The directory ``save`` wrote before the one format (model.json, model.npz, vocabulary.json.gz)."""
-    from deepdist.lda.corpus import Vocabulary
-
     rng = np.random.default_rng(0)
     word_topic = rng.integers(0, 9, (6, 3)).astype(np.int32)
     vocabulary = Vocabulary(["a", "b", "c", "d", "e", "f"])
@@ -323,8 +322,6 @@ def test_checkpoint_and_resume(sc, corpus, tmp_path):
 
 def test_resume_finds_the_latest_checkpoint_of_either_format(tmp_path):
     """One file a checkpoint now; a directory of the old format is still found and read, with a warning."""
-    from deepdist.lda.corpus import Vocabulary
-
     vocabulary = Vocabulary(["a", "b", "c"])
     old = tmp_path / "sweep-000004"
     old.mkdir()

@@ -54,8 +54,9 @@ from ..estimator import Estimator
 from ..executors import ensure_executors
 from ..session import spark_context
 from ..validation import check_bool, check_choice, check_int, check_mapping, check_real
+from ..vocabulary import Vocabulary, build_vocabulary
 from . import gibbs_checkpoint, gibbs_fit, gibbs_lineage
-from .corpus import Vocabulary, build_vocabulary, make_blocks, to_word_ids
+from .corpus import make_blocks, to_word_ids
 from .gibbs_model import GibbsLDAModel
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class GibbsLDA(Estimator):
         id2word: the vocabulary (list or dict id -> word, or a gensim Dictionary) when the
             documents are word ids or bags of words; otherwise Spark builds it from tokens.
         min_count, max_df, stop_words, max_vocab, hash_buckets: vocabulary filters, see
-            :func:`deepdist.lda.corpus.build_vocabulary`. ``max_vocab`` tokens (or
+            :func:`deepdist.vocabulary.build_vocabulary`. ``max_vocab`` tokens (or
             ``hash_buckets`` labels) are held on the driver.
         optimize_alpha_every: re-estimate α every this many jobs by Minka's fixed point from the
             aggregated document-topic counts (0: never); starts after ``optimize_alpha_after``

@@ -10,6 +10,7 @@ directories ``sweep-NNNNNN/`` written before the one format are still read, for 
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import numpy as np
 
 from .. import persist
 from ..errors import ConfigurationError
-from .corpus import Vocabulary
+from ..vocabulary import Vocabulary
 
 __all__ = ["FORMAT", "Checkpoint", "latest", "read", "write"]
 
@@ -90,8 +91,6 @@ def read(path: str, num_topics: int) -> Checkpoint:
 
 def _read_legacy(path: str):
     """``(arrays, meta)`` of a checkpoint directory (state.npz, meta.json, vocabulary.json.gz)."""
-    import gzip
-
     warnings.warn(f"{path} is a GibbsLDA checkpoint in the old directory format, which the next release will "
                   "not read", DeprecationWarning, stacklevel=3)
     with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..vocabulary import Vocabulary
 from . import evaluate, gibbs_checkpoint, gibbs_lineage, sampler
-from .corpus import Vocabulary
 from .gibbs_model import GibbsLDAModel
 from .gibbs_task import _coo, _partition_counts, _sketch_weights, _Task
 

@@ -20,8 +20,9 @@ import numpy as np
 
 from .. import persist
 from ..errors import ConfigurationError
+from ..vocabulary import Vocabulary
 from . import evaluate, sampler
-from .corpus import Vocabulary, to_word_ids
+from .corpus import to_word_ids
 
 __all__ = ["GibbsLDAModel"]
 

@@ -9,6 +9,7 @@ from .checkpoint import Checkpointer
 from .client import ModelClient
 from .config import ServerConfig
 from .core import DeepDist, TrainingFailedError
+from .estimator import Estimator
 from .errors import (AuthenticationError, ConfigurationError, DeepDistError, DescentFailedError,
                      InvalidUpdateError, ModelShapeError, NotFittedError, ServerError,
                      ServerUnreachableError, SupersededAttemptError, WireFormatError)
@@ -27,6 +28,8 @@ _LAZY = {
     "GibbsLDAModel": "deepdist.lda.gibbs_model",
     "OnlineLDA": "deepdist.lda.online",
     "build_dictionary": "deepdist.lda.dictionary",
+    "build_vocabulary": "deepdist.vocabulary",
+    "Vocabulary": "deepdist.vocabulary",
 }
 
 
@@ -38,8 +41,9 @@ def __getattr__(name):
     raise AttributeError(f"module 'deepdist' has no attribute {name!r}")
 
 __all__ = [
-    "AdaGrad", "DistributedWord2Vec", "GibbsLDA", "GibbsLDAModel", "OnlineLDA", "build_dictionary", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist",
-    "DeepDistError", "DescentFailedError", "InvalidUpdateError", "ModelClient", "ModelShapeError",
-    "NotFittedError", "ParamAdapter", "SGD", "ServerConfig", "ServerError", "ServerUnreachableError",
-    "SparseRows", "SupersededAttemptError", "TaskChannel", "TrainingFailedError", "WireFormatError", "report",
+    "AdaGrad", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist", "DeepDistError",
+    "DescentFailedError", "DistributedWord2Vec", "Estimator", "GibbsLDA", "GibbsLDAModel", "InvalidUpdateError",
+    "ModelClient", "ModelShapeError", "NotFittedError", "OnlineLDA", "ParamAdapter", "SGD", "ServerConfig",
+    "ServerError", "ServerUnreachableError", "SparseRows", "SupersededAttemptError", "TaskChannel",
+    "TrainingFailedError", "Vocabulary", "WireFormatError", "build_dictionary", "build_vocabulary", "report",
 ]

@@ -1,6 +1,7 @@
 """Online variational LDA on Spark: gensim's semantics, a real gensim LdaModel, planted topics recovered."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -192,43 +193,75 @@ def test_build_dictionary_validates(sc):
         build_dictionary(sc.parallelize([["a"]]), no_below=1, no_above=2.0)
 
 
+# -- the estimator contract, without Spark --------------------------------------------------------
+def test_contract_names_defaults_and_old_names():
+    lda = OnlineLDA(num_topics=K)
+    assert lda.seed == 0 and lda.epochs == 1 and lda.callbacks == () and lda.iterations == 50
+    assert repr(OnlineLDA(num_topics=K, epochs=3)) == f"OnlineLDA(num_topics={K}, epochs=3)"
+    with pytest.warns(DeprecationWarning, match="passes=.* is renamed epochs"):
+        old = OnlineLDA(num_topics=K, passes=3)
+    assert old.epochs == 3 and "passes" not in old.get_params()
+    with pytest.warns(DeprecationWarning):
+        assert old.passes == 3
+
+    def hook(model, record):
+        return 1
+
+    with pytest.warns(DeprecationWarning, match="on_pass"):
+        wrapped = OnlineLDA(num_topics=K, callbacks=[print], on_pass=hook)
+    assert wrapped.callbacks[0] is print and wrapped.callbacks[1].function is hook and len(wrapped.callbacks) == 2
+
+
 # -- Spark end to end ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fitted(sc, corpus):
     train = corpus[0]
     rdd = sc.parallelize(train, 4)
 
-    def held_out(model, record):
+    def held_out(estimator, record):
+        record["heldout"] = _perplexity(estimator.model_, corpus[1])
+
+    def old_hook(model, record):  # the deprecated on_pass=f(model, record): its result lands in the record
         return _perplexity(model, corpus[1])
 
-    lda = OnlineLDA(num_topics=K, id2word=_id2word(), passes=4, chunksize=120, seed=0, progress=False,
-                    on_pass=held_out)
-    model = lda.fit(rdd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        lda = OnlineLDA(num_topics=K, id2word=_id2word(), epochs=4, chunksize=120, progress=False,
+                        callbacks=[held_out], on_pass=old_hook)
+    returned = lda.fit(rdd)
+    assert returned is lda
     gensim_model = LdaModel(train, num_topics=K, id2word=_id2word(), passes=4, chunksize=120,
                             random_state=0, eval_every=None)
-    return lda, model, gensim_model
+    return lda, lda.model_, gensim_model
 
 
 def _perplexity(model, held_out):
     return completion_perplexity(held_out, model.get_topics(), model.alpha)
 
 
-def test_fit_returns_a_gensim_lda_model_that_round_trips(fitted, corpus, tmp_path):
-    lda, model, _ = fitted
-    assert type(model) is LdaModel and lda.model_ is model
+def test_fit_returns_the_estimator_whose_model_is_a_gensim_lda_model_that_round_trips(fitted, corpus, tmp_path):
+    lda, model, gensim_model = fitted
+    assert type(model) is LdaModel and lda.n_iter_ == 4
+    assert [h["epoch"] for h in lda.history_] == [1, 2, 3, 4]
     assert model.state.numdocs == len(corpus[0]) and model.num_updates == len(corpus[0])
     assert len(model.print_topics(3)) == 3
     doc = corpus[3][0]
     topics = model.get_document_topics(doc, minimum_probability=0.0)
     assert sum(p for _, p in topics) == pytest.approx(1.0, abs=1e-4)
-    assert np.isfinite(model.log_perplexity(corpus[3]))
+    # gensim's own held-out bound: ours is no worse than gensim's model trained alike
+    assert model.log_perplexity(corpus[3]) >= 1.02 * gensim_model.log_perplexity(corpus[3])
     model.save(str(tmp_path / "lda"))
     loaded = LdaModel.load(str(tmp_path / "lda"))
     np.testing.assert_allclose(loaded.get_topics(), model.get_topics())
     assert dict(loaded.get_document_topics(doc)) == pytest.approx(dict(model.get_document_topics(doc)), abs=1e-3)
     dictionary = Dictionary.from_corpus(corpus[0], id2word=_id2word())
-    coherence = CoherenceModel(model=loaded, corpus=corpus[0], dictionary=dictionary, coherence="u_mass")
-    assert np.isfinite(coherence.get_coherence())
+
+    def coherence(lda_model):
+        return CoherenceModel(model=lda_model, corpus=corpus[0], dictionary=dictionary,
+                              coherence="u_mass").get_coherence()
+
+    untrained = LdaModel(num_topics=K, id2word=_id2word(), random_state=0)
+    assert coherence(loaded) > coherence(untrained) + 2.0  # the planted topics are coherent, random ones not
 
 
 def test_recovers_planted_topics_as_well_as_gensim(fitted, corpus):
@@ -241,9 +274,10 @@ def test_recovers_planted_topics_as_well_as_gensim(fitted, corpus):
 
 def test_more_passes_do_not_hurt_and_progress_is_reported(fitted, corpus):
     lda, model, _ = fitted
-    held_out = [h["on_pass"] for h in lda.history_]
+    held_out = [h["heldout"] for h in lda.history_]
+    assert [h["on_pass"] for h in lda.history_] == held_out  # the old hook's result, kept in the record
     assert held_out[-1] == pytest.approx(_perplexity(model, corpus[1]))
-    assert held_out[-1] <= held_out[0]
+    assert held_out[-1] < 0.9 * held_out[0]
     estimates = [h["perplexity"] for h in lda.history_]
     assert len(estimates) == 4 and estimates[-1] <= estimates[0]
     assert lda.status_["metrics"]["perplexity"]["count"] == sum(h["chunks"] for h in lda.history_)
@@ -255,9 +289,9 @@ def test_more_passes_do_not_hurt_and_progress_is_reported(fitted, corpus):
 def test_a_seeded_fit_on_two_partitions_is_reproducible(sc, corpus):
     """Rounds and bounded staleness take task timing out of the result: same seed, same topics."""
     rdd = sc.parallelize(corpus[0][:960], 2).cache()
-    fits = [OnlineLDA(num_topics=K, id2word=_id2word(), passes=2, chunksize=80, seed=4, max_staleness=0,
+    fits = [OnlineLDA(num_topics=K, id2word=_id2word(), epochs=2, chunksize=80, seed=4, max_staleness=0,
                       progress=False) for _ in range(2)]
-    topics = [lda.fit(rdd).get_topics() for lda in fits]
+    topics = [lda.fit(rdd).model_.get_topics() for lda in fits]
     np.testing.assert_array_equal(topics[0], topics[1])
     for lda in fits:
         assert [h["msteps"] for h in lda.history_] == [6, 6]  # 6 rounds of 2 chunks per pass
@@ -267,13 +301,15 @@ def test_a_seeded_fit_on_two_partitions_is_reproducible(sc, corpus):
 
 def test_update_continues_online(sc, corpus):
     train, held_out = corpus[0], corpus[1]
-    lda = OnlineLDA(num_topics=K, id2word=_id2word(), passes=2, chunksize=120, seed=1, progress=True)
-    model = lda.fit(sc.parallelize(train[:720], 2))
+    lda = OnlineLDA(num_topics=K, id2word=_id2word(), epochs=2, chunksize=120, seed=1, progress=True)
+    model = lda.fit(sc.parallelize(train[:720], 2)).model_
     before = _perplexity(model, held_out)
     updates = model.num_updates
-    again = lda.update(sc.parallelize(train[720:], 2), passes=1)
-    assert again is model
+    with pytest.warns(DeprecationWarning, match="passes"):
+        again = lda.update(sc.parallelize(train[720:], 2), passes=1)
+    assert again is lda and lda.model_ is model
     assert model.state.numdocs == len(train) and model.num_updates == updates + len(train) - 720
+    assert [h["epoch"] for h in lda.history_] == [1, 2, 3] and lda.n_iter_ == 3
     assert _perplexity(model, held_out) <= 1.02 * before
 
 
@@ -283,8 +319,16 @@ def test_parameters_are_checked(sc, corpus):
         OnlineLDA(num_topics=K, id2word=_id2word(), alpha="auto").fit(rdd)
     with pytest.raises(ConfigurationError, match=r"decay .* \(0, 1\], got 1.5"):
         OnlineLDA(num_topics=K, id2word=_id2word(), decay=1.5).fit(rdd)
+    for options, name in (({"num_topics": True}, "num_topics"), ({"epochs": True}, "epochs"),
+                          ({"epochs": 0}, "epochs"), ({"seed": -1}, "seed"), ({"update_every": 1.5}, "update_every"),
+                          ({"wait_timeout": 0}, "wait_timeout"), ({"server_options": []}, "server_options"),
+                          ({"callbacks": [3]}, "callbacks")):
+        with pytest.raises(ConfigurationError, match=name):
+            OnlineLDA(**{"num_topics": K, "id2word": _id2word(), **options}).fit(rdd)
     with pytest.raises(NotFittedError):
         OnlineLDA(num_topics=K).update(rdd)
+    with pytest.raises(ConfigurationError, match="epochs"):
+        OnlineLDA(num_topics=K).update(rdd, epochs=0)
     small = {i: f"w{i}" for i in range(10)}
     with pytest.raises(ConfigurationError, match="word id out of range"):
         OnlineLDA(num_topics=2, id2word=small, progress=False).fit(rdd)

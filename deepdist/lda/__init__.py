@@ -9,7 +9,9 @@ importing this package stays cheap (no numba compilation, no Spark).
 
 # -- GibbsLDA (deepdist.lda.gibbs): exported lazily, so importing deepdist.lda stays cheap --------
 _GIBBS_EXPORTS = {"GibbsLDA": "gibbs", "GibbsLDAModel": "gibbs_model",
-                  "OnlineLDA": "online", "build_dictionary": "dictionary"}
+                  "OnlineLDA": "online", "build_dictionary": "dictionary",
+                  # deepdist's one vocabulary builder (deepdist.vocabulary), where LDA users look for it
+                  "build_vocabulary": "corpus", "Vocabulary": "corpus"}
 
 
 def __getattr__(name):

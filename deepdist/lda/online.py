@@ -45,30 +45,30 @@ distributed mode pickles to its workers.
 
 Example (``local[2]``)::
 
-    >>> from deepdist.lda.dictionary import build_dictionary          # doctest: +SKIP
-    >>> from deepdist.lda.online import OnlineLDA                     # doctest: +SKIP
-    >>> tokens = sc.textFile("docs.txt").map(str.split)               # doctest: +SKIP
-    >>> dictionary = build_dictionary(tokens, no_below=5, no_above=0.5)
+    >>> from deepdist.vocabulary import build_vocabulary                 # doctest: +SKIP
+    >>> from deepdist.lda.online import OnlineLDA                        # doctest: +SKIP
+    >>> tokens = sc.textFile("docs.txt").map(str.split)                  # doctest: +SKIP
+    >>> dictionary = build_vocabulary(tokens, min_df=5, max_df=0.5).to_dictionary()
     >>> bow = tokens.map(dictionary.doc2bow)
-    >>> lda = OnlineLDA(num_topics=100, id2word=dictionary, passes=5, chunksize=2000, seed=0)
-    >>> model = lda.fit(bow)             # a gensim.models.LdaModel
-    >>> model.print_topics(5)
+    >>> lda = OnlineLDA(num_topics=100, id2word=dictionary, epochs=5, chunksize=2000).fit(bow)
+    >>> lda.model_.print_topics(5)       # a gensim.models.LdaModel
     >>> lda.update(more_bow)             # continue online on new documents
 """
 
 from __future__ import annotations
 
 import logging
-import numbers
-import os
-import re
 import time
+import warnings
 
 import numpy as np
 
 from ..config import MAX_WAIT_SECONDS
-from ..errors import ConfigurationError, NotFittedError
+from ..errors import ConfigurationError
+from ..estimator import Estimator
 from ..executors import ensure_executors
+from ..session import task_slots
+from ..validation import check_bool, check_callable, check_int, check_mapping, check_real
 from .online_steps import _EStep, _LdaParams, _MStep, _Rounds, _Shell
 
 log = logging.getLogger(__name__)
@@ -80,21 +80,21 @@ def _count(documents):
     yield sum(1 for _ in documents)
 
 
-def _task_slots(sc) -> int:
-    """How many tasks the cluster runs at once: N for ``local[N]``, else Spark's default parallelism."""
-    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:\s*,\s*\d+)?\])?", sc.master.strip())
-    if match:
-        count = match.group(1)
-        return (os.cpu_count() or 1) if count == "*" else int(count or 1)
-    return max(1, sc.defaultParallelism)
+class _OnPass:
+    """The old hook ``on_pass(model, record)`` as a callback ``f(estimator, record)``; what it
+    returns is kept in ``record["on_pass"]``, as before."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, estimator, record):
+        record["on_pass"] = self.function(estimator.model_, record)
+
+    def __repr__(self) -> str:
+        return f"on_pass({self.function!r})"
 
 
-def _positive_int(name, value, minimum=1):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-class OnlineLDA:
+class OnlineLDA(Estimator):
     """Online variational LDA on Spark whose result is a gensim ``LdaModel``.
 
     The parameters mean what they mean in :class:`gensim.models.LdaModel`. The model is the
@@ -102,9 +102,11 @@ class OnlineLDA:
 
     Parameters:
         num_topics: K, the number of topics.
-        id2word: the vocabulary, e.g. from :func:`~deepdist.lda.dictionary.build_dictionary`.
-            If None, V is the largest word id in the corpus plus one.
-        passes: passes over the corpus per :meth:`fit` or :meth:`update`.
+        id2word: the vocabulary, e.g. a gensim ``Dictionary`` from
+            ``deepdist.vocabulary.build_vocabulary(...).to_dictionary()``. If None, V is the
+            largest word id in the corpus plus one.
+        epochs: passes over the corpus per :meth:`fit` or :meth:`update` (gensim's ``passes``;
+            the old name ``passes=`` warns).
         chunksize: documents per E-step. Each Spark partition is cut into chunks of this size.
         update_every: an M-step every ``update_every`` rounds, a round being one chunk of
             every partition: ``update_every × partitions`` chunks, as in gensim's distributed
@@ -124,18 +126,19 @@ class OnlineLDA:
         decay: κ, how fast old statistics are forgotten. gensim guarantees convergence for
             κ in (0.5, 1].
         offset: τ₀ > 0. It slows down the first steps: ρ_t = (τ₀ + pass + t/chunksize)^(−κ).
-        iterations, gamma_threshold: per-document E-step limits (gensim's).
+        iterations, gamma_threshold: per-document E-step limits (gensim's; ``iterations`` is
+            not a number of passes over the data: that is ``epochs``).
         seed: seeds the initial topics (exactly as gensim's ``random_state``), and with the
-            pass and the partition, each partition's own E-step random state.
+            pass and the partition, each partition's own E-step random state. None draws one.
         dtype: the float type of the statistics (gensim's ``dtype``).
         spark: a SparkSession or SparkContext; the RDD's context by default.
         progress: show the progress line on the driver (with the perplexity estimate).
         server_options: further keyword arguments for :class:`~deepdist.DeepDist`
             (``host``, ``port``, ``queue_size`` …).
-        on_pass: optional ``on_pass(model, record)`` called on the driver after each pass with
-            the model (ready to use) and that pass's ``history_`` record, e.g. to compute a
-            held-out perplexity against wall time. Whatever it returns is kept in
-            ``record["on_pass"]``.
+        callbacks: ``f(estimator, record)`` called on the driver after each pass with the
+            estimator (its ``model_`` ready to use) and that pass's ``history_`` record, e.g. to
+            add a held-out perplexity to the record. The old ``on_pass=f(model, record)`` warns
+            and joins them; what it returns is kept in ``record["on_pass"]``.
 
     Memory: the driver holds three K × V arrays in ``dtype``: the model, the statistics
     waiting for the next M-step, and ``expElogbeta``. Each executor process holds one V × K copy.
@@ -143,31 +146,32 @@ class OnlineLDA:
     Attributes:
         model_: the trained :class:`gensim.models.LdaModel`.
         partitions_: the partitions (one chunk each per round) of the last fit/update.
-        history_: one dict per pass: seconds, M-steps, last ρ, mean perplexity estimate of
+        history_: one dict per pass: ``epoch`` (passes done since :meth:`fit`, also ``pass``),
+            seconds, M-steps, last ρ, mean perplexity estimate of
             the chunks (from their variational bound, before their M-step), chunks, bytes pushed,
             seconds the tasks spent in row pulls that waited for an M-step, wait timeouts,
             ``repeated_chunks`` (chunks dropped because a retried task delivered them again) and
             ``docs_merged`` (documents whose statistics the pass merged: each once).
         status_: the DeepDist server's counters at the end of the last fit/update, including
             ``staleness_histogram``.
+        n_iter_: passes over the data done since :meth:`fit`.
 
     Example::
 
-        >>> lda = OnlineLDA(num_topics=20, id2word=dictionary, passes=5, seed=0)   # doctest: +SKIP
-        >>> model = lda.fit(bow_rdd)                                                # doctest: +SKIP
-        >>> model.get_document_topics(bow_rdd.first())                              # doctest: +SKIP
+        >>> lda = OnlineLDA(num_topics=20, id2word=dictionary, epochs=5).fit(bow_rdd)  # doctest: +SKIP
+        >>> lda.model_.get_document_topics(bow_rdd.first())                           # doctest: +SKIP
     """
 
-    def __init__(self, *, num_topics: int = 100, id2word=None, passes: int = 1, chunksize: int = 2000,
+    _renamed = {"passes": "epochs"}
+
+    def __init__(self, *, num_topics: int = 100, id2word=None, epochs: int = 1, chunksize: int = 2000,
                  update_every: int = 1, max_staleness: int = 2, wait_timeout: float = 60.0,
-                 alpha="symmetric", eta=None,
-                 decay: float = 0.5,
-                 offset: float = 1.0, iterations: int = 50, gamma_threshold: float = 0.001,
-                 seed: int | None = None, dtype=np.float32, spark=None, progress: bool = True,
-                 server_options: dict | None = None, on_pass=None):
+                 alpha="symmetric", eta=None, decay: float = 0.5, offset: float = 1.0, iterations: int = 50,
+                 gamma_threshold: float = 0.001, seed: int | None = 0, dtype=np.float32, spark=None,
+                 progress: bool = True, server_options: dict | None = None, callbacks=(), **renamed):
         self.num_topics = num_topics
         self.id2word = id2word
-        self.passes = passes
+        self.epochs = epochs
         self.chunksize = chunksize
         self.update_every = update_every
         self.max_staleness = max_staleness
@@ -183,36 +187,39 @@ class OnlineLDA:
         self.spark = spark
         self.progress = progress
         self.server_options = server_options
-        self.on_pass = on_pass
+        self.callbacks = callbacks
+        on_pass = renamed.pop("on_pass", None)
+        self._init_renamed(renamed)
+        if on_pass is not None:
+            warnings.warn("OnlineLDA(on_pass=f(model, record)) is renamed callbacks=[f(estimator, record)] "
+                          "(the model is estimator.model_); the old name goes in the next release",
+                          DeprecationWarning, stacklevel=2)
+            callbacks = self.callbacks
+            self.callbacks = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]), _OnPass(on_pass)]
 
     # -- validation ------------------------------------------------------------------
     def _validate(self) -> None:
-        _positive_int("num_topics", self.num_topics)
-        _positive_int("passes", self.passes)
-        _positive_int("chunksize", self.chunksize)
-        _positive_int("update_every", self.update_every, minimum=0)
-        _positive_int("max_staleness", self.max_staleness, minimum=0)
-        if not (isinstance(self.wait_timeout, numbers.Real) and 0 < self.wait_timeout <= MAX_WAIT_SECONDS):
-            raise ConfigurationError(f"wait_timeout must be in (0, {MAX_WAIT_SECONDS:g}] seconds, "
-                                     f"got {self.wait_timeout!r}")
-        _positive_int("iterations", self.iterations)
-        if not (isinstance(self.decay, numbers.Real) and 0.0 < self.decay <= 1.0):
-            raise ConfigurationError(f"decay (κ) must be in (0, 1], got {self.decay!r}")
-        if not (isinstance(self.offset, numbers.Real) and self.offset > 0.0):
-            raise ConfigurationError(f"offset (τ₀) must be > 0, got {self.offset!r}")
-        if not (isinstance(self.gamma_threshold, numbers.Real) and self.gamma_threshold >= 0.0):
-            raise ConfigurationError(f"gamma_threshold must be >= 0, got {self.gamma_threshold!r}")
+        check_int("num_topics", self.num_topics)
+        check_int("epochs", self.epochs)
+        check_int("chunksize", self.chunksize)
+        check_int("update_every", self.update_every, minimum=0)
+        check_int("max_staleness", self.max_staleness, minimum=0)
+        check_real("wait_timeout (seconds)", self.wait_timeout, above=0, maximum=MAX_WAIT_SECONDS)
+        check_int("iterations", self.iterations)
+        check_real("decay (κ)", self.decay, above=0, maximum=1)
+        check_real("offset (τ₀)", self.offset, above=0)
+        check_real("gamma_threshold", self.gamma_threshold, minimum=0)
+        check_int("seed", self.seed, minimum=0, none=True)
+        check_bool("progress", self.progress)
+        check_mapping("server_options", self.server_options)
         for name in ("alpha", "eta"):
             if isinstance(getattr(self, name), str) and getattr(self, name) == "auto":
                 raise ConfigurationError(f"{name}='auto' is not supported: learning the prior needs every "
                                          "document's gamma on the driver (gensim's distributed mode "
                                          "refuses it too); give 'symmetric', a float or an array")
-        if self.seed is not None and (not isinstance(self.seed, numbers.Integral) or self.seed < 0):
-            raise ConfigurationError(f"seed must be None or an integer >= 0, got {self.seed!r}")
-        if self.on_pass is not None and not callable(self.on_pass):
-            raise ConfigurationError(f"on_pass must be callable, got {type(self.on_pass).__name__}")
-        if self.server_options is not None and not isinstance(self.server_options, dict):
-            raise ConfigurationError(f"server_options must be a dict, got {type(self.server_options).__name__}")
+        for callback in self.callbacks if isinstance(self.callbacks, (list, tuple)) else ():
+            if isinstance(callback, _OnPass):
+                check_callable("on_pass", callback.function, none=False)
 
     def _new_model(self, bow_rdd):
         from gensim.models import LdaModel
@@ -226,7 +233,7 @@ class OnlineLDA:
             id2word = FakeDict(int(largest) + 1)
         try:
             lda = LdaModel(num_topics=self.num_topics, id2word=id2word, chunksize=self.chunksize,
-                           passes=self.passes, update_every=self.update_every, alpha=self.alpha,
+                           passes=self.epochs, update_every=self.update_every, alpha=self.alpha,
                            eta=self.eta, decay=self.decay, offset=self.offset, eval_every=None,
                            iterations=self.iterations, gamma_threshold=self.gamma_threshold,
                            random_state=self.seed, dtype=self.dtype)
@@ -235,31 +242,39 @@ class OnlineLDA:
         return lda
 
     # -- training --------------------------------------------------------------------
-    def fit(self, bow_rdd):
-        """Train a new model on ``bow_rdd`` (an RDD of gensim bag-of-words lists); return it.
+    def fit(self, bow_rdd) -> "OnlineLDA":
+        """Train a new model on ``bow_rdd`` (an RDD of gensim bag-of-words lists); return the estimator.
 
-        Returns the :class:`gensim.models.LdaModel` (also kept as ``model_``), as the
-        gensim constructor does when it is given a corpus.
+        The trained :class:`gensim.models.LdaModel` is ``model_``.
         """
         self._validate()
+        self._begin_fit()
         ensure_executors(bow_rdd.context)
         self.model_ = self._new_model(bow_rdd)
-        self.history_ = []
         self._base_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
         self._passes_done = 0
-        return self._train(bow_rdd, self.passes)
+        self._train(bow_rdd, self.epochs)
+        return self
 
-    def update(self, bow_rdd, passes: int | None = None):
-        """Continue training the fitted model on new documents; return it.
+    def update(self, bow_rdd, epochs: int | None = None, **renamed) -> "OnlineLDA":
+        """Continue training the fitted model on new documents; return the estimator.
 
         The new documents count towards the corpus size the statistics are stretched to, and
-        ρ goes on decaying from where it was: gensim's ``LdaModel.update`` semantics.
+        ρ goes on decaying from where it was: gensim's ``LdaModel.update`` semantics. ``epochs``
+        (default: the estimator's; the old name ``passes=`` warns) passes over ``bow_rdd``.
         """
-        if getattr(self, "model_", None) is None:
-            raise NotFittedError("this OnlineLDA is not fitted yet: call fit(bow_rdd) before update()")
-        passes = self.passes if passes is None else passes
-        _positive_int("passes", passes)
-        return self._train(bow_rdd, passes)
+        if "passes" in renamed:
+            warnings.warn("OnlineLDA.update(passes=...) is renamed epochs=...; the old name goes in the next "
+                          "release", DeprecationWarning, stacklevel=2)
+            if epochs is not None:
+                raise TypeError("OnlineLDA.update got both passes= and its new name epochs=")
+            epochs = renamed.pop("passes")
+        if renamed:
+            raise TypeError(f"OnlineLDA.update() got an unexpected keyword argument {next(iter(renamed))!r}")
+        epochs = check_int("epochs", self.epochs if epochs is None else epochs)
+        self._check_fitted()
+        self._train(bow_rdd, epochs)
+        return self
 
     def _train(self, bow_rdd, passes):
         from pyspark import StorageLevel
@@ -269,7 +284,7 @@ class OnlineLDA:
 
         lda = self.model_
         sc = spark_context(self.spark if self.spark is not None else bow_rdd.context)
-        slots = _task_slots(sc)
+        slots = task_slots(sc)
         if bow_rdd.getNumPartitions() > slots:
             # a round needs every partition's chunk: all partitions must run at once
             log.info("OnlineLDA: coalescing %d partitions to the %d task slots", bow_rdd.getNumPartitions(), slots)
@@ -282,7 +297,7 @@ class OnlineLDA:
             num_docs = sum(sizes)
             if num_docs == 0:
                 log.warning("OnlineLDA: the corpus is empty; nothing to train")
-                return lda
+                return
             lda.state.numdocs += num_docs
             chunks = [-(-size // self.chunksize) for size in sizes]
             shell = _Shell(lda, partitions=len(sizes), rounds=max(chunks))
@@ -302,7 +317,6 @@ class OnlineLDA:
             if persisted:
                 bow_rdd.unpersist()
         lda.sync_state()
-        return lda
 
     def _one_pass(self, dd, bow_rdd, descent, shell, pass_, passes):
         lda = shell.lda
@@ -325,7 +339,7 @@ class OnlineLDA:
         total, count = (metric.total, metric.count) if metric is not None else (0.0, 0)
         chunks = sum(r["batches"] for r in reports)
         record = {
-            "pass": self._passes_done, "seconds": time.perf_counter() - started,
+            "epoch": self._passes_done, "pass": self._passes_done, "seconds": time.perf_counter() - started,
             "msteps": descent.msteps - msteps, "rho": descent.rho, "chunks": chunks,
             "repeated_chunks": descent.repeated - repeated, "docs_merged": descent.docs_merged,
             "perplexity": (total - before[0]) / (count - before[1]) if count > before[1] else None,
@@ -334,10 +348,9 @@ class OnlineLDA:
             "wait_timeouts": sum(r["wait_timeouts"] for r in reports),
             "dense_bytes_per_chunk": lda.num_topics * lda.num_terms * np.dtype(lda.dtype).itemsize,
         }
-        self.history_.append(record)
-        if self.on_pass is not None:
-            lda.sync_state()
-            record["on_pass"] = self.on_pass(lda, record)
+        if getattr(self, "_callbacks", ()):
+            lda.sync_state()  # the callbacks see a usable model_
+        self._record(record)
         log.info("OnlineLDA pass %d/%d: %.2fs, %d chunks, %d M-steps, rho %.4f, perplexity estimate %s",
                  pass_ + 1, passes, record["seconds"], chunks, record["msteps"], descent.rho or float("nan"),
                  "n/a" if record["perplexity"] is None else f"{record['perplexity']:.1f}")

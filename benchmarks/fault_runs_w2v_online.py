@@ -6,8 +6,8 @@ timer thread a chosen share of the way into a training stage whose two tasks are
 drills of tests/fault_jobs.py, with these sizes), and prints per point: where the kill landed,
 the seconds the fault cost against the undisturbed run, and the quality against it.
 
-- ``online``: ``OnlineLDA`` (default settings) on a planted corpus; kills early in pass 1, in
-  the middle of pass 2 and late in pass 3; quality = held-out completion perplexity ratio, plus
+- ``online``: ``OnlineLDA`` (default settings) on a planted corpus; kills early in epoch (pass) 1,
+  in the middle of epoch 2 and late in epoch 3; quality = held-out completion perplexity ratio, plus
   the chunks a retried task delivered again (dropped) and the documents each pass merged.
 - ``word2vec``: ``DistributedWord2Vec`` (default settings, one job) on gensim's lee_background;
   kills at 20%, 50% and 80% of the undisturbed training time; quality = held-out SGNS loss ratio.
@@ -34,7 +34,7 @@ import fault_jobs  # noqa: E402  (tests/fault_jobs.py: the drills)
 
 def online_part(cluster, spark, args):
     points = (("early-pass-1", 1, 0.2), ("mid-pass-2", 2, 0.5), ("late-pass-3", 3, 0.8))
-    result = fault_jobs.online_drill(cluster, spark, docs=args.online_docs, passes=args.online_passes,
+    result = fault_jobs.online_drill(cluster, spark, docs=args.online_docs, passes=args.online_epochs,
                                      seed=args.seed, points=points)
     base = result["undisturbed"]
     rows = [{"point": "none", **base, "perplexity_ratio": 1.0, "fault_seconds": 0.0}]
@@ -43,7 +43,8 @@ def online_part(cluster, spark, args):
 
 def online_args(parser):
     parser.add_argument("--online-docs", type=int, default=6000)
-    parser.add_argument("--online-passes", type=int, default=4)
+    parser.add_argument("--online-epochs", "--online-passes", dest="online_epochs", type=int, default=4,
+                        help="OnlineLDA epochs (passes over the corpus; --online-passes is the old name)")
 
 
 def word2vec_part(cluster, spark, args):

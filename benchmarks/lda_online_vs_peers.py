@@ -6,7 +6,8 @@ Every tool trains on the same documents with the same number of passes and the s
 - ``synthetic``: 20,000 documents of Poisson(100) tokens drawn from LDA (V=5000, 50 true
   topics, α=0.1, β=0.01; ``deepdist.lda.synthetic``), 10% held out; K=50.
 - ``wiki``: the articles of gensim's Wikipedia test dump, tokenised by ``WikiCorpus`` rules,
-  without gensim's STOPWORDS, vocabulary by :func:`deepdist.lda.dictionary.build_dictionary`;
+  without gensim's STOPWORDS, vocabulary by :func:`deepdist.vocabulary.build_vocabulary`
+  (gensim's ``Dictionary(docs).filter_extremes(3, 0.5, None)``, ids included);
   every 10th article held out; K=20.
 
 For each tool the table gives:
@@ -55,10 +56,10 @@ os.environ.setdefault("SPARK_CONF_DIR", str(ROOT / "spark-conf"))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
-from deepdist.lda.dictionary import build_dictionary  # noqa: E402
 from deepdist.lda.evaluate import completion_perplexity  # noqa: E402
 from deepdist.lda.online import OnlineLDA  # noqa: E402
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery  # noqa: E402
+from deepdist.vocabulary import build_vocabulary  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -112,7 +113,7 @@ def wiki_tokens():
 def wiki_corpus(args, sc, texts):
     train_texts = [t for i, t in enumerate(texts) if i % 10 != 9]
     held_texts = [t for i, t in enumerate(texts) if i % 10 == 9]
-    dictionary = build_dictionary(sc.parallelize(train_texts, 2), no_below=3, no_above=0.5, keep_n=None)
+    dictionary = build_vocabulary(sc.parallelize(train_texts, 2), min_df=3, max_df=0.5).to_dictionary(order="first_seen")
     held_out = [np.array([dictionary.token2id[t] for t in text if t in dictionary.token2id])
                 for text in held_texts]
     return {"name": "wiki", "id2word": dictionary, "train": [dictionary.doc2bow(t) for t in train_texts],
@@ -160,10 +161,10 @@ def run_mllib(frame, corpus, seed):
 
 
 def run_deepdist(rdd, corpus, seed, max_staleness=2):
-    lda = OnlineLDA(num_topics=corpus["topics"], id2word=corpus["id2word"], passes=corpus["passes"],
+    lda = OnlineLDA(num_topics=corpus["topics"], id2word=corpus["id2word"], epochs=corpus["passes"],
                     chunksize=corpus["chunksize"], seed=seed, max_staleness=max_staleness, progress=False)
     started = time.perf_counter()
-    model = lda.fit(rdd)
+    model = lda.fit(rdd).model_
     seconds = time.perf_counter() - started
     chunks = sum(h["chunks"] for h in lda.history_)
     extra = {

@@ -29,10 +29,11 @@ filters run there, and only the surviving vocabulary is collected.
 
 Example (``local[2]``)::
 
-    >>> tokens = sc.textFile("docs.txt").map(str.split)                          # doctest: +SKIP
-    >>> vocab = build_vocabulary(tokens, min_df=5, max_df=0.5, rank_by="documents")  # doctest: +SKIP
-    >>> dictionary = vocab.to_dictionary(order="first_seen")  # Dictionary(docs).filter_extremes(5, 0.5)
-    >>> vocab.ids(["a", "b"]), vocab.word_freq["a"], vocab.num_docs                 # doctest: +SKIP
+    >>> tokens = sc.textFile("docs.txt").map(str.split)                     # doctest: +SKIP
+    >>> vocab = build_vocabulary(tokens, min_df=5, max_df=0.5)              # doctest: +SKIP
+    >>> # gensim's Dictionary(docs).filter_extremes(5, 0.5, keep_n=None), its ids included:
+    >>> dictionary = vocab.to_dictionary(order="first_seen")                # doctest: +SKIP
+    >>> vocab.ids(["a", "b"]), vocab.word_freq["a"], vocab.num_docs         # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -152,8 +152,68 @@ def random_topics(n, num_topics, seed):
 
 
 # --------------------------------------------------------------------------------------------
-# the SparseLDA sweep
+# pieces shared by both sweeps
 # --------------------------------------------------------------------------------------------
+
+# How the pieces compile, so that the split costs nothing against one hand-written loop:
+#
+# - A per-token step is inlined by LLVM (forceinline) into the loop that calls it, and runs
+#   without Numba's reference counting (_nrt=False; it allocates nothing and its arrays belong
+#   to the caller). Inlined by Numba instead (inline="always"), each array it takes would be
+#   bound to a new name with a reference counted for it: an atomic add and subtract per array
+#   per token, which Numba cannot prune across the helper's own loops.
+# - The pieces of one sweep are spliced into :func:`sweep` by Numba (inline="always", once per
+#   sweep, so their reference counts cost nothing). The arrays they allocate (the word lists,
+#   1/(n_k + Vβ), ...) are then fresh allocations of the function that runs the loop, which
+#   LLVM knows alias nothing else and have a constant row length; passed in as arguments, they
+#   would make it reload and recompute addresses in the loop.
+_token_step = njit(cache=True, nogil=True, fastmath=_FASTMATH, _nrt=False, forceinline=True)
+_sweep_piece = njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+
+
+@_sweep_piece
+def _inverse_totals(topic_totals, vbeta):
+    """1/(n_k + Vβ) per topic, the factor every weight of the conditional shares."""
+    inv = np.empty(topic_totals.shape[0], np.float64)
+    for k in range(topic_totals.shape[0]):
+        inv[k] = 1.0 / (max(topic_totals[k], 0) + vbeta)
+    return inv
+
+
+@_token_step
+def _draw_cumulative(weights, u):
+    """The first k whose running sum of ``weights`` passes u (the last one if rounding misses)."""
+    acc = 0.0
+    for k in range(weights.shape[0]):
+        acc += weights[k]
+        if acc > u:
+            return k
+    return weights.shape[0] - 1
+
+
+# --------------------------------------------------------------------------------------------
+# the dense O(K) sweep
+# --------------------------------------------------------------------------------------------
+
+@_token_step
+def _count_dense(d, w, k, delta, doc_topic, word_topic, topic_totals, inv, vbeta):
+    """Add (delta=+1) or remove (-1) one token of word w in document d to or from topic k."""
+    doc_topic[d, k] += delta
+    word_topic[w, k] += delta
+    topic_totals[k] += delta
+    inv[k] = 1.0 / (max(topic_totals[k], 0) + vbeta)
+
+
+@_token_step
+def _dense_weights(p, d, w, doc_topic, word_topic, alpha, beta, inv):
+    """Fill p with the unnormalised conditional of a token of w in d; return its sum."""
+    total = 0.0
+    for k in range(p.shape[0]):
+        x = (max(doc_topic[d, k], 0) + alpha[k]) * (max(word_topic[w, k], 0) + beta) * inv[k]
+        p[k] = x
+        total += x
+    return total
+
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _sweep_dense(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic,
@@ -166,9 +226,7 @@ def _sweep_dense(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, wor
     """
     num_words, K = word_topic.shape
     vbeta = num_words * beta
-    inv = np.empty(K, np.float64)
-    for k in range(K):
-        inv[k] = 1.0 / (max(topic_totals[k], 0) + vbeta)
+    inv = _inverse_totals(topic_totals, vbeta)
     p = np.empty(K, np.float64)
     state = _seed_state(seed)
     changed = 0
@@ -177,35 +235,345 @@ def _sweep_dense(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, wor
         for i in range(doc_offsets[d], doc_offsets[d + 1]):
             w = words[i]
             t = topics[i]
-            ahead = min(i + _AHEAD, last_tok)
-            wa = words[ahead]
+            wa = words[min(i + _AHEAD, last_tok)]
             for kk in range(0, K, 16):
                 _prefetch(word_topic, wa, kk)
-            doc_topic[d, t] -= 1
-            word_topic[w, t] -= 1
-            topic_totals[t] -= 1
-            inv[t] = 1.0 / (max(topic_totals[t], 0) + vbeta)
-            total = 0.0
-            for k in range(K):
-                x = ((max(doc_topic[d, k], 0) + alpha[k]) * (max(word_topic[w, k], 0) + beta)
-                     * inv[k])
-                p[k] = x
-                total += x
+            _count_dense(d, w, t, -1, doc_topic, word_topic, topic_totals, inv, vbeta)
+            total = _dense_weights(p, d, w, doc_topic, word_topic, alpha, beta, inv)
             state = _next(state)
-            u = _uniform(state) * total
-            acc = 0.0
-            new = K - 1
-            for k in range(K):
-                acc += p[k]
-                if acc > u:
-                    new = k
-                    break
-            doc_topic[d, new] += 1
-            word_topic[w, new] += 1
-            topic_totals[new] += 1
-            inv[new] = 1.0 / (max(topic_totals[new], 0) + vbeta)
+            new = _draw_cumulative(p, _uniform(state) * total)
+            _count_dense(d, w, new, 1, doc_topic, word_topic, topic_totals, inv, vbeta)
             changed += new != t
             topics[i] = new
+    return changed
+
+
+# --------------------------------------------------------------------------------------------
+# SparseLDA: the per-word (topic, count) lists
+# --------------------------------------------------------------------------------------------
+# During a sparse sweep each word of the range keeps its topics with n_wk > 0 as rows
+# (topic, count) of ``wl``, sorted by decreasing count as in MALLET's SparseLDA, so the searches
+# for a token's old topic and for u in the q bucket usually stop at the first row; ``wmeta[w]``
+# is (start, length) of w's rows. These lists, not word_topic, hold the positive counts during
+# the sweep: the q bucket then reads one short contiguous run per token instead of scattered
+# entries of a (V, K) table that need not fit in cache. word_topic is written when an entry
+# drops to 0 and for all listed entries at the end; entries that were <= 0 (only in a damaged
+# copy) stay unlisted and are updated in word_topic itself. Only the range's words get lists,
+# so a mini-batch does not pay O(V·K) for a large vocabulary.
+
+@_sweep_piece
+def _words_of_range(words, tok_lo, tok_hi, num_words):
+    """(tokens of each word in words[tok_lo:tok_hi], the distinct words in first-seen order)."""
+    local = np.zeros(num_words, np.int32)
+    uniq = np.empty(min(num_words, tok_hi - tok_lo), np.int32)
+    n_uniq = 0
+    for i in range(tok_lo, tok_hi):
+        w = words[i]
+        if local[w] == 0:
+            uniq[n_uniq] = w
+            n_uniq += 1
+        local[w] += 1
+    return local, uniq[:n_uniq]
+
+
+@_sweep_piece
+def _word_list_layout(word_topic, uniq, local):
+    """Place each word's list in one buffer: (wmeta, its size, Σ over tokens of n_nonzero).
+
+    A list grows by at most one row per local token of its word (each token is resampled
+    once), so room for min(K, nnz + local count) rows is never exceeded. The token-weighted
+    count of non-zero topics is what :func:`sweep` compares against ``dense_above``.
+    """
+    K = word_topic.shape[1]
+    wmeta = np.empty((word_topic.shape[0], 2), np.int64)  # rows of local words only
+    size = 0
+    weighted_nnz = 0.0
+    for w in uniq:
+        nnz = 0
+        for k in range(K):
+            if word_topic[w, k] > 0:
+                nnz += 1
+        wmeta[w, 0] = size
+        wmeta[w, 1] = nnz
+        size += min(K, nnz + local[w])
+        weighted_nnz += nnz * local[w]
+    return wmeta, size, weighted_nnz
+
+
+@_token_step
+def _float_up(wl, base, j, k, c):
+    """Write row (k, c) at position j or, past smaller counts, nearer the front."""
+    while j > 0 and wl[base + j - 1, 1] < c:
+        wl[base + j, 0] = wl[base + j - 1, 0]
+        wl[base + j, 1] = wl[base + j - 1, 1]
+        j -= 1
+    wl[base + j, 0] = k
+    wl[base + j, 1] = c
+
+
+@_sweep_piece
+def _build_word_lists(word_topic, uniq, wmeta, size):
+    wl = np.empty((size, 2), np.int32)
+    for w in uniq:
+        n = 0
+        for k in range(word_topic.shape[1]):
+            if word_topic[w, k] > 0:
+                _float_up(wl, wmeta[w, 0], n, k, word_topic[w, k])
+                n += 1
+    return wl
+
+
+@njit(cache=True, nogil=True)
+def _store_word_lists(word_topic, uniq, wmeta, wl):
+    for w in uniq:
+        base = wmeta[w, 0]
+        for m in range(wmeta[w, 1]):
+            word_topic[w, wl[base + m, 0]] = wl[base + m, 1]
+
+
+@_token_step
+def _find_row(wl, base, L, k):
+    """Position of topic k in a list of L rows, or L if it is not listed."""
+    j = 0
+    while j < L and wl[base + j, 0] != k:
+        j += 1
+    return j
+
+
+@_token_step
+def _word_list_remove(w, t, word_topic, wmeta, wl):
+    """Take one token of word w out of topic t; return (start, length) of w's list after it.
+
+    The decremented row sinks past larger counts to keep the order; a row that reaches 0 has
+    sunk to the end, where shortening the list drops it.
+    """
+    base = wmeta[w, 0]
+    L = wmeta[w, 1]
+    j = _find_row(wl, base, L, t)
+    if j < L:
+        c = wl[base + j, 1] - 1
+        while j + 1 < L and wl[base + j + 1, 1] > c:
+            wl[base + j, 0] = wl[base + j + 1, 0]
+            wl[base + j, 1] = wl[base + j + 1, 1]
+            j += 1
+        if c == 0:
+            L -= 1
+            wmeta[w, 1] = L
+            word_topic[w, t] = 0
+        else:
+            wl[base + j, 0] = t
+            wl[base + j, 1] = c
+    else:
+        word_topic[w, t] -= 1
+    return base, L
+
+
+@_token_step
+def _word_list_add(w, k, j, base, L, word_topic, wmeta, wl):
+    """Add one token of word w to topic k, found at row j of w's list (-1: not searched yet).
+
+    A topic new to the word gets a row at the end, unless its count is still <= 0 (a damaged
+    copy), which then stays in word_topic; the row then floats up to keep the order.
+    """
+    if j < 0:
+        j = _find_row(wl, base, L, k)
+    if j < L:
+        c = wl[base + j, 1] + 1
+    else:
+        c = word_topic[w, k] + 1  # unlisted: word_topic holds the count
+        if c <= 0:
+            word_topic[w, k] = c
+        else:
+            wmeta[w, 1] = L + 1
+    if c > 0:
+        _float_up(wl, base, j, k, c)
+
+
+@_token_step
+def _prefetch_word_list(words, i, last_tok, wmeta, wl):
+    # A word's list is two dependent loads away (wmeta, then wl): at a large V, two cache
+    # misses in series per token. Prefetch the metadata _AHEAD tokens ahead and the list
+    # half-way, so the misses overlap with the work on earlier tokens.
+    _prefetch(wmeta, words[min(i + _AHEAD, last_tok)], 0)
+    _prefetch(wl, wmeta[words[min(i + _AHEAD // 2, last_tok)], 0], 0)
+
+
+# --------------------------------------------------------------------------------------------
+# SparseLDA: the document's topics and the three buckets
+# --------------------------------------------------------------------------------------------
+# The document's non-zero topics are kept as a list dnz[:nd] with positions dpos for O(1)
+# removal; dpos[k] >= 0 iff k is listed, which keeps the list free of duplicates even if
+# doc_topic disagrees with topics. coef_k = (n_dk + α_k)/(n_k + Vβ) is kept for every k: α_k
+# inv_k off the document's topics, and restored to that when the document is done.
+
+@_token_step
+def _list_doc_topic(k, nd, dnz, dpos):
+    dnz[nd] = k
+    dpos[k] = nd
+    return nd + 1
+
+
+@_token_step
+def _unlist_doc_topic(k, nd, dnz, dpos):
+    p = dpos[k]
+    nd -= 1
+    last = dnz[nd]
+    dnz[p] = last
+    dpos[last] = p
+    dpos[k] = -1
+    return nd
+
+
+@_token_step
+def _open_document(d, lo, hi, topics, doc_topic, alpha, beta, inv, coef, dnz, dpos):
+    """List document d's topics and set their coef; return (nd, r).
+
+    The topics come from the document's tokens (O(n_d), not O(K)); r is summed afresh per
+    document, so its floating-point drift never outlives one document.
+    """
+    nd = 0
+    r = 0.0
+    for i in range(lo, hi):
+        k = topics[i]
+        c = doc_topic[d, k]
+        if c > 0 and dpos[k] < 0:
+            nd = _list_doc_topic(k, nd, dnz, dpos)
+            r += c * inv[k]
+            coef[k] = (c + alpha[k]) * inv[k]
+    return nd, r * beta
+
+
+@_token_step
+def _close_document(nd, dnz, dpos, alpha, inv, coef):
+    for j in range(nd):
+        k = dnz[j]
+        coef[k] = alpha[k] * inv[k]
+        dpos[k] = -1
+
+
+@_token_step
+def _smoothing_mass(alpha, beta, inv):
+    """s = β Σ_k α_k/(n_k + Vβ), summed afresh."""
+    s = 0.0
+    for k in range(alpha.shape[0]):
+        s += alpha[k] * inv[k]
+    return s * beta
+
+
+@_token_step
+def _count_sparse(d, k, delta, doc_topic, topic_totals, alpha, beta, vbeta, inv, coef, s, r):
+    """Add (delta=+1) or remove (-1) one token of document d to or from topic k.
+
+    Keeps inv_k, coef_k and the bucket masses s and r in step with the changed n_dk and n_k
+    (clamped at 0 in the weights, like every count); returns (new n_dk, s, r).
+    """
+    ndk = doc_topic[d, k] + delta
+    doc_topic[d, k] = ndk
+    nk = topic_totals[k] + delta
+    topic_totals[k] = nk
+    old_inv = inv[k]
+    new_inv = 1.0 / (max(nk, 0) + vbeta)
+    inv[k] = new_inv
+    s += beta * alpha[k] * (new_inv - old_inv)
+    ndk_c = max(ndk, 0)
+    r += beta * (ndk_c * new_inv - max(ndk - delta, 0) * old_inv)
+    coef[k] = (ndk_c + alpha[k]) * new_inv
+    return ndk, s, r
+
+
+@_token_step
+def _word_mass(wl, base, L, coef, qcum):
+    """q = Σ over the word's topics of n_wk coef_k, with its running sums in qcum[:L]."""
+    q = 0.0
+    for j in range(L):
+        q += coef[wl[base + j, 0]] * wl[base + j, 1]
+        qcum[j] = q
+    return q
+
+
+@_token_step
+def _draw_sparse(u, q, r, d, doc_topic, alpha, beta, inv, dnz, nd, wl, base, L, qcum):
+    """The topic that u ∈ [0, q + r + s) falls on, and its row in the word's list (-1 if the
+    draw did not read the list)."""
+    if u < q:
+        j = 0
+        while j < L - 1 and qcum[j] <= u:
+            j += 1
+        return np.int64(wl[base + j, 0]), j
+    u -= q
+    if u < r and nd > 0:
+        acc = 0.0
+        for j in range(nd):
+            k = dnz[j]
+            acc += beta * doc_topic[d, k] * inv[k]
+            if acc > u:
+                return np.int64(k), -1
+        return np.int64(dnz[nd - 1]), -1
+    u -= r
+    acc = 0.0
+    for k in range(alpha.shape[0]):
+        acc += beta * alpha[k] * inv[k]
+        if acc > u:
+            return k, -1
+    return alpha.shape[0] - 1, -1
+
+
+# --------------------------------------------------------------------------------------------
+# the SparseLDA sweep
+# --------------------------------------------------------------------------------------------
+
+@_sweep_piece
+def _sweep_sparse(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic,
+                  topic_totals, alpha, beta, seed, wmeta, wl):
+    """SparseLDA over the word lists (wmeta, wl) built by :func:`sweep`."""
+    num_words, K = word_topic.shape
+    vbeta = num_words * beta
+    inv = _inverse_totals(topic_totals, vbeta)
+    coef = alpha * inv
+    dnz = np.empty(K, np.int32)
+    dpos = np.full(K, -1, np.int32)
+    qcum = np.empty(K, np.float64)
+    # s changes O(1) per token and is updated so; it is re-summed every ~K tokens so that
+    # floating-point drift stays bounded without an O(K) cost per short document.
+    s = _smoothing_mass(alpha, beta, inv)
+    since_resum = 0
+    state = _seed_state(seed)
+    changed = 0
+    last_tok = max(doc_offsets[doc_stop] - 1, 0)
+    for d in range(doc_start, doc_stop):
+        lo = doc_offsets[d]
+        hi = doc_offsets[d + 1]
+        if lo == hi:
+            continue
+        if since_resum >= K:
+            s = _smoothing_mass(alpha, beta, inv)
+            since_resum = 0
+        since_resum += hi - lo
+        nd, r = _open_document(d, lo, hi, topics, doc_topic, alpha, beta, inv, coef, dnz, dpos)
+        for i in range(lo, hi):
+            w = words[i]
+            t = topics[i]
+            _prefetch_word_list(words, i, last_tok, wmeta, wl)
+            ndt, s, r = _count_sparse(d, t, -1, doc_topic, topic_totals, alpha, beta, vbeta,
+                                      inv, coef, s, r)
+            if ndt == 0 and dpos[t] >= 0:
+                nd = _unlist_doc_topic(t, nd, dnz, dpos)
+                if nd == 0:
+                    r = 0.0  # exact: no document topics left
+            base, L = _word_list_remove(w, t, word_topic, wmeta, wl)
+            q = _word_mass(wl, base, L, coef, qcum)
+            state = _next(state)
+            u = _uniform(state) * (s + r + q)
+            new, jnew = _draw_sparse(u, q, r, d, doc_topic, alpha, beta, inv, dnz, nd, wl,
+                                     base, L, qcum)
+            ndk, s, r = _count_sparse(d, new, 1, doc_topic, topic_totals, alpha, beta, vbeta,
+                                      inv, coef, s, r)
+            if ndk > 0 and dpos[new] < 0:
+                nd = _list_doc_topic(new, nd, dnz, dpos)
+            _word_list_add(w, new, jnew, base, L, word_topic, wmeta, wl)
+            changed += new != t
+            topics[i] = new
+        _close_document(nd, dnz, dpos, alpha, inv, coef)
     return changed
 
 
@@ -220,266 +588,17 @@ def sweep(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic
     Returns the number of tokens whose topic changed.
     """
     num_words, K = word_topic.shape
-    vbeta = num_words * beta
-
-    # 1/(n_k + Vβ) and coef_k = (n_dk + α_k)/(n_k + Vβ), maintained under every count change.
-    # Counts are clamped at 0 wherever they enter a weight: a stale or corrupted copy must
-    # give a valid (if approximate) distribution, never a negative one.
-    inv = np.empty(K, np.float64)
-    coef = np.empty(K, np.float64)
-    for k in range(K):
-        nk = topic_totals[k]
-        if nk < 0:
-            nk = 0
-        inv[k] = 1.0 / (nk + vbeta)
-        coef[k] = alpha[k] * inv[k]
-
-    # Per-word lists of (topic, count) for the topics with n_wk > 0, for the words of this
-    # range only (a mini-batch must not pay O(V·K) for a large vocabulary), in decreasing count
-    # order as in MALLET's SparseLDA, so the searches for a token's old topic and for u in the
-    # q bucket usually stop at the first entry. During the sweep these lists, not word_topic,
-    # hold the positive counts: the q bucket then reads one short contiguous run per token
-    # instead of scattered entries of a (V, K) table that need not fit in cache. word_topic
-    # is written when an entry drops to 0 and for all listed entries at the end; entries that
-    # were <= 0 (only in a damaged copy) stay unlisted and are updated in word_topic itself.
-    # A list grows by at most one entry per local token of its word (each token is resampled
-    # once), so capacity min(K, nnz + local count) is never exceeded.
     tok_lo = doc_offsets[doc_start]
     tok_hi = doc_offsets[doc_stop]
-    local = np.zeros(num_words, np.int32)
-    uniq = np.empty(min(num_words, tok_hi - tok_lo), np.int32)
-    n_uniq = 0
-    for i in range(tok_lo, tok_hi):
-        w = words[i]
-        if local[w] == 0:
-            uniq[n_uniq] = w
-            n_uniq += 1
-        local[w] += 1
-    wmeta = np.empty((num_words, 2), np.int64)  # (start, length) in wl; local words only
-    total = 0
-    weighted_nnz = 0.0
-    for j in range(n_uniq):
-        w = uniq[j]
-        nnz = 0
-        for k in range(K):
-            if word_topic[w, k] > 0:
-                nnz += 1
-        wmeta[w, 0] = total
-        wmeta[w, 1] = nnz
-        total += min(K, nnz + local[w])
-        weighted_nnz += nnz * local[w]
-    # Measured crossover on this machine: dense wins above ~0.3 K topics per word at K=20
-    # and ~0.12 K at K=100; the sampler's default sits between.
+    local, uniq = _words_of_range(words, tok_lo, tok_hi, num_words)
+    wmeta, size, weighted_nnz = _word_list_layout(word_topic, uniq, local)
+    # Dense wins while words still carry a sizeable share of the K topics, a share that falls
+    # as K grows; the caller's dense_above sets the crossover.
     if weighted_nnz >= dense_above * K * (tok_hi - tok_lo):
         return _sweep_dense(doc_start, doc_stop, doc_offsets, words, topics, doc_topic,
                             word_topic, topic_totals, alpha, beta, seed)
-    wl = np.empty((total, 2), np.int32)  # rows (topic, count)
-    for j in range(n_uniq):
-        w = uniq[j]
-        base = wmeta[w, 0]
-        n = 0
-        for k in range(K):
-            c = word_topic[w, k]
-            if c > 0:
-                m = n
-                while m > 0 and wl[base + m - 1, 1] < c:
-                    wl[base + m, 0] = wl[base + m - 1, 0]
-                    wl[base + m, 1] = wl[base + m - 1, 1]
-                    m -= 1
-                wl[base + m, 0] = k
-                wl[base + m, 1] = c
-                n += 1
-
-    # The document's non-zero topics, with positions for O(1) removal; dpos[k] >= 0 iff k is
-    # listed, which keeps the list free of duplicates even if doc_topic disagrees with topics.
-    dnz = np.empty(K, np.int32)
-    dpos = np.full(K, -1, np.int32)
-    qcum = np.empty(K, np.float64)
-
-    # s = β Σ_k α_k/(n_k + Vβ) is updated per count change and re-summed every ~K tokens so
-    # floating-point drift stays bounded without an O(K) cost per short document.
-    s = 0.0
-    for k in range(K):
-        s += alpha[k] * inv[k]
-    s *= beta
-    since_resum = 0
-
-    state = _seed_state(seed)
-    changed = 0
-    last_tok = max(tok_hi - 1, 0)
-
-    for d in range(doc_start, doc_stop):
-        lo = doc_offsets[d]
-        hi = doc_offsets[d + 1]
-        if lo == hi:
-            continue
-        if since_resum >= K:
-            s = 0.0
-            for k in range(K):
-                s += alpha[k] * inv[k]
-            s *= beta
-            since_resum = 0
-        since_resum += hi - lo
-        # The document's topics come from its tokens (O(n_d), not O(K)); r is summed afresh
-        # per document, so its drift never outlives one document.
-        nd = 0
-        r = 0.0
-        for i in range(lo, hi):
-            k = topics[i]
-            c = doc_topic[d, k]
-            if c > 0 and dpos[k] < 0:
-                dnz[nd] = k
-                dpos[k] = nd
-                nd += 1
-                r += c * inv[k]
-                coef[k] = (c + alpha[k]) * inv[k]
-        r *= beta
-
-        for i in range(lo, hi):
-            w = words[i]
-            t = topics[i]
-            # A word's list is two dependent loads away (wmeta, then wl): at a large V, two
-            # cache misses in series per token. Prefetch the metadata _AHEAD tokens ahead and
-            # the list half-way, so the misses overlap with the work on earlier tokens.
-            far = min(i + _AHEAD, last_tok)
-            _prefetch(wmeta, words[far], 0)
-            near = min(i + _AHEAD // 2, last_tok)
-            wn = words[near]
-            _prefetch(wl, wmeta[wn, 0], 0)
-
-            # ---- remove token i: document and topic totals
-            ndt = doc_topic[d, t] - 1
-            doc_topic[d, t] = ndt
-            nt = topic_totals[t] - 1
-            topic_totals[t] = nt
-            old_inv = inv[t]
-            new_inv = 1.0 / (max(nt, 0) + vbeta)
-            inv[t] = new_inv
-            s += beta * alpha[t] * (new_inv - old_inv)
-            ndt_c = max(ndt, 0)
-            r += beta * (ndt_c * new_inv - max(ndt + 1, 0) * old_inv)
-            coef[t] = (ndt_c + alpha[t]) * new_inv
-            if ndt == 0 and dpos[t] >= 0:
-                p = dpos[t]
-                nd -= 1
-                last = dnz[nd]
-                dnz[p] = last
-                dpos[last] = p
-                dpos[t] = -1
-                if nd == 0:
-                    r = 0.0  # exact: no document topics left
-
-            # ---- remove token i: word list (sink the decremented entry to keep the order)
-            base = wmeta[w, 0]
-            L = wmeta[w, 1]
-            j = 0
-            while j < L and wl[base + j, 0] != t:
-                j += 1
-            if j < L:
-                c = wl[base + j, 1] - 1
-                while j + 1 < L and wl[base + j + 1, 1] > c:
-                    wl[base + j, 0] = wl[base + j + 1, 0]
-                    wl[base + j, 1] = wl[base + j + 1, 1]
-                    j += 1
-                if c == 0:
-                    L -= 1  # the emptied entry has sunk to the end
-                    wmeta[w, 1] = L
-                    word_topic[w, t] = 0
-                else:
-                    wl[base + j, 0] = t
-                    wl[base + j, 1] = c
-            else:
-                word_topic[w, t] -= 1
-
-            # ---- q bucket over the word's topics
-            q = 0.0
-            for j in range(L):
-                q += coef[wl[base + j, 0]] * wl[base + j, 1]
-                qcum[j] = q
-
-            state = _next(state)
-            u = _uniform(state) * (s + r + q)
-            jnew = -1
-            if u < q:
-                j = 0
-                while j < L - 1 and qcum[j] <= u:
-                    j += 1
-                new = wl[base + j, 0]
-                jnew = j
-            else:
-                u -= q
-                if u < r and nd > 0:
-                    acc = 0.0
-                    new = dnz[nd - 1]
-                    for j in range(nd):
-                        k = dnz[j]
-                        acc += beta * doc_topic[d, k] * inv[k]
-                        if acc > u:
-                            new = k
-                            break
-                else:
-                    u -= r
-                    acc = 0.0
-                    new = K - 1
-                    for k in range(K):
-                        acc += beta * alpha[k] * inv[k]
-                        if acc > u:
-                            new = k
-                            break
-
-            # ---- add token i back with its new topic: document and topic totals
-            ndk = doc_topic[d, new] + 1
-            doc_topic[d, new] = ndk
-            nk = topic_totals[new] + 1
-            topic_totals[new] = nk
-            old_inv = inv[new]
-            new_inv = 1.0 / (max(nk, 0) + vbeta)
-            inv[new] = new_inv
-            s += beta * alpha[new] * (new_inv - old_inv)
-            ndk_c = max(ndk, 0)
-            r += beta * (ndk_c * new_inv - max(ndk - 1, 0) * old_inv)
-            coef[new] = (ndk_c + alpha[new]) * new_inv
-            if ndk > 0 and dpos[new] < 0:
-                dnz[nd] = new
-                dpos[new] = nd
-                nd += 1
-
-            # ---- add token i back: word list (float the incremented entry forward)
-            if jnew < 0:
-                j = 0
-                while j < L and wl[base + j, 0] != new:
-                    j += 1
-                jnew = j
-            if jnew < L:
-                c = wl[base + jnew, 1] + 1
-            else:
-                c = word_topic[w, new] + 1  # unlisted: word_topic holds the count
-                if c <= 0:
-                    word_topic[w, new] = c
-                else:
-                    L += 1
-                    wmeta[w, 1] = L
-            if c > 0:
-                j = jnew
-                while j > 0 and wl[base + j - 1, 1] < c:
-                    wl[base + j, 0] = wl[base + j - 1, 0]
-                    wl[base + j, 1] = wl[base + j - 1, 1]
-                    j -= 1
-                wl[base + j, 0] = new
-                wl[base + j, 1] = c
-            if new != t:
-                changed += 1
-            topics[i] = new
-
-        # leave coef and dpos clean for the next document
-        for j in range(nd):
-            k = dnz[j]
-            coef[k] = alpha[k] * inv[k]
-            dpos[k] = -1
-
-    for j in range(n_uniq):
-        w = uniq[j]
-        base = wmeta[w, 0]
-        for m in range(wmeta[w, 1]):
-            word_topic[w, wl[base + m, 0]] = wl[base + m, 1]
+    wl = _build_word_lists(word_topic, uniq, wmeta, size)
+    changed = _sweep_sparse(doc_start, doc_stop, doc_offsets, words, topics, doc_topic,
+                            word_topic, topic_totals, alpha, beta, seed, wmeta, wl)
+    _store_word_lists(word_topic, uniq, wmeta, wl)
     return changed

@@ -250,13 +250,6 @@ def _decoded(cfs, dfs, first_docs):
     return out_cfs, out_dfs, list(out_docs.values())
 
 
-def _firsts(index, cfs, first_docs):
-    """``(first_doc, first_seen)``: token -> its first document, and its rank in the order tokens
-    first appear (both offset by the partition)."""
-    offset = index << _POSITION_BITS
-    return dict(zip(cfs, first_docs)), dict(zip(cfs, range(offset, offset + len(cfs))))
-
-
 def _token_pairs(index, documents, count_documents=True):
     """``(token, (cf, df, first_doc, first_seen))`` for the shuffle, and the partition's totals
     ``(None, (documents, tokens, non-zeros))`` (three numbers: :func:`_add_counts` tells them apart)."""
@@ -274,25 +267,30 @@ def _add_counts(a, b):
 
 
 def _merge_on_driver(parts):
-    """Each partition's counts (in partition order) merged: ``(cfs, dfs, first_doc, first_seen, totals)``."""
-    cfs, dfs, first_doc, first_seen, totals = Counter(), Counter(), {}, {}, (0, 0, 0)
-    for index, (part_cfs, part_dfs, part_docs, part_totals) in enumerate(parts):
-        part_doc, part_seen = _firsts(index, part_cfs, part_docs)
+    """Each partition's counts (in partition order) merged: ``(cfs, dfs, first_doc, totals)``.
+
+    The merged Counter's order is the order in which tokens first appear in the whole RDD (a
+    partition's new tokens come after the earlier partitions'): it stands for ``first_seen``.
+    """
+    cfs, dfs, first_doc, totals = Counter(), Counter(), {}, (0, 0, 0)
+    for part_cfs, part_dfs, part_docs, part_totals in parts:
         cfs.update(part_cfs)
         dfs.update(part_dfs)
-        part_doc.update(first_doc)  # an earlier partition's first appearance wins
-        part_seen.update(first_seen)
-        first_doc, first_seen = part_doc, part_seen
+        part_doc = dict(zip(part_cfs, part_docs))
+        part_doc.update(first_doc)  # an earlier partition's first document wins
+        first_doc = part_doc
         totals = tuple(x + y for x, y in zip(totals, part_totals))
-    return cfs, dfs, first_doc, first_seen, totals
+    return cfs, dfs, first_doc, totals
 
 
 class _Filters:
     """Which tokens (or buckets) survive; it travels to the executors in the shuffle path."""
 
-    def __init__(self, min_count, min_df, df_limit, stop, keep):
+    def __init__(self, min_count, min_df, df_limit, stop, keep, num_docs):
         self.min_count, self.min_df, self.df_limit = min_count, min_df, df_limit
         self.stop, self.keep = stop, keep
+        #: whether any filter but min_count can drop a token
+        self.more = bool(stop or keep) or min_df > 1 or df_limit < num_docs
 
     def token(self, item) -> bool:
         token = item[0]
@@ -301,14 +299,16 @@ class _Filters:
         cf, df = item[1][0], item[1][1]
         return token in self.keep or (cf >= self.min_count and self.min_df <= df <= self.df_limit)
 
-    def select(self, cfs, dfs, first_doc, first_seen) -> list:
+    def select(self, cfs, dfs, first_doc) -> list:
         """The items that pass, from the counts merged on the driver (the rare tokens, most of a
-        vocabulary, are dropped by one comprehension before any item is built)."""
+        vocabulary, are dropped by one comprehension before any item is built); ``first_seen`` is
+        the rank in ``cfs``, whose order is the order of first appearance."""
         least = self.min_count
-        tokens = [token for token, cf in cfs.items() if cf >= least]
-        tokens += [token for token in self.keep if token in cfs and cfs[token] < least]
-        items = [(token, (cfs[token], dfs[token], first_doc[token], first_seen[token])) for token in tokens]
-        return [item for item in items if self.token(item)]
+        chosen = [(rank, token) for rank, (token, cf) in enumerate(cfs.items()) if cf >= least]
+        if self.keep:
+            chosen += [(rank, token) for rank, token in enumerate(cfs) if token in self.keep and cfs[token] < least]
+        items = [(token, (cfs[token], dfs[token], first_doc[token], rank)) for rank, token in chosen]
+        return [item for item in items if self.token(item)] if self.more else items
 
     def bucket(self, cf, df, has_keep) -> bool:
         return has_keep or (cf >= self.min_count and self.min_df <= df <= self.df_limit)
@@ -415,8 +415,8 @@ def build_vocabulary(tokens_rdd, *, min_count: int = 1, min_df: int = 1, max_df:
     try:
         num_docs = totals[0]
         df_limit = max_df * num_docs if max_df <= 1 else max_df
-        filters = (_Filters(min_count, min_df, df_limit, stop, keep) if count_documents
-                   else _Filters(min_count, 0, float("inf"), stop, keep))  # every df is 0
+        filters = (_Filters(min_count, min_df, df_limit, stop, keep, num_docs) if count_documents
+                   else _Filters(min_count, 0, float("inf"), stop, keep, num_docs))  # every df is 0
         if hash_buckets:
             return _hashed(_bucket_counts(merged, counts, hash_buckets, stop, keep), hash_buckets, filters,
                            max_vocab, rank_by, stop, totals, count_documents)
@@ -440,7 +440,7 @@ def build_vocabulary(tokens_rdd, *, min_count: int = 1, min_df: int = 1, max_df:
 def _count(tokens_rdd, count_documents: bool):
     """``(merged, None, totals)`` merged on the driver, or ``(None, counts RDD, totals)`` by a shuffle.
 
-    ``merged`` is ``(cfs, dfs, first_doc, first_seen)``, dicts keyed by token; the counts RDD
+    ``merged`` is ``(cfs, dfs, first_doc)``, dicts keyed by token; the counts RDD
     holds items ``(token, (cf, df, first_doc, first_seen))`` (and the totals), persisted: the
     caller unpersists it.
     """
@@ -475,7 +475,7 @@ def _bucket_counts(merged, counts, hash_buckets: int, stop, keep) -> list:
     if counts is not None:
         return (counts.filter(lambda item: item[0] is not _TOTALS and item[0] not in stop)
                 .map(pair).reduceByKey(_merge_buckets).collect())
-    cfs, dfs, _, _ = merged
+    cfs, dfs, _ = merged
     buckets: dict = {}
     for bucket, value in (pair((token, (cf, dfs[token], 0, 0))) for token, cf in cfs.items() if token not in stop):
         buckets[bucket] = _merge_buckets(buckets[bucket], value) if bucket in buckets else value

@@ -116,9 +116,7 @@ def _seed_state(seed):
     return state
 
 
-# --------------------------------------------------------------------------------------------
-# counts
-# --------------------------------------------------------------------------------------------
+# ---- counts --------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
 def word_topic_counts(words, topics, num_words, num_topics):
@@ -151,9 +149,7 @@ def random_topics(n, num_topics, seed):
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# pieces shared by both sweeps
-# --------------------------------------------------------------------------------------------
+# ---- pieces shared by both sweeps ----------------------------------------------------------
 
 # How the pieces compile, so that the split costs nothing against one hand-written loop:
 #
@@ -191,9 +187,7 @@ def _draw_cumulative(weights, u):
     return weights.shape[0] - 1
 
 
-# --------------------------------------------------------------------------------------------
-# the dense O(K) sweep
-# --------------------------------------------------------------------------------------------
+# ---- the dense O(K) sweep ------------------------------------------------------------------
 
 @_token_step
 def _count_dense(d, w, k, delta, doc_topic, word_topic, topic_totals, inv, vbeta):
@@ -248,9 +242,7 @@ def _sweep_dense(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, wor
     return changed
 
 
-# --------------------------------------------------------------------------------------------
-# SparseLDA: the per-word (topic, count) lists
-# --------------------------------------------------------------------------------------------
+# ---- SparseLDA: the per-word (topic, count) lists ------------------------------------------
 # During a sparse sweep each word of the range keeps its topics with n_wk > 0 as rows
 # (topic, count) of ``wl``, sorted by decreasing count as in MALLET's SparseLDA, so the searches
 # for a token's old topic and for u in the q bucket usually stop at the first row; ``wmeta[w]``
@@ -398,9 +390,7 @@ def _prefetch_word_list(words, i, last_tok, wmeta, wl):
     _prefetch(wl, wmeta[words[min(i + _AHEAD // 2, last_tok)], 0], 0)
 
 
-# --------------------------------------------------------------------------------------------
-# SparseLDA: the document's topics and the three buckets
-# --------------------------------------------------------------------------------------------
+# ---- SparseLDA: the document's topics and the three buckets --------------------------------
 # The document's non-zero topics are kept as a list dnz[:nd] with positions dpos for O(1)
 # removal; dpos[k] >= 0 iff k is listed, which keeps the list free of duplicates even if
 # doc_topic disagrees with topics. coef_k = (n_dk + α_k)/(n_k + Vβ) is kept for every k: α_k
@@ -518,9 +508,7 @@ def _draw_sparse(u, q, r, d, doc_topic, alpha, beta, inv, dnz, nd, wl, base, L, 
     return alpha.shape[0] - 1, -1
 
 
-# --------------------------------------------------------------------------------------------
-# the SparseLDA sweep
-# --------------------------------------------------------------------------------------------
+# ---- the SparseLDA sweep -------------------------------------------------------------------
 
 @_sweep_piece
 def _sweep_sparse(doc_start, doc_stop, doc_offsets, words, topics, doc_topic, word_topic,

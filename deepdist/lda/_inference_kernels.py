@@ -4,7 +4,8 @@ Fold-in samples the topics of new documents against a fixed topic-word
 distribution ``phi`` (only the document's counts change); document completion
 scores the second half of each held-out document with theta estimated on the
 first half; the document-topic prior log p(z) scores a training state's assignments.  The
-sampling sweep itself lives in :mod:`._kernels`, whose RNG these kernels share.
+sampling sweep itself lives in :mod:`._kernels`, whose RNG and list of a document's topics
+these kernels share.
 
 Every function here takes arrays and scalars only; validation lives in :mod:`.sampler`.
 """
@@ -14,7 +15,8 @@ import math
 import numpy as np
 from numba import njit
 
-from ._kernels import _FASTMATH, _seed_state, _uniform, _next
+from ._kernels import (_FASTMATH, _list_doc_topic, _next, _seed_state, _uniform,
+                       _unlist_doc_topic)
 
 
 # --------------------------------------------------------------------------------------------
@@ -22,13 +24,15 @@ from ._kernels import _FASTMATH, _seed_state, _uniform, _next
 # --------------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _fold_in_doc(words, lo, hi, phi_wk, alpha_phi, alpha, iterations, burn_in,
-                 z, ndk, dnz, dpos, cum, theta_row, state):
+def _fold_in_doc(words, lo, hi, phi_wk, alpha_phi, alpha, iterations, burn_in, scratch,
+                 theta_row, state):
     """Gibbs-sample one document's topics against fixed phi; accumulate theta samples.
 
     p(z=k) ∝ (n_dk + α_k) φ_kw splits into a document part Σ_{n_dk>0} n_dk φ_kw and a prior
-    part α_k φ_kw whose total per word (``alpha_phi``) is precomputed.
+    part α_k φ_kw whose total per word (``alpha_phi``) is precomputed. The document's topics
+    are listed in dnz[:nd] with positions dpos, as in the sweep.
     """
+    z, ndk, dnz, dpos, cum = scratch
     K = phi_wk.shape[1]
     n = hi - lo
     nd = 0
@@ -40,9 +44,7 @@ def _fold_in_doc(words, lo, hi, phi_wk, alpha_phi, alpha, iterations, burn_in,
         z[j] = t
         ndk[t] += 1
         if ndk[t] == 1:
-            dnz[nd] = t
-            dpos[t] = nd
-            nd += 1
+            nd = _list_doc_topic(t, nd, dnz, dpos)
     samples = 0
     for it in range(iterations):
         for j in range(n):
@@ -50,12 +52,7 @@ def _fold_in_doc(words, lo, hi, phi_wk, alpha_phi, alpha, iterations, burn_in,
             t = z[j]
             ndk[t] -= 1
             if ndk[t] == 0:
-                p = dpos[t]
-                nd -= 1
-                last = dnz[nd]
-                dnz[p] = last
-                dpos[last] = p
-                dpos[t] = -1
+                nd = _unlist_doc_topic(t, nd, dnz, dpos)
             r = 0.0
             for m in range(nd):
                 k = dnz[m]
@@ -79,9 +76,7 @@ def _fold_in_doc(words, lo, hi, phi_wk, alpha_phi, alpha, iterations, burn_in,
                         break
             ndk[new] += 1
             if ndk[new] == 1:
-                dnz[nd] = new
-                dpos[new] = nd
-                nd += 1
+                nd = _list_doc_topic(new, nd, dnz, dpos)
             z[j] = new
         if it >= burn_in:
             for m in range(nd):
@@ -122,6 +117,21 @@ def _alpha_phi(phi_wk, alpha):
 
 
 @njit(cache=True, nogil=True)
+def _fold_in_scratch(doc_offsets, num_topics):
+    """(z, ndk, dnz, dpos, cum) for :func:`_fold_in_doc`, sized for the longest document and K.
+
+    Allocated once per call and reused by every document: no topic counted (ndk 0) or listed
+    (dpos -1), the state _fold_in_doc leaves them in.
+    """
+    maxlen = 0
+    for d in range(doc_offsets.shape[0] - 1):
+        maxlen = max(maxlen, doc_offsets[d + 1] - doc_offsets[d])
+    return (np.empty(maxlen, np.int32), np.zeros(num_topics, np.int32),
+            np.empty(num_topics, np.int32), np.full(num_topics, -1, np.int32),
+            np.empty(num_topics, np.float64))
+
+
+@njit(cache=True, nogil=True)
 def fold_in(doc_offsets, words, phi_wk, alpha, iterations, burn_in, seed):
     """theta (D, K) for documents sampled against fixed phi_wk = p(w | k), shape (V, K)."""
     K = phi_wk.shape[1]
@@ -129,14 +139,7 @@ def fold_in(doc_offsets, words, phi_wk, alpha, iterations, burn_in, seed):
     theta = np.zeros((D, K), np.float64)
     alpha_phi = _alpha_phi(phi_wk, alpha)
     alpha_sum = alpha.sum()
-    maxlen = 0
-    for d in range(D):
-        maxlen = max(maxlen, doc_offsets[d + 1] - doc_offsets[d])
-    z = np.empty(maxlen, np.int32)
-    ndk = np.zeros(K, np.int32)
-    dnz = np.empty(K, np.int32)
-    dpos = np.full(K, -1, np.int32)
-    cum = np.empty(K, np.float64)
+    scratch = _fold_in_scratch(doc_offsets, K)
     state = _seed_state(seed)
     for d in range(D):
         lo = doc_offsets[d]
@@ -144,7 +147,7 @@ def fold_in(doc_offsets, words, phi_wk, alpha, iterations, burn_in, seed):
         samples = 0
         if hi > lo:
             samples, state = _fold_in_doc(words, lo, hi, phi_wk, alpha_phi, alpha, iterations,
-                                          burn_in, z, ndk, dnz, dpos, cum, theta[d], state)
+                                          burn_in, scratch, theta[d], state)
         _theta_finish(theta[d], samples, hi - lo, alpha, alpha_sum)
     return theta
 
@@ -157,14 +160,7 @@ def completion_log_likelihood(doc_offsets, words, phi_wk, alpha, iterations, bur
     D = doc_offsets.shape[0] - 1
     alpha_phi = _alpha_phi(phi_wk, alpha)
     alpha_sum = alpha.sum()
-    maxlen = 0
-    for d in range(D):
-        maxlen = max(maxlen, doc_offsets[d + 1] - doc_offsets[d])
-    z = np.empty(maxlen, np.int32)
-    ndk = np.zeros(K, np.int32)
-    dnz = np.empty(K, np.int32)
-    dpos = np.full(K, -1, np.int32)
-    cum = np.empty(K, np.float64)
+    scratch = _fold_in_scratch(doc_offsets, K)
     theta = np.empty(K, np.float64)
     state = _seed_state(seed)
     total = 0.0
@@ -179,7 +175,7 @@ def completion_log_likelihood(doc_offsets, words, phi_wk, alpha, iterations, bur
         samples = 0
         if mid > lo:
             samples, state = _fold_in_doc(words, lo, mid, phi_wk, alpha_phi, alpha, iterations,
-                                          burn_in, z, ndk, dnz, dpos, cum, theta, state)
+                                          burn_in, scratch, theta, state)
         _theta_finish(theta, samples, mid - lo, alpha, alpha_sum)
         for i in range(mid, hi):
             w = words[i]

@@ -95,9 +95,14 @@ class Estimator:
     def _init_renamed(self, renamed: dict) -> None:
         """For ``__init__(..., **renamed)``: set renamed parameters given under their old names,
         refuse any other unexpected keyword as Python would."""
+        defaults = inspect.signature(type(self).__init__).parameters
         for name in renamed:
             if name not in self._renamed:
                 raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument {name!r}")
+            current = self._renamed[name]
+            given = getattr(self, current, defaults[current].default)
+            if given is not defaults[current].default:
+                raise TypeError(f"{type(self).__name__} got both {name}= and its new name {current}=")
         for name, value in self._take_renamed(renamed).items():
             setattr(self, name, value)
 
@@ -126,6 +131,11 @@ class Estimator:
         if name.startswith("__"):
             raise AttributeError(name)
         cls = type(self)
+        prop = getattr(cls, name, None)
+        if isinstance(prop, property):
+            # the property itself raised an AttributeError (a NotFittedError, say): Python then
+            # asks here, and a plain "no attribute" would hide its message; let it raise again
+            return prop.__get__(self, cls)
         if name in cls._renamed:
             warnings.warn(f"{cls.__name__}.{name} is renamed {cls._renamed[name]}", DeprecationWarning,
                           stacklevel=2)

@@ -162,6 +162,9 @@ def test_old_parameter_names_warn_and_still_work(name, old, new, value):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cls(**{new: value})  # the new name is silent
+    with pytest.raises(TypeError, match="both"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cls(**{old: value, new: value})
 
 
 def test_gibbs_fit_result_still_answers_as_the_model_with_a_warning(sc):

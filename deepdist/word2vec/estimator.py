@@ -301,9 +301,3 @@ class DistributedWord2Vec(Estimator):
         self._check_fitted()
         return self.model_.wv
 
-    def __getattr__(self, name: str):
-        # NotFittedError is an AttributeError, so Python answers a property that raises it by
-        # calling __getattr__, whose plain "no attribute" would hide the not-fitted message
-        if name == "wv_":
-            self._check_fitted()
-        return super().__getattr__(name)

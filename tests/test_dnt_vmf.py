@@ -147,6 +147,11 @@ def test_normalizer_limit_at_zero_is_minus_log_sphere_area():
         assert float(log_vmf_normalizer(dim, 0.0)) == pytest.approx(-log_area, rel=1e-14)
         assert float(log_vmf_normalizer(dim, 1e-8)) == pytest.approx(-log_area, rel=1e-12, abs=1e-12)
     assert float(log_vmf_normalizer(3, 1.0)) == pytest.approx(-math.log(4 * math.pi * math.sinh(1.0)), rel=1e-14)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigurationError):
+            log_vmf_normalizer(3, bad)
+    with pytest.raises(ConfigurationError):
+        log_vmf_normalizer(1, 1.0)
 
 
 def test_normalizer_against_scipy_and_finite_at_vocabulary_scale():
@@ -252,3 +257,14 @@ def test_sample_vmf_uniform_at_zero_kappa_and_reproducible():
         sample_vmf(np.zeros(5), 1.0, 3)
     with pytest.raises(ConfigurationError):
         sample_vmf(np.ones(5), -1.0, 3)
+
+
+def test_sample_vmf_extremes():
+    # Vocabulary-sized sphere at the paper's scale of κ.
+    mu = np.zeros(37000)
+    mu[5] = 1.0
+    w = sample_vmf(mu, 1e4, 200, rng=2)[:, 5]
+    assert abs(w.mean() - float(mean_resultant_length(37000, 1e4))) < 4 * w.std() / math.sqrt(200)
+    # Very concentrated on S²: 1 − w is exponential with mean ≈ 1/κ.
+    gap = 1.0 - sample_vmf(np.array([0.0, 0.0, 1.0]), 1e7, 20000, rng=1)[:, 2]
+    assert np.all(gap >= 0) and abs(gap.mean() * 1e7 - 1.0) < 4 / math.sqrt(20000)

@@ -189,13 +189,13 @@ def log_vmf_normalizer(dim, kappa):
     """
     dim = _check_dim(dim)
     kappa = np.asarray(kappa, dtype=float)
+    if np.any(~np.isfinite(kappa)) or np.any(kappa < 0):
+        raise ConfigurationError(f"kappa must be finite and >= 0, got {kappa}")
     nu = dim / 2.0 - 1.0
     log_area = math.log(2.0) + (dim / 2.0) * math.log(math.pi) - math.lgamma(dim / 2.0)
     positive = kappa > 0
     safe = np.where(positive, kappa, 1.0)
     value = nu * np.log(safe) - (dim / 2.0) * _LOG_2PI - log_bessel_iv(nu, safe)
-    if np.any(kappa < 0):
-        raise ConfigurationError(f"kappa must be >= 0, got {kappa}")
     return np.where(positive, value, -log_area)
 
 

@@ -6,6 +6,7 @@ Python's ``decimal`` (integer and half-integer orders) and the closed forms of h
 
 from __future__ import annotations
 
+import functools
 import math
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -43,6 +44,7 @@ def _dec_lgamma(z: Decimal) -> Decimal:
     return total - shift
 
 
+@functools.lru_cache(maxsize=None)
 def _dec_log_iv(nu, x) -> Decimal:
     """log I_ν(x) from the power series, summed exactly enough in 50-digit decimal arithmetic."""
     with localcontext() as ctx:

@@ -10,9 +10,9 @@ A document is its L2-normalised term-frequency vector x (a unit row of a CSR mat
   log Σ_k w_k C_D(κ_k) exp(κ_k µ_kᵀx).
 
 Both take ``x_csr`` as ``(indptr, indices, data)`` or anything with those attributes (a
-``scipy.sparse.csr_matrix``).  The products xᵀµ are computed a block of documents at a time by
-gathering the means' columns of each document's words, so memory stays at one dense (K × V)
-copy of the means plus a bounded block, whatever the number of documents.
+``scipy.sparse.csr_matrix``).  The products xᵀµ are computed a block of same-length documents
+at a time, gathering the means' values of each document's words, so memory stays at one dense
+(V × K) copy of the means plus a bounded block, whatever the number of documents.
 
 Example::
 
@@ -76,8 +76,12 @@ def _as_csr(x_csr, n_words: int | None = None, *, unit: bool = True):
     return indptr, indices, data, n_words
 
 
-def _unit_means(means, n_words: int, name: str = "means") -> np.ndarray:
-    """``means`` as float64 (K, V) with rows scaled to unit norm; zero rows refused."""
+def _unit_means_t(means, n_words: int, name: str = "means") -> np.ndarray:
+    """The transpose (V, K) of ``means`` in float64, C-contiguous, each mean scaled to unit norm.
+
+    One copy of the means, laid out so a word's K values are adjacent for the gathers; zero
+    means are refused.
+    """
     means = np.asarray(means, dtype=np.float64)
     if means.ndim == 1:
         means = means[None, :]
@@ -86,7 +90,9 @@ def _unit_means(means, n_words: int, name: str = "means") -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", means, means))
     if np.any(~np.isfinite(norms)) or np.any(norms == 0):
         raise ConfigurationError(f"{name} rows must be finite and nonzero (a mean direction each)")
-    return means / norms[:, None]
+    means_t = np.array(means.T, dtype=np.float64, order="C")
+    means_t /= norms
+    return means_t
 
 
 def _blocks(indptr: np.ndarray, k: int):
@@ -130,11 +136,10 @@ def similarities(x_csr, means, *, n_words: int | None = None):
     """
     indptr, indices, data, n_words = _as_csr(x_csr, n_words if n_words is not None
                                              else np.shape(means)[-1])
-    yield from _iter_products(indptr, indices, data, _unit_means(means, n_words))
+    yield from _iter_products(indptr, indices, data, _unit_means_t(means, n_words))
 
 
-def _iter_products(indptr, indices, data, unit_means):
-    means_t = np.ascontiguousarray(unit_means.T)
+def _iter_products(indptr, indices, data, means_t):
     for rows, positions in _blocks(indptr, means_t.shape[1]):
         yield rows, _block_products(indices, data, means_t, positions)
 
@@ -151,20 +156,20 @@ def paper_scores(x_csr, means, beta: float = 1e4, posteriors=None) -> np.ndarray
     """
     beta = _positive("beta", beta)
     indptr, indices, data, n_words = _as_csr(x_csr, np.shape(means)[-1])
-    unit = _unit_means(means, n_words)
+    means_t = _unit_means_t(means, n_words)
     n_docs = len(indptr) - 1
     if posteriors is None:
         out = np.empty(n_docs, dtype=np.float64)
-        for rows, block in _iter_products(indptr, indices, data, unit):
+        for rows, block in _iter_products(indptr, indices, data, means_t):
             out[rows] = block.max(axis=1)
         return beta * out
     posteriors = np.asarray(posteriors, dtype=np.float64)
-    if posteriors.shape != (n_docs, unit.shape[0]):
+    if posteriors.shape != (n_docs, means_t.shape[1]):
         raise ConfigurationError(f"posteriors must have shape (n_docs, K) = ({n_docs}, "
-                                 f"{unit.shape[0]}), got {posteriors.shape}")
+                                 f"{means_t.shape[1]}), got {posteriors.shape}")
     z = posteriors.argmax(axis=1)
     rows = np.repeat(np.arange(n_docs), np.diff(indptr))
-    return beta * np.bincount(rows, weights=data * unit[z[rows], indices], minlength=n_docs)
+    return beta * np.bincount(rows, weights=data * means_t[indices, z[rows]], minlength=n_docs)
 
 
 def paper_score(x_csr, means, beta: float = 1e4, posteriors=None) -> float:
@@ -221,7 +226,7 @@ def vmf_loglik(x_csr, means, kappa, weights=None) -> np.ndarray:
         offset = np.log(weights) + log_c
     indptr, indices, data, _ = _as_csr(x_csr, dim)
     out = np.empty(len(indptr) - 1, dtype=np.float64)
-    for rows, block in _iter_products(indptr, indices, data, _unit_means(means, dim)):
+    for rows, block in _iter_products(indptr, indices, data, _unit_means_t(means, dim)):
         logits = offset + kappa * block
         top = logits.max(axis=1)
         out[rows] = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))

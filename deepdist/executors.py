@@ -95,8 +95,10 @@ def ensure_executors(sc) -> dict:
             if "daemon.module" not in cause:
                 cause += ("\nSet PYSPARK_PYTHON (or spark.pyspark.python) to a Python that exists on every "
                           "executor and has numpy, numba, flask and gensim.")
+            # from None: the cause is already in the message, read out of Spark's failure; chained,
+            # the traceback would print the JVM's stack and Py4J's text, the noise this error replaces
             raise ExecutorEnvironmentError(
-                f"the executors could not run a Python task with {sc.pythonExec!r}: {cause}") from err
+                f"the executors could not run a Python task with {sc.pythonExec!r}: {cause}") from None
         modules, python = info["modules"], info["python"]
         missing = [m for m in _REQUIRED if not modules.get(m)]
         if missing:

@@ -111,15 +111,25 @@ class StageKiller:
                 "seconds_into_stage": self.seconds_into_stage}
 
 
-def faulted_fit(cluster, fit, make_killer, tries: int = 3):
+def faulted_fit(cluster, fit, make_killer, tries: int = 3, landed=None):
     """``fit(killer)`` until its kill lands (a fit that outran its kill is run again, the next
-    time with the kill early in the first training stage); returns ``(result, killer)``."""
+    time with the kill early in the first training stage); returns ``(result, killer)``.
+
+    ``landed(result)`` says whether a kill that happened did what the drill needs (say, hit a
+    task that had pushed): on a loaded machine the victim's task may still be starting when
+    the kill comes, and such a run is repeated, with the kill as planned.
+    """
     killer = make_killer()
     for attempt in range(tries):
         cluster.wait_for_workers()
         result = fit(killer)
-        if killer.killed:
+        if killer.killed and (landed is None or landed(result)):
             break
+        if killer.killed:
+            log.warning("the kill hit a task before it had done what the drill needs (attempt %d); "
+                        "running it again", attempt + 1)
+            killer = make_killer()
+            continue
         log.warning("the kill missed its fit (attempt %d); running it again with an early kill", attempt + 1)
         killer = StageKiller(cluster, killer.sc, after=min(killer.after, 0.2), stage=1, worker=killer.worker)
     return result, killer
@@ -171,7 +181,9 @@ def additive_drill(cluster, spark, *, elements: int = 20_000, bins: int = 1000, 
 
     base = fit()
     cluster.wait_for_workers()
-    faulted, killer = faulted_fit(cluster, fit, lambda: StageKiller(cluster, sc, after=after, stage=stage))
+    # the drill is about a lost attempt whose pushes were applied and must be rolled back
+    faulted, killer = faulted_fit(cluster, fit, lambda: StageKiller(cluster, sc, after=after, stage=stage),
+                                  landed=lambda r: r["updates_applied"] > base["updates_applied"])
     return {"undisturbed": base, "faulted": {**faulted, **killer.report()},
             "fault_seconds": faulted["seconds"] - base["seconds"]}
 

@@ -17,7 +17,7 @@ run: java $(STAMP)
 	$(PY) examples/word2vec_wikipedia.py $(ARGS)
 
 test: java $(STAMP)
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -ra --durations=20 $(PYTEST_ARGS)
 
 test-fast: java $(STAMP)
 	$(PY) -m pytest -ra -m "not slow" $(PYTEST_ARGS)

@@ -72,6 +72,13 @@ def pnas_directory(directory: str | os.PathLike | None = None) -> Path:
         f"data/data_pnas/pnas_heldout) and point ${ENV_VAR} at its directory.")
 
 
+def _read_text(path: Path, encoding: str, what: str) -> str:
+    try:
+        return path.read_text(encoding=encoding)
+    except (OSError, UnicodeDecodeError) as err:
+        raise CorpusError(f"{path}: cannot read {what} ({err})") from err
+
+
 def read_vocabulary(path: str | os.PathLike) -> list[str]:
     """The words of a vocabulary file, one a line; word id ``i`` is line ``i`` (from 0).
 
@@ -82,11 +89,7 @@ def read_vocabulary(path: str | os.PathLike) -> list[str]:
         36901
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CorpusError(f"{path}: cannot read the vocabulary ({err})") from err
-    words = text.split("\n")
+    words = _read_text(path, "utf-8", "the vocabulary").split("\n")
     if words and words[-1] == "":
         words.pop()
     seen = {}
@@ -117,11 +120,7 @@ def read_dat(path: str | os.PathLike, vocab_size: int | None = None):
         True
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CorpusError(f"{path}: cannot read ({err})") from err
-    lines = text.split("\n")
+    lines = _read_text(path, "ascii", "the documents").split("\n")
     if lines and lines[-1].strip() == "":
         lines.pop()
     if not lines:

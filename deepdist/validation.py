@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 from .errors import ConfigurationError
 
 __all__ = ["check_bool", "check_callable", "check_callbacks", "check_choice", "check_int", "check_mapping",
@@ -73,7 +75,7 @@ def check_choice(name: str, value, choices):
 
 def check_bool(name: str, value, *, none: bool = False):
     """``value`` if it is True or False (or None when ``none``); numpy booleans count."""
-    if (value is None and none) or isinstance(value, (bool, getattr(__import__("numpy"), "bool_"))):
+    if (value is None and none) or isinstance(value, (bool, np.bool_)):
         return value
     _refuse(name, ("None, " if none else "") + "True or False", value)
 

@@ -49,7 +49,7 @@ from .validation import check_bool, check_choice, check_int, check_real
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Vocabulary", "build_vocabulary"]
+__all__ = ["Vocabulary", "build_vocabulary", "vocabulary_from_id2word"]
 
 #: Up to this many partitions each one's counters reach the driver and are merged there (one
 #: Spark stage); beyond it a shuffle merges them, so the driver holds only the vocabulary.
@@ -480,3 +480,17 @@ def _bucket_counts(merged, counts, hash_buckets: int, stop, keep) -> list:
     for bucket, value in (pair((token, (cf, dfs[token], 0, 0))) for token, cf in cfs.items() if token not in stop):
         buckets[bucket] = _merge_buckets(buckets[bucket], value) if bucket in buckets else value
     return list(buckets.items())
+
+
+def vocabulary_from_id2word(id2word) -> Vocabulary:
+    """A :class:`Vocabulary` of a given id → word map: a list, a dict ``{id: word}`` or a gensim
+    ``Dictionary`` (what estimators take as ``id2word`` when the documents are word ids)."""
+    if hasattr(id2word, "token2id"):  # a gensim Dictionary
+        words = [None] * len(id2word.token2id)
+        for token, i in id2word.token2id.items():
+            words[i] = token
+    elif isinstance(id2word, dict):
+        words = [str(id2word[i]) for i in range(len(id2word))]
+    else:
+        words = [str(w) for w in id2word]
+    return Vocabulary(words)

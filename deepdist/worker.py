@@ -168,6 +168,13 @@ class TaskChannel:
         with self._on_the_wire():
             return self.client.pull_into(params, names, after=self._own_last_push())
 
+    def pull_rows(self, rows: dict) -> tuple[int, dict]:
+        """The latest ``rows`` ``{name: indices}`` as ``(version, {name: SparseRows})``, for a task
+        that keeps no full-size copy of the parameters (only the rows it reads)."""
+        self.stats["pulls"] += 1
+        with self._on_the_wire():
+            return self.client.pull_rows(rows, after=self._own_last_push())
+
     def pull_rows_into(self, params: dict, rows: dict, wait=None) -> int:
         """Copy the latest ``rows`` into ``params``; return the version.
 

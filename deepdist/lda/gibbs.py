@@ -54,7 +54,7 @@ from ..estimator import Estimator
 from ..executors import ensure_executors
 from ..session import spark_context
 from ..validation import check_bool, check_choice, check_int, check_mapping, check_real
-from ..vocabulary import Vocabulary, build_vocabulary
+from ..vocabulary import Vocabulary, build_vocabulary, vocabulary_from_id2word
 from . import gibbs_checkpoint, gibbs_fit, gibbs_lineage
 from .corpus import make_blocks, to_word_ids
 from .gibbs_model import GibbsLDAModel
@@ -192,15 +192,7 @@ class GibbsLDA(Estimator):
             return build_vocabulary(docs_rdd, min_count=self.min_count, max_df=self.max_df,
                                     stop_words=self.stop_words, max_vocab=self.max_vocab,
                                     hash_buckets=self.hash_buckets)
-        if hasattr(id2word, "token2id"):  # a gensim Dictionary
-            words = [None] * len(id2word.token2id)
-            for token, i in id2word.token2id.items():
-                words[i] = token
-        elif isinstance(id2word, dict):
-            words = [str(id2word[i]) for i in range(len(id2word))]
-        else:
-            words = [str(w) for w in id2word]
-        return Vocabulary(words)
+        return vocabulary_from_id2word(id2word)
 
     # -- fitting ---------------------------------------------------------------------------------
     def fit(self, docs_rdd, heldout=None) -> "GibbsLDA":

@@ -1,0 +1,338 @@
+"""The passes of a :class:`~deepdist.dnt.DNT` fit, over one fit-state object.
+
+A pass visits every batch once: ``batches_per_partition`` Spark jobs (*rounds*), each visiting
+batch r of every partition (:class:`deepdist.dnt.task.RoundTask`). After each round the driver
+
+1. drops the birth *extras* of the batches just visited (their memos now hold the new node);
+2. checks that the server's statistics equal the sum of the memos (a linear sketch, or all of
+   them with ``verify="full"``) and rebuilds them from the memos if not (a lost executor);
+3. runs the global step (:func:`deepdist.dnt.variational.global_step`) on S + extras and
+   writes the rows the next round's tasks pull: β A(η) µ (``weights``) and E[log π].
+
+After a pass, structure moves (:mod:`deepdist.dnt.moves`): merges of the pass's candidates whose
+merged entropies the last round reported, then births from the documents the rounds collected.
+Merges renumber memos, so they travel to the next job's tasks as operations to replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+from . import memo as memo_
+from . import moves
+from . import variational as vi
+from .task import RoundTask
+from .tree import Tree
+
+__all__ = ["FitState", "run_pass", "server_stats", "exact_stats", "compact"]
+
+log = logging.getLogger("deepdist.dnt")
+
+
+@dataclass
+class FitState:
+    vocabulary: object
+    hyper: vi.Hyper
+    tree: Tree
+    q: vi.Globals
+    model: dict  # the server's arrays
+    state: object  # RDD of shards
+    num_docs: int
+    partitions: int
+    dd: object = None
+    job: int = 0
+    done: int = 0  # passes done
+    ops: list = field(default_factory=list)  # moves the next job's tasks replay
+    extras: dict = field(default_factory=dict)  # (partition, batch) -> moves.Extra
+    repairs: int = 0
+    elbo_trace: list = field(default_factory=list)  # (job, elbo, moves since the previous entry)
+    describe: str = "elbo -"
+    heldout: object = None
+
+
+# -- the server's statistics -------------------------------------------------------------------
+def server_stats(fit: FitState) -> vi.Stats:
+    """S as the server holds it, rows per slot (a copy)."""
+    params = fit.dd.store.params
+    with fit.dd.store.lock:
+        return vi.Stats(params["mass"].copy(), np.ascontiguousarray(params["stats"].T), params["entropy"].copy())
+
+
+def effective_stats(fit: FitState) -> vi.Stats:
+    """S plus the extras of births not yet seen by their batches' memos."""
+    stats = server_stats(fit)
+    for extra in fit.extras.values():
+        extra.add_to(stats)
+    return stats
+
+
+def _shard_statistics(capacity):
+    def statistics(shard):
+        flats, values = [], []
+        mass, entropy = np.zeros(capacity), np.zeros(capacity)
+        for batch, memo in zip(shard.batches, shard.memos):
+            f, v = memo_.statistics(batch, memo.lam, capacity)
+            flats.append(f)
+            values.append(v)
+            mass += memo.mass
+            entropy += memo.entropy
+        return (np.concatenate(flats) if flats else np.zeros(0, np.int64),
+                np.concatenate(values) if values else np.zeros(0), mass, entropy)
+    return statistics
+
+
+def exact_stats(state, num_words: int, capacity: int):
+    """The sum of all memos' statistics: ``(stats (V, capacity), mass, entropy)``, by one Spark job."""
+    stats = np.zeros(num_words * capacity)
+    mass, entropy = np.zeros(capacity), np.zeros(capacity)
+    for flat, values, m, h in state.map(_shard_statistics(capacity)).collect():
+        np.add.at(stats, flat, values)
+        mass += m
+        entropy += h
+    return stats.reshape(num_words, capacity), mass, entropy
+
+
+def _sketch_of_server(fit: FitState) -> tuple[float, float]:
+    params, cap = fit.dd.store.params, fit.tree.capacity
+    active = fit.tree.active()
+    total = scale = 0.0
+    with fit.dd.store.lock:
+        stats = params["stats"]
+        step = max(1, 4_000_000 // max(len(active), 1))
+        for start in range(0, stats.shape[0], step):
+            rows = np.arange(start, min(start + step, stats.shape[0]))
+            block = stats[start:start + len(rows)][:, active]
+            weights = memo_.sketch_weights((rows[:, None] * cap + active[None, :]).ravel())
+            total += float(weights @ block.ravel())
+            scale += float(np.abs(block).sum())
+    return total, scale
+
+
+def verify(lda, fit: FitState, reports, job: int) -> dict:
+    """Step 2: compare the server's statistics with the memos'; repair them from the memos when
+    they differ. Returns what the check found (for the record)."""
+    params = fit.dd.store.params
+    mass = np.sum([r["mass"] for r in reports], axis=0)
+    entropy = np.sum([r["entropy"] for r in reports], axis=0)
+    memo_sketch = sum(r["sketch"] for r in reports)
+    server_sketch, scale = _sketch_of_server(fit)
+    with fit.dd.store.lock:
+        mass_error = float(np.abs(params["mass"] - mass).max())
+        entropy_error = float(np.abs(params["entropy"] - entropy).max())
+    tolerance = 1e-9 * max(scale, 1.0)
+    found = {"sketch_error": abs(server_sketch - memo_sketch), "mass_error": mass_error,
+             "entropy_error": entropy_error}
+    wrong = (found["sketch_error"] > tolerance or mass_error > 1e-8 * max(fit.num_docs, 1)
+             or entropy_error > 1e-8 * max(fit.num_docs, 1))
+    if lda.verify == "full" or wrong:
+        stats, mass, entropy = exact_stats(fit.state, len(fit.vocabulary), fit.tree.capacity)
+        with fit.dd.store.lock:
+            found["memo_error"] = float(np.abs(params["stats"] - stats).max())
+            found["memo_scale"] = float(np.abs(stats).max())
+            if wrong:
+                params["stats"][...] = stats
+                params["mass"][...] = mass
+                params["entropy"][...] = entropy
+    if wrong:
+        fit.repairs += 1
+        log.warning("DNT job %d: the server's statistics differed from the batches' memos (sketch off by %.3g, "
+                    "mass by %.3g); rebuilt from the memos (repair %d). A lost executor or a task Spark "
+                    "rebuilt from the lineage does this", job, found["sketch_error"], mass_error, fit.repairs)
+    found["repaired"] = bool(wrong)
+    return found
+
+
+def publish(fit: FitState) -> None:
+    """Write what the tasks pull: β A(η) µ per word (``weights``) and E[log π] (``log_prior``)."""
+    weights = vi.node_weights(fit.tree, fit.hyper, fit.q)
+    params = fit.dd.store.params
+    with fit.dd.store.lock:
+        params["weights"][...] = weights.T
+        params["log_prior"][...] = fit.q.log_prior
+
+
+def global_step(lda, fit: FitState, moved: bool) -> float:
+    """Step 3: the global step on S + extras, published; returns the bound."""
+    stats = effective_stats(fit)
+    vi.global_step(fit.tree, stats, fit.hyper, fit.q, sweeps=lda.mean_sweeps)
+    bound = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
+    fit.elbo_trace.append((fit.job, bound, moved))
+    publish(fit)
+    return bound
+
+
+# -- one pass ------------------------------------------------------------------------------------
+def run_pass(lda, fit: FitState, rng) -> dict:
+    """One pass over the data (a round per batch), then the structure moves; returns the record."""
+    from pyspark import StorageLevel
+
+    started = time.perf_counter()
+    final = fit.done + 1 >= lda.epochs
+    cap, V = fit.tree.capacity, len(fit.vocabulary)
+    pass_number = fit.done + 1
+    may_move = not final and len(fit.extras) == 0
+    birth_pass = may_move and lda.birth_every and pass_number % lda.birth_every == 0
+    merge_pass = may_move and lda.merge_every and pass_number % lda.merge_every == 0 and len(fit.tree) > 1
+    stats_now = effective_stats(fit)
+    targets = moves.birth_targets(fit.tree, stats_now.mass, lda.births_per_pass, lda.max_depth,
+                                  lda.max_children, rng) if birth_pass else []
+    candidates = moves.merge_candidates(fit.tree, fit.q, lda.merge_candidates) if merge_pass else []
+    limit = -(-lda.birth_docs // (fit.partitions * lda.batches_per_partition)) if targets else 0
+    bytes_out_before = fit.dd.store.status()["bytes_out"]
+    collected, checks, reports = [], [], []
+    pushed = changed = 0
+    moved = bool(fit.ops)
+    for r in range(lda.batches_per_partition):
+        task = RoundTask(fit.dd.channel(fit.job), job=fit.job, batch=r, ops=fit.ops, capacity=cap, num_words=V,
+                         seed=lda.seed, birth_targets=targets, birth_limit=limit,
+                         merge_pairs=candidates if r == lda.batches_per_partition - 1 else (), hook=lda._task_hook)
+        previous = fit.state
+        new_state = previous.mapPartitions(task, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
+        label = f"pass {pass_number}/{lda.epochs}" + (f" batch {r + 1}/{lda.batches_per_partition}"
+                                                       if lda.batches_per_partition > 1 else "")
+        fit.state = new_state
+        reports = fit.dd.run_epoch(fit.job, lambda: new_state.map(_report).collect(), label=label,
+                                   describe=lambda: fit.describe)
+        previous.unpersist()
+        fit.ops = []
+        for key in [k for k in fit.extras if k[1] == r]:
+            del fit.extras[key]
+        checks.append(verify(lda, fit, reports, fit.job))
+        for report in reports:
+            pushed += report["bytes_pushed"]
+            changed += report["changed_docs"]
+            for target, piece in report["collected"].items():
+                collected.append((target, ((report["partition"], r), piece)))
+        bound = global_step(lda, fit, moved)
+        moved = False
+        fit.describe = f"elbo {bound:.6g}, {len(fit.tree)} nodes"
+        fit.job += 1
+    fit.done += 1
+    record = {"epoch": fit.done, "elbo": bound, "nodes": len(fit.tree), "changed_docs": changed,
+              "bytes_pushed": pushed, "bytes_pulled": fit.dd.store.status()["bytes_out"] - bytes_out_before,
+              "repaired": any(c["repaired"] for c in checks),
+              "memo_error": max((c.get("memo_error", 0.0) for c in checks), default=0.0),
+              "births_proposed": len(targets), "births": 0, "merges_proposed": len(candidates), "merges": 0}
+    if candidates:
+        record["merges"] = _merges(lda, fit, candidates, reports)
+    if merge_pass and lda.move_candidates:
+        record["moves"] = _moves(lda, fit)
+    if targets:
+        record["births"] = _births(lda, fit, targets, collected, rng)
+    if record["births"] or record["merges"] or record.get("moves"):
+        record["elbo_after_moves"] = global_step(lda, fit, True)
+        record["nodes"] = len(fit.tree)
+    record["seconds"] = time.perf_counter() - started
+    return record
+
+
+def _report(shard):
+    return shard.report
+
+
+def _merges(lda, fit: FitState, candidates, reports) -> int:
+    merged_entropy = np.sum([r["pair_entropy"] for r in reports], axis=0)
+    stats = effective_stats(fit)
+    before = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
+    touched, accepted = set(), 0
+    for (keep, gone), entropy in zip(candidates, merged_entropy):
+        tree = fit.tree
+        if keep in touched or gone in touched or gone not in tree.children or keep not in tree.children:
+            continue
+        if tree.parent[gone] != keep and tree.parent[gone] != tree.parent[keep]:
+            continue
+        result = moves.try_merge(tree, stats, fit.hyper, fit.q, keep, gone, float(entropy), before)
+        if result is None:
+            continue
+        fit.tree, stats, fit.q, gain = result
+        before += gain
+        touched.update((keep, gone))
+        accepted += 1
+        fit.ops.append(("merge", keep, gone))
+        _merge_on_server(fit, keep, gone, float(entropy))
+        log.info("DNT: merged node %d into %d (bound +%.4g)", gone, keep, gain)
+    return accepted
+
+
+def _moves(lda, fit: FitState) -> int:
+    stats = effective_stats(fit)
+    before = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
+    accepted = 0
+    for kind, a, b in moves.move_candidates(fit.tree, fit.q, lda.move_candidates):
+        tree = fit.tree
+        if a not in tree.children or b not in tree.children:
+            continue
+        if kind == "move" and tree.depth(b) + 1 + _height(tree, a) > lda.max_depth:
+            continue
+        if kind == "swap" and (tree.parent[b] != a or len(tree.children[b]) >= lda.max_children):
+            continue
+        result = moves.try_move(tree, stats, fit.hyper, fit.q, kind, a, b, before)
+        if result is None:
+            continue
+        fit.tree, fit.q, gain = result
+        before += gain
+        accepted += 1
+        log.info("DNT: %s %d %s %d (bound +%.4g)", kind, a, "under" if kind == "move" else "with", b, gain)
+    return accepted
+
+
+def _height(tree, node) -> int:
+    """Levels of ``node``'s subtree below it."""
+    depths = {node: 0}
+    for n in tree.subtree(node)[1:]:
+        depths[n] = depths[int(tree.parent[n])] + 1
+    return max(depths.values())
+
+
+def _merge_on_server(fit: FitState, keep: int, gone: int, entropy: float) -> None:
+    params = fit.dd.store.params
+    with fit.dd.store.lock:
+        params["stats"][:, keep] += params["stats"][:, gone]
+        params["stats"][:, gone] = 0.0
+        params["mass"][keep] += params["mass"][gone]
+        params["mass"][gone] = 0.0
+        params["entropy"][keep] = entropy
+        params["entropy"][gone] = 0.0
+
+
+def _births(lda, fit: FitState, targets, collected, rng) -> int:
+    cap, V = fit.tree.capacity, len(fit.vocabulary)
+    stats = effective_stats(fit)
+    accepted = 0
+    merged_away = {op[2] for op in fit.ops}
+    for target in targets:
+        pieces = [piece for t, piece in collected if t == target]
+        if not pieces or target in merged_away or target not in fit.tree.children:
+            continue
+        if fit.tree.depth(target) + 1 >= lda.max_depth or len(fit.tree.children[target]) >= lda.max_children:
+            continue
+        docs = moves.BirthDocs.gather(pieces, V, cap)
+        docs.renumber(fit.ops, cap)
+        result = moves.propose_birth(fit.tree, stats, fit.hyper, fit.q, target, docs, rng)
+        if result is None:
+            continue
+        fit.tree, stats, fit.q, gain, extras, child = result
+        for key, extra in extras.items():
+            if key in fit.extras:
+                old = fit.extras[key]
+                extra = moves.Extra(np.concatenate([old.flat, extra.flat]), np.concatenate([old.values, extra.values]),
+                                    old.mass + extra.mass, old.entropy + extra.entropy)
+            fit.extras[key] = extra
+        accepted += 1
+        log.info("DNT: node %d born under %d from %d documents (bound +%.4g)", child, target, docs.x.shape[0], gain)
+    return accepted
+
+
+def compact(fit: FitState):
+    """The fitted tree renumbered breadth first: ``(parents, slots)`` (slots[i] is node i's slot)."""
+    slots = fit.tree.breadth_first()
+    number = {slot: i for i, slot in enumerate(slots)}
+    parents = np.array([-1 if fit.tree.parent[s] < 0 else number[int(fit.tree.parent[s])] for s in slots], np.int64)
+    return parents, np.array(slots, np.int64)
+
+

@@ -1,0 +1,277 @@
+"""Structure moves of a DNT fit, made on the driver between passes: births and merges.
+
+Both are judged by the evidence lower bound of a *valid* q before and after
+(:func:`deepdist.dnt.variational.elbo`), so an accepted move always raises it:
+
+* **Birth** at node ε (:func:`propose_birth`): documents whose most responsible node is ε were
+  collected during the pass (a random subset of them, ``birth_docs``). A new child c of ε starts
+  at one of the two spherical 2-means centroids of those documents (the one further from µ_ε);
+  restricted VI then alternates their responsibilities between ε and c with updates of ε's and
+  c's means. The statistics of the proposal are the memos' with those documents moved:
+  S' = S − S_old(docs) + S_new(docs). If the bound of (tree + c, S') beats the bound of (tree,
+  S), the birth is kept and the difference S_new − S_old stays on the driver, per batch, as an
+  *extra* until the batch's next visit makes its memo reflect c (bnpy's birth, with the
+  double-counting removed: the moved documents count once, where the proposal put them).
+* **Move** of a node with its subtree (:func:`try_move`) under a sibling or its grandparent whose
+  mean is closer to its own than its parent's: a birth places a child under the node whose
+  documents it split, which is its true parent only if the tree above it is already right.
+  A move changes no document's responsibilities, so neither the memos nor the server's
+  statistics; only the tree, the sticks and the means' coupling, which the bound judges.
+* **Merge** of a pair (:func:`try_merge`): siblings, or a parent and a child, proposed by the
+  cosine of their means before a pass (:func:`merge_candidates`); the tasks report the merged
+  node's entropy −Σ(λ_i + λ_j) log(λ_i + λ_j) for each candidate during the pass, the other
+  statistics add up. Accepted only if the bound, after a global step, rises.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from . import variational as vi
+from .memo import KEEP, _xlogx
+from .tree import Tree
+
+__all__ = ["Extra", "BirthDocs", "propose_birth", "merge_candidates", "try_merge", "birth_targets",
+           "move_candidates", "try_move"]
+
+log = logging.getLogger("deepdist.dnt")
+
+#: alternations of responsibilities and means in a birth's restricted VI
+_RESTRICTED_ITERATIONS = 8
+
+
+@dataclass
+class Extra:
+    """Statistics that a birth moved but no memo holds yet (one batch's share)."""
+
+    flat: np.ndarray  # indices word·capacity + slot
+    values: np.ndarray
+    mass: np.ndarray  # (capacity,)
+    entropy: np.ndarray  # (capacity,)
+
+    def add_to(self, stats: vi.Stats, sign: float = 1.0) -> None:
+        cap = stats.mass.size
+        np.add.at(stats.sums, (self.flat % cap, self.flat // cap), sign * self.values)
+        stats.mass += sign * self.mass
+        stats.entropy += sign * self.entropy
+
+
+@dataclass
+class BirthDocs:
+    """Documents collected for a birth at one node: their rows over the vocabulary (unit), their
+    current λ (documents × capacity) and the batch ``(partition, batch)`` each came from."""
+
+    x: sparse.csr_matrix
+    lam: sparse.csr_matrix
+    batch_of: list
+
+    @classmethod
+    def gather(cls, pieces, num_words: int, capacity: int) -> "BirthDocs":
+        """From ``[((partition, batch), (indptr, words, values, λ indptr, λ slots, λ values)), ...]``."""
+        xs, lams, keys = [], [], []
+        for key, (indptr, words, values, lptr, lslots, lvals) in pieces:
+            n = len(indptr) - 1
+            xs.append(sparse.csr_matrix((values, words, indptr), shape=(n, num_words)))
+            lams.append(sparse.csr_matrix((lvals, lslots, lptr), shape=(n, capacity)))
+            keys.extend([key] * n)
+        return cls(sparse.vstack(xs).tocsr(), sparse.vstack(lams).tocsr(), keys)
+
+    def renumber(self, ops, capacity: int) -> None:
+        """Apply merges made since the documents were collected to their λ."""
+        target = np.arange(capacity)
+        for _, keep, gone in ops:
+            target[target == gone] = keep
+        coo = self.lam.tocoo()
+        self.lam = sparse.csr_matrix((coo.data, (coo.row, target[coo.col])), shape=self.lam.shape)
+        self.lam.sum_duplicates()
+
+
+def _stats_of(x, lam, capacity):
+    """(sums as (capacity, V) sparse, mass (capacity,), entropy (capacity,)) of documents x with λ."""
+    sums = (lam.T @ x).tocsr()
+    mass = np.asarray(lam.sum(axis=0)).ravel()
+    coo = lam.tocoo()
+    entropy = -np.bincount(coo.col, weights=_xlogx(coo.data), minlength=capacity)
+    return sums, mass, entropy
+
+
+def _two_means(x, mu, rng, iterations=10):
+    """Spherical 2-means of the rows of x; returns the centroid further from ``mu`` (unit)."""
+    n = x.shape[0]
+    first = x[rng.integers(n)].toarray().ravel()
+    cos_first = np.asarray(x @ first).ravel()
+    second = x[int(np.argmin(cos_first))].toarray().ravel()
+    centres = np.vstack([first, second])
+    for _ in range(iterations):
+        side = np.asarray(x @ centres.T).argmax(axis=1)
+        for k in range(2):
+            members = x[side == k]
+            if members.shape[0]:
+                total = np.asarray(members.sum(axis=0)).ravel()
+                norm = np.linalg.norm(total)
+                if norm > 0:
+                    centres[k] = total / norm
+    return centres[int(np.argmin(centres @ mu))]
+
+
+def _add_sparse(dense: np.ndarray, sp, sign: float = 1.0) -> None:
+    coo = sp.tocoo()
+    np.add.at(dense, (coo.row, coo.col), sign * coo.data)
+
+
+def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, target: int, docs: BirthDocs,
+                  rng, min_docs: int = 4):
+    """A birth of a child under ``target`` from ``docs``: ``(tree, stats, q, gain, extras, child)``
+    when it raises the bound (``extras``: ``{batch key: Extra}``), else None."""
+    cap = tree.capacity
+    n = docs.x.shape[0]
+    if n < min_docs or not tree.free_slots():
+        return None
+    before = vi.elbo(tree, stats, hyper, q)
+    new_tree = tree.copy()
+    child = new_tree.add_child(target)
+    new_q = q.copy()
+    new_q.mu[child] = _two_means(docs.x, q.mu[target], rng)
+    new_q.eta[child] = hyper.kappa1
+    # the statistics without the collected documents; the restricted VI puts them back on {ε, c}
+    old_sums, old_mass, old_entropy = _stats_of(docs.x, docs.lam, cap)
+    trial = stats.copy()
+    _add_sparse(trial.sums, old_sums, -1.0)
+    base_mass, base_entropy = trial.mass - old_mass, trial.entropy - old_entropy
+    pair = np.array([target, child])
+    base_rows = trial.sums[pair].copy()
+    # start from the 2-means split (documents nearer the new centroid go to the child): a child
+    # at its prior concentration would draw no document at all
+    nearer = np.asarray(docs.x @ new_q.mu[child]).ravel() > np.asarray(docs.x @ q.mu[target]).ravel()
+    resp = np.column_stack([~nearer, nearer]).astype(np.float64)
+    for iteration in range(_RESTRICTED_ITERATIONS):
+        if iteration:
+            weights = vi.node_weights(new_tree, hyper, new_q)[pair]
+            scores = np.asarray(docs.x @ weights.T) + new_q.log_prior[pair]
+            scores -= scores.max(axis=1, keepdims=True)
+            resp = np.exp(scores)
+            resp /= resp.sum(axis=1, keepdims=True)
+            resp[resp < KEEP] = 0.0
+            resp /= resp.sum(axis=1, keepdims=True)
+        r, c = np.nonzero(resp)
+        lam = sparse.csr_matrix((resp[r, c], (r, pair[c])), shape=(n, cap))
+        sums, mass, entropy = _stats_of(docs.x, lam, cap)
+        trial.sums[pair] = base_rows + sums[pair].toarray()
+        trial.mass, trial.entropy = base_mass + mass, base_entropy + entropy
+        vi.sticks(new_tree, trial.mass, hyper, new_q)
+        vi.means(new_tree, trial, hyper, new_q, sweeps=2, nodes=pair)
+    vi.global_step(new_tree, trial, hyper, new_q)
+    after = vi.elbo(new_tree, trial, hyper, new_q)
+    moved = float(lam[:, child].sum())
+    if not after > before or moved < 1.0:
+        return None
+    return new_tree, trial, new_q, after - before, _extras(docs, lam, cap), child
+
+
+def _extras(docs: BirthDocs, lam, cap) -> dict:
+    """Per batch, the statistics of its documents under the birth's λ minus under their memo's."""
+    extras = {}
+    for key in dict.fromkeys(docs.batch_of):
+        rows = np.array([i for i, k in enumerate(docs.batch_of) if k == key])
+        x = docs.x[rows]
+        new_sums, new_mass, new_entropy = _stats_of(x, lam[rows], cap)
+        old_sums, old_mass, old_entropy = _stats_of(x, docs.lam[rows], cap)
+        diff = (new_sums - old_sums).tocoo()
+        extras[key] = Extra((diff.col.astype(np.int64) * cap + diff.row), diff.data.copy(),
+                            new_mass - old_mass, new_entropy - old_entropy)
+    return extras
+
+
+def birth_targets(tree: Tree, mass: np.ndarray, count: int, max_depth: int, max_children: int, rng) -> list:
+    """Up to ``count`` distinct nodes drawn ∝ their mass, among those that may take a child."""
+    depths = tree.depths()
+    nodes = [n for n in tree.breadth_first()
+             if depths[n] + 1 < max_depth and len(tree.children[n]) < max_children and mass[n] >= 1.0]
+    count = min(count, len(nodes), len(tree.free_slots()))
+    if count <= 0:
+        return []
+    weights = np.array([mass[n] for n in nodes], float)
+    return sorted(int(n) for n in rng.choice(nodes, size=count, replace=False, p=weights / weights.sum()))
+
+
+def merge_candidates(tree: Tree, q: vi.Globals, limit: int) -> list:
+    """Up to ``limit`` pairs ``(keep, gone)`` — a parent and its child, or two siblings — by the
+    cosine of their means, most similar first."""
+    pairs = [(p, c) for p, c in tree.edges()] + tree.sibling_pairs()
+    if not pairs:
+        return []
+    cosines = np.array([float(q.mu[a] @ q.mu[b]) for a, b in pairs])
+    order = np.argsort(-cosines, kind="stable")[:limit]
+    return [tuple(int(v) for v in pairs[i]) for i in order]
+
+
+def try_merge(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, keep: int, gone: int,
+              merged_entropy: float, before: float):
+    """Merge ``gone`` into ``keep`` if the bound rises: ``(tree, stats, q, gain)`` or None."""
+    new_tree = tree.copy()
+    new_tree.merge(keep, gone)
+    new_stats = stats.copy()
+    new_stats.sums[keep] += new_stats.sums[gone]
+    new_stats.sums[gone] = 0.0
+    new_stats.mass[keep] += new_stats.mass[gone]
+    new_stats.mass[gone] = 0.0
+    new_stats.entropy[keep] = merged_entropy
+    new_stats.entropy[gone] = 0.0
+    new_q = q.copy()
+    new_q.mu[gone] = 0.0
+    new_q.eta[gone] = 0.0
+    vi.global_step(new_tree, new_stats, hyper, new_q)
+    after = vi.elbo(new_tree, new_stats, hyper, new_q)
+    if after > before:
+        return new_tree, new_stats, new_q, after - before
+    return None
+
+
+def move_candidates(tree: Tree, q: vi.Globals, limit: int) -> list:
+    """Up to ``limit`` moves, the largest gain in cosine first:
+
+    * ``("move", node, new parent)``: the sibling or grandparent whose mean is most similar to the
+      node's, when more similar than its parent's;
+    * ``("swap", parent, child)``: a child whose mean is more similar to its grandparent's than its
+      parent's is: the two exchange places (a heavy leaf born before its true parent ends up above it).
+    """
+    found = []
+    for node in tree.breadth_first()[1:]:
+        parent = int(tree.parent[node])
+        here = float(q.mu[parent] @ q.mu[node])
+        options = [s for s in tree.children[parent] if s != node]
+        grand = int(tree.parent[parent])
+        if grand >= 0:
+            options.append(grand)
+            gain = float(q.mu[grand] @ q.mu[node] - q.mu[grand] @ q.mu[parent])
+            if gain > 0:
+                found.append((gain, "swap", parent, node))
+        if options:
+            cosines = q.mu[options] @ q.mu[node]
+            best = int(np.argmax(cosines))
+            if cosines[best] > here:
+                found.append((float(cosines[best] - here), "move", node, options[best]))
+    found.sort(key=lambda f: -f[0])
+    return [f[1:] for f in found[:limit]]
+
+
+def try_move(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, kind: str, a: int, b: int,
+             before: float):
+    """Make the move ``(kind, a, b)`` if the bound rises: ``(tree, q, gain)`` or None."""
+    new_tree = tree.copy()
+    if kind == "move":
+        if b in tree.subtree(a):
+            return None
+        new_tree.move(a, b)
+    else:
+        new_tree.swap(a, b)
+    new_q = q.copy()
+    vi.global_step(new_tree, stats, hyper, new_q)
+    after = vi.elbo(new_tree, stats, hyper, new_q)
+    if after > before:
+        return new_tree, new_q, after - before
+    return None

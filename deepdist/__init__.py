@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 # `import deepdist` (in every Spark task) stays cheap.
 _LAZY = {
     "DistributedWord2Vec": "deepdist.word2vec",
+    "DNT": "deepdist.dnt.estimator",
+    "DNTModel": "deepdist.dnt.model",
     "GibbsLDA": "deepdist.lda.gibbs",
     "GibbsLDAModel": "deepdist.lda.gibbs_model",
     "OnlineLDA": "deepdist.lda.online",
@@ -42,7 +44,7 @@ def __getattr__(name):
 
 __all__ = [
     "AdaGrad", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist", "DeepDistError",
-    "DescentFailedError", "DistributedWord2Vec", "Estimator", "GibbsLDA", "GibbsLDAModel", "InvalidUpdateError",
+    "DNT", "DNTModel", "DescentFailedError", "DistributedWord2Vec", "Estimator", "GibbsLDA", "GibbsLDAModel", "InvalidUpdateError",
     "ModelClient", "ModelShapeError", "NotFittedError", "OnlineLDA", "ParamAdapter", "SGD", "ServerConfig",
     "ServerError", "ServerUnreachableError", "SparseRows", "SupersededAttemptError", "TaskChannel",
     "TrainingFailedError", "Vocabulary", "WireFormatError", "build_dictionary", "build_vocabulary", "report",

@@ -175,7 +175,7 @@ def run_pass(lda, fit: FitState, rng) -> dict:
     final = fit.done + 1 >= lda.epochs
     cap, V = fit.tree.capacity, len(fit.vocabulary)
     pass_number = fit.done + 1
-    may_move = not final and len(fit.extras) == 0
+    may_move = not final  # the extras of the last births are gone by the end of this pass
     birth_pass = may_move and lda.birth_every and pass_number % lda.birth_every == 0
     merge_pass = may_move and lda.merge_every and pass_number % lda.merge_every == 0 and len(fit.tree) > 1
     stats_now = effective_stats(fit)

@@ -35,7 +35,13 @@ def _online():
     return OnlineLDA
 
 
-FAMILIES = {"word2vec": _word2vec, "gibbs": _gibbs, "online": _online}
+def _dnt():
+    from deepdist.dnt import DNT
+
+    return DNT
+
+
+FAMILIES = {"word2vec": _word2vec, "gibbs": _gibbs, "online": _online, "dnt": _dnt}
 #: the concepts every family names the same way
 SHARED = ("epochs", "seed", "spark", "server_options", "progress", "callbacks")
 
@@ -62,6 +68,9 @@ def _small_fit(name, sc, **params):
         est = cls(vector_size=16, min_count=2, epochs=2, progress=False, **params)
         return est, sc.parallelize(_lee_sentences(), 2)
     tokens = _synthetic()
+    if name == "dnt":
+        est = cls(max_nodes=8, epochs=3, beta=100.0, births_per_pass=2, progress=False, **params)
+        return est, sc.parallelize(tokens, 2)
     if name == "gibbs":
         est = cls(num_topics=5, epochs=3, progress=False, **params)
         return est, sc.parallelize(tokens, 2)
@@ -150,6 +159,7 @@ def test_fit_returns_the_estimator_with_model_history_and_callbacks(name, sc, tm
 @pytest.mark.parametrize("name,old,new,value", [
     ("gibbs", "iterations", "epochs", 4),
     ("online", "passes", "epochs", 4),
+    ("dnt", "passes", "epochs", 4),
     ("word2vec", "deepdist_options", "server_options", {"queue_size": 8}),
 ])
 def test_old_parameter_names_warn_and_still_work(name, old, new, value):

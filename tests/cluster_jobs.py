@@ -4,7 +4,8 @@
 
 Runs a plain ``dd.train`` (exact additive counts, and least squares by Downpour SGD),
 ``GibbsLDA`` and ``OnlineLDA`` on corpora planted from LDA's generative process, and
-``DistributedWord2Vec`` on gensim's ``lee_background.cor``; beside each it computes the
+``DistributedWord2Vec`` on gensim's ``lee_background.cor`` and ``DNT`` on a corpus drawn from its own
+model (with its server statistics checked against the memos after every pass); beside each it computes the
 single-machine reference the quality is judged against, and writes the numbers, the
 master and the executor processes that ran the tasks to ``--output``. tests/test_cluster.py
 asserts on them.
@@ -133,7 +134,34 @@ def job_word2vec(sc) -> dict:
     return {"loss": evaluator(model), "untrained_loss": evaluator(untrained), "reference_loss": evaluator(reference)}
 
 
-JOBS = {"train": job_train, "gibbs": job_gibbs, "online": job_online, "word2vec": job_word2vec}
+def job_dnt(sc) -> dict:
+    from deepdist.dnt import DNT
+    from deepdist.dnt.fit import exact_stats
+    from deepdist.dnt.synthetic import synthetic_tree_corpus
+
+    corpus = synthetic_tree_corpus(n_docs=1500, vocab_size=400, kind="counts", seed=2, alpha=4.0, gamma=2.0)
+    bows = [[(int(w), int(n)) for w, n in zip(np.flatnonzero(row), row[row > 0])] for row in corpus.counts]
+    held = {}
+    dnt = DNT(max_nodes=16, epochs=5, beta=300.0, kappa1=300.0, births_per_pass=3, seed=0, progress=False)
+
+    def check(estimator, record):
+        fit = held["fit"]
+        stats, mass, _ = exact_stats(fit.state, len(fit.vocabulary), fit.tree.capacity)
+        with fit.dd.store.lock:
+            held.setdefault("errors", []).append(float(np.abs(fit.dd.store.params["stats"] - stats).max()))
+
+    dnt._fit_hook = lambda fit: held.update(fit=fit)
+    dnt.callbacks = [check]
+    dnt.fit(sc.parallelize(bows, 2), id2word=[f"w{i}" for i in range(400)])
+    trace = dnt.elbo_trace_
+    falls = [(a - b) / abs(a) for (_, a, _), (_, b, moved) in zip(trace, trace[1:]) if not moved and a]
+    cosine = corpus.node_means @ dnt.model_.mean_directions_.T
+    big = corpus.node_masses >= 0.05
+    return {"nodes": int(dnt.model_.n_nodes_), "memo_errors": held["errors"], "repairs": dnt.repairs_,
+            "largest_fall": max(falls, default=0.0), "big_matched": float((cosine.max(axis=1)[big] >= 0.9).mean())}
+
+
+JOBS = {"train": job_train, "gibbs": job_gibbs, "online": job_online, "word2vec": job_word2vec, "dnt": job_dnt}
 
 
 def main(argv=None) -> int:

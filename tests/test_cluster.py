@@ -89,6 +89,9 @@ def test_every_entry_point_runs_on_the_executors_with_local_quality(cluster, tmp
     assert r["gibbs"]["ll_per_token"][-1] > r["gibbs"]["ll_per_token"][1]
     assert r["online"]["recovery"] > 0.9, r["online"]
     assert r["online"]["perplexity"] <= 1.05 * r["online"]["reference_perplexity"], r["online"]
+    dnt = r["dnt"]
+    assert dnt["nodes"] > 1 and dnt["repairs"] == 0 and max(dnt["memo_errors"]) < 1e-9, dnt
+    assert dnt["largest_fall"] < 1e-13 and dnt["big_matched"] >= 0.9, dnt
     w2v = r["word2vec"]
     assert w2v["loss"] < 0.9 * w2v["untrained_loss"], w2v
     assert w2v["loss"] <= 1.1 * w2v["reference_loss"], w2v

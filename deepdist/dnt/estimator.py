@@ -60,6 +60,8 @@ class DNT(Estimator):
         max_depth: at most this many levels (the root is level 1).
         max_children: at most this many children per node.
         epochs: passes over the data (formerly ``passes``).
+        grow_epochs: structure moves follow passes up to this one (None: every pass but the last);
+            the passes after it only refine the tree they leave.
         batches_per_partition: batches of memoized VI per partition: a pass is this many Spark
             jobs, each visiting one batch of every partition, with a global step after each.
         birth_every, merge_every: try births / merges after every this many passes (0: never).
@@ -105,14 +107,14 @@ class DNT(Estimator):
 
     def __init__(self, *, alpha: float = 0.5, gamma: float = 0.5, kappa0: float = 100.0, kappa1: float = 1000.0,
                  beta: float = 1e4, max_nodes: int = 400, max_depth: int = 8, max_children: int = 50,
-                 epochs: int = 20, batches_per_partition: int = 2, birth_every: int = 1, merge_every: int = 2,
+                 epochs: int = 20, grow_epochs: int | None = None, batches_per_partition: int = 2, birth_every: int = 1, merge_every: int = 2,
                  births_per_pass: int = 8, birth_docs: int = 2000, merge_candidates: int = 20, move_candidates: int = 20,
                  mean_sweeps: int = 2, verify: str = "sketch", id2word=None, min_count: int = 1,
                  max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, seed: int = 0, spark=None,
                  server_options: dict | None = None, progress: bool = True, callbacks=(), **renamed):
         self.alpha, self.gamma, self.kappa0, self.kappa1, self.beta = alpha, gamma, kappa0, kappa1, beta
         self.max_nodes, self.max_depth, self.max_children = max_nodes, max_depth, max_children
-        self.epochs, self.batches_per_partition = epochs, batches_per_partition
+        self.epochs, self.grow_epochs, self.batches_per_partition = epochs, grow_epochs, batches_per_partition
         self.birth_every, self.merge_every, self.births_per_pass = birth_every, merge_every, births_per_pass
         self.birth_docs, self.merge_candidates, self.mean_sweeps = birth_docs, merge_candidates, mean_sweeps
         self.move_candidates = move_candidates
@@ -131,6 +133,7 @@ class DNT(Estimator):
             check_int(name, getattr(self, name))
         for name in ("birth_every", "merge_every", "merge_candidates", "move_candidates", "seed", "min_count"):
             check_int(name, getattr(self, name), minimum=0)
+        check_int("grow_epochs", self.grow_epochs, minimum=0, none=True)
         check_real("max_df", self.max_df, above=0)
         check_choice("verify", self.verify, ("sketch", "full"))
         check_bool("progress", self.progress)

@@ -113,7 +113,7 @@ def _sketch_of_server(fit: FitState) -> tuple[float, float]:
     return total, scale
 
 
-def verify(lda, fit: FitState, reports, job: int) -> dict:
+def verify(dnt, fit: FitState, reports, job: int) -> dict:
     """Step 2: compare the server's statistics with the memos'; repair them from the memos when
     they differ. Returns what the check found (for the record)."""
     params = fit.dd.store.params
@@ -129,7 +129,7 @@ def verify(lda, fit: FitState, reports, job: int) -> dict:
              "entropy_error": entropy_error}
     wrong = (found["sketch_error"] > tolerance or mass_error > 1e-8 * max(fit.num_docs, 1)
              or entropy_error > 1e-8 * max(fit.num_docs, 1))
-    if lda.verify == "full" or wrong:
+    if dnt.verify == "full" or wrong:
         stats, mass, entropy = exact_stats(fit.state, len(fit.vocabulary), fit.tree.capacity)
         with fit.dd.store.lock:
             found["memo_error"] = float(np.abs(params["stats"] - stats).max())
@@ -156,10 +156,10 @@ def publish(fit: FitState) -> None:
         params["log_prior"][...] = fit.q.log_prior
 
 
-def global_step(lda, fit: FitState, moved: bool) -> float:
+def global_step(dnt, fit: FitState, moved: bool) -> float:
     """Step 3: the global step on S + extras, published; returns the bound."""
     stats = effective_stats(fit)
-    vi.global_step(fit.tree, stats, fit.hyper, fit.q, sweeps=lda.mean_sweeps)
+    vi.global_step(fit.tree, stats, fit.hyper, fit.q, sweeps=dnt.mean_sweeps)
     bound = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
     fit.elbo_trace.append((fit.job, bound, moved))
     publish(fit)
@@ -167,34 +167,35 @@ def global_step(lda, fit: FitState, moved: bool) -> float:
 
 
 # -- one pass ------------------------------------------------------------------------------------
-def run_pass(lda, fit: FitState, rng) -> dict:
+def run_pass(dnt, fit: FitState, rng) -> dict:
     """One pass over the data (a round per batch), then the structure moves; returns the record."""
     from pyspark import StorageLevel
 
     started = time.perf_counter()
-    final = fit.done + 1 >= lda.epochs
+    final = fit.done + 1 >= dnt.epochs
     cap, V = fit.tree.capacity, len(fit.vocabulary)
     pass_number = fit.done + 1
-    may_move = not final  # the extras of the last births are gone by the end of this pass
-    birth_pass = may_move and lda.birth_every and pass_number % lda.birth_every == 0
-    merge_pass = may_move and lda.merge_every and pass_number % lda.merge_every == 0 and len(fit.tree) > 1
+    # the extras of the last births are gone by the end of this pass; the last passes refine
+    may_move = not final and pass_number <= (dnt.grow_epochs if dnt.grow_epochs is not None else dnt.epochs)
+    birth_pass = may_move and dnt.birth_every and pass_number % dnt.birth_every == 0
+    merge_pass = may_move and dnt.merge_every and pass_number % dnt.merge_every == 0 and len(fit.tree) > 1
     stats_now = effective_stats(fit)
-    targets = moves.birth_targets(fit.tree, stats_now.mass, lda.births_per_pass, lda.max_depth,
-                                  lda.max_children, rng) if birth_pass else []
-    candidates = moves.merge_candidates(fit.tree, fit.q, lda.merge_candidates) if merge_pass else []
-    limit = -(-lda.birth_docs // (fit.partitions * lda.batches_per_partition)) if targets else 0
+    targets = moves.birth_targets(fit.tree, stats_now.mass, dnt.births_per_pass, dnt.max_depth,
+                                  dnt.max_children, rng) if birth_pass else []
+    candidates = moves.merge_candidates(fit.tree, fit.q, dnt.merge_candidates) if merge_pass else []
+    limit = -(-dnt.birth_docs // (fit.partitions * dnt.batches_per_partition)) if targets else 0
     bytes_out_before = fit.dd.store.status()["bytes_out"]
     collected, checks, reports = [], [], []
     pushed = changed = 0
     moved = bool(fit.ops)
-    for r in range(lda.batches_per_partition):
+    for r in range(dnt.batches_per_partition):
         task = RoundTask(fit.dd.channel(fit.job), job=fit.job, batch=r, ops=fit.ops, capacity=cap, num_words=V,
-                         seed=lda.seed, birth_targets=targets, birth_limit=limit,
-                         merge_pairs=candidates if r == lda.batches_per_partition - 1 else (), hook=lda._task_hook)
+                         seed=dnt.seed, birth_targets=targets, birth_limit=limit,
+                         merge_pairs=candidates if r == dnt.batches_per_partition - 1 else (), hook=dnt._task_hook)
         previous = fit.state
         new_state = previous.mapPartitions(task, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
-        label = f"pass {pass_number}/{lda.epochs}" + (f" batch {r + 1}/{lda.batches_per_partition}"
-                                                       if lda.batches_per_partition > 1 else "")
+        label = f"pass {pass_number}/{dnt.epochs}" + (f" batch {r + 1}/{dnt.batches_per_partition}"
+                                                       if dnt.batches_per_partition > 1 else "")
         fit.state = new_state
         reports = fit.dd.run_epoch(fit.job, lambda: new_state.map(_report).collect(), label=label,
                                    describe=lambda: fit.describe)
@@ -202,13 +203,13 @@ def run_pass(lda, fit: FitState, rng) -> dict:
         fit.ops = []
         for key in [k for k in fit.extras if k[1] == r]:
             del fit.extras[key]
-        checks.append(verify(lda, fit, reports, fit.job))
+        checks.append(verify(dnt, fit, reports, fit.job))
         for report in reports:
             pushed += report["bytes_pushed"]
             changed += report["changed_docs"]
             for target, piece in report["collected"].items():
                 collected.append((target, ((report["partition"], r), piece)))
-        bound = global_step(lda, fit, moved)
+        bound = global_step(dnt, fit, moved)
         moved = False
         fit.describe = f"elbo {bound:.6g}, {len(fit.tree)} nodes"
         fit.job += 1
@@ -219,13 +220,13 @@ def run_pass(lda, fit: FitState, rng) -> dict:
               "memo_error": max((c.get("memo_error", 0.0) for c in checks), default=0.0),
               "births_proposed": len(targets), "births": 0, "merges_proposed": len(candidates), "merges": 0}
     if candidates:
-        record["merges"] = _merges(lda, fit, candidates, reports)
-    if merge_pass and lda.move_candidates:
-        record["moves"] = _moves(lda, fit)
+        record["merges"] = _merges(dnt, fit, candidates, reports)
+    if merge_pass and dnt.move_candidates:
+        record["moves"] = _moves(dnt, fit)
     if targets:
-        record["births"] = _births(lda, fit, targets, collected, rng)
+        record["births"] = _births(dnt, fit, targets, collected, rng)
     if record["births"] or record["merges"] or record.get("moves"):
-        record["elbo_after_moves"] = global_step(lda, fit, True)
+        record["elbo_after_moves"] = global_step(dnt, fit, True)
         record["nodes"] = len(fit.tree)
     record["seconds"] = time.perf_counter() - started
     return record
@@ -235,7 +236,7 @@ def _report(shard):
     return shard.report
 
 
-def _merges(lda, fit: FitState, candidates, reports) -> int:
+def _merges(dnt, fit: FitState, candidates, reports) -> int:
     merged_entropy = np.sum([r["pair_entropy"] for r in reports], axis=0)
     stats = effective_stats(fit)
     before = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
@@ -259,17 +260,17 @@ def _merges(lda, fit: FitState, candidates, reports) -> int:
     return accepted
 
 
-def _moves(lda, fit: FitState) -> int:
+def _moves(dnt, fit: FitState) -> int:
     stats = effective_stats(fit)
     before = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
     accepted = 0
-    for kind, a, b in moves.move_candidates(fit.tree, fit.q, lda.move_candidates):
+    for kind, a, b in moves.move_candidates(fit.tree, fit.q, dnt.move_candidates):
         tree = fit.tree
         if a not in tree.children or b not in tree.children:
             continue
-        if kind == "move" and tree.depth(b) + 1 + _height(tree, a) > lda.max_depth:
+        if kind == "move" and tree.depth(b) + 1 + _height(tree, a) > dnt.max_depth:
             continue
-        if kind == "swap" and (tree.parent[b] != a or len(tree.children[b]) >= lda.max_children):
+        if kind == "swap" and (tree.parent[b] != a or len(tree.children[b]) >= dnt.max_children):
             continue
         result = moves.try_move(tree, stats, fit.hyper, fit.q, kind, a, b, before)
         if result is None:
@@ -300,7 +301,7 @@ def _merge_on_server(fit: FitState, keep: int, gone: int, entropy: float) -> Non
         params["entropy"][gone] = 0.0
 
 
-def _births(lda, fit: FitState, targets, collected, rng) -> int:
+def _births(dnt, fit: FitState, targets, collected, rng) -> int:
     cap, V = fit.tree.capacity, len(fit.vocabulary)
     stats = effective_stats(fit)
     accepted = 0
@@ -309,7 +310,7 @@ def _births(lda, fit: FitState, targets, collected, rng) -> int:
         pieces = [piece for t, piece in collected if t == target]
         if not pieces or target in merged_away or target not in fit.tree.children:
             continue
-        if fit.tree.depth(target) + 1 >= lda.max_depth or len(fit.tree.children[target]) >= lda.max_children:
+        if fit.tree.depth(target) + 1 >= dnt.max_depth or len(fit.tree.children[target]) >= dnt.max_children:
             continue
         docs = moves.BirthDocs.gather(pieces, V, cap)
         docs.renumber(fit.ops, cap)

@@ -118,6 +118,21 @@ def _two_means(x, mu, rng, iterations=10):
     return centres[int(np.argmin(centres @ mu))]
 
 
+def _local_step(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, nodes) -> None:
+    """The global step where a move changed the tree: the sticks, and the means of ``nodes``, their
+    parents and children. Every other mean keeps its value, so q stays a valid (if not fully
+    updated) distribution and the bound compares two valid q's; the pass's next global step
+    updates the rest."""
+    near = set()
+    for node in nodes:
+        near.add(node)
+        near.update(tree.children[node])
+        if tree.parent[node] >= 0:
+            near.add(int(tree.parent[node]))
+    vi.sticks(tree, stats.mass, hyper, q)
+    vi.means(tree, stats, hyper, q, sweeps=2, nodes=sorted(near))
+
+
 def _add_sparse(dense: np.ndarray, sp, sign: float = 1.0) -> None:
     coo = sp.tocoo()
     np.add.at(dense, (coo.row, coo.col), sign * coo.data)
@@ -150,7 +165,7 @@ def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, t
     resp = np.column_stack([~nearer, nearer]).astype(np.float64)
     for iteration in range(_RESTRICTED_ITERATIONS):
         if iteration:
-            weights = vi.node_weights(new_tree, hyper, new_q)[pair]
+            weights = vi.node_weights(new_tree, hyper, new_q, nodes=pair)
             scores = np.asarray(docs.x @ weights.T) + new_q.log_prior[pair]
             scores -= scores.max(axis=1, keepdims=True)
             resp = np.exp(scores)
@@ -164,7 +179,7 @@ def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, t
         trial.mass, trial.entropy = base_mass + mass, base_entropy + entropy
         vi.sticks(new_tree, trial.mass, hyper, new_q)
         vi.means(new_tree, trial, hyper, new_q, sweeps=2, nodes=pair)
-    vi.global_step(new_tree, trial, hyper, new_q)
+    _local_step(new_tree, trial, hyper, new_q, [target, child])
     after = vi.elbo(new_tree, trial, hyper, new_q)
     moved = float(lam[:, child].sum())
     if not after > before or moved < 1.0:
@@ -224,7 +239,7 @@ def try_merge(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, keep:
     new_q = q.copy()
     new_q.mu[gone] = 0.0
     new_q.eta[gone] = 0.0
-    vi.global_step(new_tree, new_stats, hyper, new_q)
+    _local_step(new_tree, new_stats, hyper, new_q, [keep])
     after = vi.elbo(new_tree, new_stats, hyper, new_q)
     if after > before:
         return new_tree, new_stats, new_q, after - before
@@ -270,7 +285,7 @@ def try_move(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, kind: 
     else:
         new_tree.swap(a, b)
     new_q = q.copy()
-    vi.global_step(new_tree, stats, hyper, new_q)
+    _local_step(new_tree, stats, hyper, new_q, [a, b])
     after = vi.elbo(new_tree, stats, hyper, new_q)
     if after > before:
         return new_tree, new_q, after - before

@@ -134,7 +134,8 @@ def means(tree: Tree, stats: Stats, hyper: Hyper, q: Globals, sweeps: int = 2, n
     n/‖n‖ and concentration ‖n‖. ``nodes`` limits the updates to those slots (a move's
     neighbourhood); the others stay as they are.
     """
-    order = tree.breadth_first() if nodes is None else [n for n in tree.breadth_first() if n in set(nodes)]
+    chosen = None if nodes is None else {int(n) for n in nodes}
+    order = tree.breadth_first() if chosen is None else [n for n in tree.breadth_first() if n in chosen]
     resultant = np.zeros(tree.capacity)
     active = tree.active()
     resultant[active] = mean_resultant_length(hyper.dim, q.eta[active])
@@ -157,9 +158,13 @@ def global_step(tree: Tree, stats: Stats, hyper: Hyper, q: Globals, sweeps: int 
     return q
 
 
-def node_weights(tree: Tree, hyper: Hyper, q: Globals) -> np.ndarray:
+def node_weights(tree: Tree, hyper: Hyper, q: Globals, nodes=None) -> np.ndarray:
     """β A(η_ε) µ_ε per slot (capacity, V): a document's expected log-likelihood under ε is
-    ``weights[ε] · x`` plus a constant. Free slots hold zeros."""
+    ``weights[ε] · x`` plus a constant. Free slots hold zeros. With ``nodes``, only those rows,
+    in that order."""
+    if nodes is not None:
+        nodes = np.asarray(nodes)
+        return (hyper.beta * mean_resultant_length(hyper.dim, q.eta[nodes]))[:, None] * q.mu[nodes]
     out = np.zeros_like(q.mu)
     active = tree.active()
     out[active] = (hyper.beta * mean_resultant_length(hyper.dim, q.eta[active]))[:, None] * q.mu[active]

@@ -212,3 +212,12 @@ def test_births_merges_and_moves_recover_a_tree_drawn_from_the_model(sc):
     matched = [k for k in big if best[k] >= 0.9 and corpus.parents[k] >= 0]
     agree = [model.tree_[match[k]] == match[corpus.parents[k]] for k in matched]
     assert np.mean(agree) >= 0.8, (model.show_tree(3), match, best)
+
+
+def test_a_word_id_outside_the_vocabulary_is_one_clear_error(sc):
+    from deepdist.errors import ConfigurationError
+
+    docs = [[(0, 2), (1, 1)], [(2, 1), (7, 3)]]
+    with pytest.raises(ConfigurationError, match=r"word ids must lie in \[0, 3\)") as info:
+        DNT(epochs=2, progress=False).fit(sc.parallelize(docs, 2), id2word=["a", "b", "c"])
+    assert "Py4J" not in str(info.value) and "Traceback" not in str(info.value)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DeepDistError, find_tagged_error
 from ..lda.corpus import to_word_ids
 from .memo import Batch, Shard, empty_memo
 
-__all__ = ["term_frequencies", "make_shards", "shard_summary"]
+__all__ = ["term_frequencies", "make_shards", "shard_summary", "collect_summaries"]
 
 
 def _weighted_pairs(document):
@@ -59,7 +59,10 @@ def make_shards(docs_rdd, vocabulary, num_words: int, batches: int, capacity: in
     """The RDD of shards (one per partition) of ``docs_rdd``."""
 
     def build(partition, docs):
-        rows = [tf for tf in (term_frequencies(d, vocabulary, num_words) for d in docs) if tf[0].size]
+        try:
+            rows = [tf for tf in (term_frequencies(d, vocabulary, num_words) for d in docs) if tf[0].size]
+        except DeepDistError as err:  # Spark passes the driver a string: the tag rebuilds the error there
+            raise type(err)(err.tagged()) from None
         bounds = np.linspace(0, len(rows), batches + 1).astype(int)
         parts = [Batch.from_documents(rows[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         yield Shard(partition, parts, [empty_memo(capacity) for _ in parts])
@@ -75,3 +78,15 @@ def shard_summary(shard):
     values = np.concatenate([b.data for b in shard.batches])
     words, inverse = np.unique(ids, return_inverse=True)
     return sum(b.num_docs for b in shard.batches), words, np.bincount(inverse, weights=values)
+
+
+def collect_summaries(shards) -> list:
+    """:func:`shard_summary` of every shard (the job that builds and caches them), with a bad
+    document's error raised as itself rather than as Spark's failure of the job."""
+    try:
+        return shards.map(shard_summary).collect()
+    except Exception as err:
+        tagged = find_tagged_error(str(err))
+        if tagged is None:
+            raise
+        raise tagged from None

@@ -33,7 +33,7 @@ from ..validation import check_bool, check_choice, check_int, check_mapping, che
 from ..vocabulary import Vocabulary, build_vocabulary, vocabulary_from_id2word
 from . import fit as fit_
 from . import variational as vi
-from .corpus import make_shards, shard_summary, term_frequencies
+from .corpus import collect_summaries, make_shards, term_frequencies
 from .tree import Tree
 
 __all__ = ["DNT"]
@@ -175,7 +175,7 @@ class DNT(Estimator):
                 fit.dd = dd
                 if self._fit_hook is not None:
                     self._fit_hook(fit)
-                fit_.global_step(self, fit, False)
+                fit_.global_step(self, fit, False, trace=False)
                 while fit.done < self.epochs:
                     record = fit_.run_pass(self, fit, rng)
                     if fit.heldout is not None:
@@ -211,7 +211,7 @@ class DNT(Estimator):
         shards = make_shards(docs_rdd, vocabulary, V, self.batches_per_partition, cap).setName(
             "DNT shards").persist(StorageLevel.MEMORY_AND_DISK)
         centroid, num_docs = np.zeros(V), 0
-        for n, words, sums in shards.map(shard_summary).collect():
+        for n, words, sums in collect_summaries(shards):
             num_docs += n
             centroid[words] += sums
         if num_docs == 0:

@@ -156,12 +156,13 @@ def publish(fit: FitState) -> None:
         params["log_prior"][...] = fit.q.log_prior
 
 
-def global_step(dnt, fit: FitState, moved: bool) -> float:
+def global_step(dnt, fit: FitState, moved: bool, trace: bool = True) -> float:
     """Step 3: the global step on S + extras, published; returns the bound."""
     stats = effective_stats(fit)
     vi.global_step(fit.tree, stats, fit.hyper, fit.q, sweeps=dnt.mean_sweeps)
     bound = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
-    fit.elbo_trace.append((fit.job, bound, moved))
+    if trace:
+        fit.elbo_trace.append((fit.job, bound, moved))
     publish(fit)
     return bound
 
@@ -180,9 +181,9 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
     birth_pass = may_move and dnt.birth_every and pass_number % dnt.birth_every == 0
     merge_pass = may_move and dnt.merge_every and pass_number % dnt.merge_every == 0 and len(fit.tree) > 1
     stats_now = effective_stats(fit)
-    targets = moves.birth_targets(fit.tree, stats_now.mass, dnt.births_per_pass, dnt.max_depth,
+    targets = moves.birth_targets(fit.tree, stats_now, dnt.births_per_pass, dnt.max_depth,
                                   dnt.max_children, rng) if birth_pass else []
-    candidates = moves.merge_candidates(fit.tree, fit.q, dnt.merge_candidates) if merge_pass else []
+    candidates = moves.merge_candidates(fit.tree, fit.q, dnt.merge_candidates, stats_now.mass) if merge_pass else []
     limit = -(-dnt.birth_docs // (fit.partitions * dnt.batches_per_partition)) if targets else 0
     bytes_out_before = fit.dd.store.status()["bytes_out"]
     collected, checks, reports = [], [], []
@@ -209,7 +210,8 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
             changed += report["changed_docs"]
             for target, piece in report["collected"].items():
                 collected.append((target, ((report["partition"], r), piece)))
-        bound = global_step(dnt, fit, moved)
+        # in the first pass the bound grows as batches join S, not by inference: traced once all have
+        bound = global_step(dnt, fit, moved, trace=fit.done > 0 or r == dnt.batches_per_partition - 1)
         moved = False
         fit.describe = f"elbo {bound:.6g}, {len(fit.tree)} nodes"
         fit.job += 1
@@ -218,16 +220,18 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
               "bytes_pushed": pushed, "bytes_pulled": fit.dd.store.status()["bytes_out"] - bytes_out_before,
               "repaired": any(c["repaired"] for c in checks),
               "memo_error": max((c.get("memo_error", 0.0) for c in checks), default=0.0),
-              "births_proposed": len(targets), "births": 0, "merges_proposed": len(candidates), "merges": 0}
+              "births_proposed": len(targets), "births": 0, "merges_proposed": len(candidates), "merges": 0,
+              "moves": 0}
     if candidates:
         record["merges"] = _merges(dnt, fit, candidates, reports)
     if merge_pass and dnt.move_candidates:
         record["moves"] = _moves(dnt, fit)
     if targets:
         record["births"] = _births(dnt, fit, targets, collected, rng)
-    if record["births"] or record["merges"] or record.get("moves"):
+    if record["births"] or record["merges"] or record["moves"]:
         record["elbo_after_moves"] = global_step(dnt, fit, True)
         record["nodes"] = len(fit.tree)
+        fit.describe = f"elbo {record['elbo_after_moves']:.6g}, {len(fit.tree)} nodes"
     record["seconds"] = time.perf_counter() - started
     return record
 

@@ -109,8 +109,9 @@ def statistics(batch: Batch, lam, capacity: int):
     """``(flat index, value)`` of the batch's Σ λ x (flat = word·capacity + slot), as COO."""
     if lam is None or lam.nnz == 0:
         return np.zeros(0, np.int64), np.zeros(0)
-    sums = (batch.matrix().T.tocsr() @ lam).tocoo()
-    flat = batch.words[sums.row] * capacity + sums.col
+    # (λᵀ X)ᵀ: λ is far sparser than X, and X is never transposed
+    sums = (lam.T.tocsr() @ batch.matrix()).tocoo()
+    flat = batch.words[sums.col] * capacity + sums.row
     return flat.astype(np.int64), sums.data
 
 

@@ -201,27 +201,36 @@ def _extras(docs: BirthDocs, lam, cap) -> dict:
     return extras
 
 
-def birth_targets(tree: Tree, mass: np.ndarray, count: int, max_depth: int, max_children: int, rng) -> list:
-    """Up to ``count`` distinct nodes drawn ∝ their mass, among those that may take a child."""
+def birth_targets(tree: Tree, stats: vi.Stats, count: int, max_depth: int, max_children: int, rng) -> list:
+    """Up to ``count`` distinct nodes that may take a child, drawn ∝ how badly their mean fits
+    their documents, Σλ(1 − cos) = M − ‖s‖ (the spherical k-means loss a split can reduce)."""
     depths = tree.depths()
     nodes = [n for n in tree.breadth_first()
-             if depths[n] + 1 < max_depth and len(tree.children[n]) < max_children and mass[n] >= 1.0]
+             if depths[n] + 1 < max_depth and len(tree.children[n]) < max_children and stats.mass[n] >= 1.0]
     count = min(count, len(nodes), len(tree.free_slots()))
     if count <= 0:
         return []
-    weights = np.array([mass[n] for n in nodes], float)
+    weights = np.array([stats.mass[n] - np.linalg.norm(stats.sums[n]) for n in nodes], float)
+    weights = np.maximum(weights, 1e-12)
+    count = min(count, int(np.count_nonzero(weights > 1e-12)) or 1)
     return sorted(int(n) for n in rng.choice(nodes, size=count, replace=False, p=weights / weights.sum()))
 
 
-def merge_candidates(tree: Tree, q: vi.Globals, limit: int) -> list:
+def merge_candidates(tree: Tree, q: vi.Globals, limit: int, mass=None) -> list:
     """Up to ``limit`` pairs ``(keep, gone)`` — a parent and its child, or two siblings — by the
-    cosine of their means, most similar first."""
+    cosine of their means, most similar first; with ``mass``, as many again of the lightest
+    leaves into their parents (a node that kept almost no documents is all cost to the bound)."""
     pairs = [(p, c) for p, c in tree.edges()] + tree.sibling_pairs()
     if not pairs:
         return []
     cosines = np.array([float(q.mu[a] @ q.mu[b]) for a, b in pairs])
     order = np.argsort(-cosines, kind="stable")[:limit]
-    return [tuple(int(v) for v in pairs[i]) for i in order]
+    chosen = [tuple(int(v) for v in pairs[i]) for i in order]
+    if mass is not None:
+        leaves = [n for n in tree.breadth_first()[1:] if not tree.children[n]]
+        light = sorted(leaves, key=lambda n: mass[n])[:limit]
+        chosen += [(int(tree.parent[n]), int(n)) for n in light if (int(tree.parent[n]), int(n)) not in chosen]
+    return chosen
 
 
 def try_merge(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, keep: int, gone: int,

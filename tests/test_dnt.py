@@ -98,7 +98,7 @@ def test_a_bad_server_total_is_found_by_the_sketch_and_rebuilt_from_the_memos(sc
 
 
 def test_the_bound_never_falls_between_moves_and_moves_raise_it(sc, counts_corpus):
-    dnt = DNT(max_nodes=20, epochs=8, beta=300.0, kappa1=300.0, births_per_pass=3, merge_every=2,
+    dnt = DNT(max_nodes=20, epochs=8, beta=300.0, kappa1=300.0, births_per_pass=3, merge_every=2, max_depth=3,
               progress=False, seed=0)
     dnt.fit(sc.parallelize(_bows(counts_corpus.counts), 2), id2word=[f"w{i}" for i in range(400)])
     trace = dnt.elbo_trace_
@@ -109,6 +109,7 @@ def test_the_bound_never_falls_between_moves_and_moves_raise_it(sc, counts_corpu
     assert moved and all(r["elbo_after_moves"] > r["elbo"] for r in moved)
     assert sum(r["births"] for r in dnt.history_) >= 2
     assert isinstance(dnt.model_, DNTModel)
+    assert dnt.model_.depth_.max() + 1 <= 3  # max_depth counts levels, the model's depth_ from the root's 0
 
 
 # -- the driver's pieces, without Spark ---------------------------------------------------------

@@ -57,10 +57,11 @@ class DNT(Estimator):
         kappa1: each child's concentration about its parent's mean.
         beta: the documents' concentration about their node's mean (fixed; the paper's 10⁴).
         max_nodes: the tree's capacity (the server's arrays have this many node columns).
-        max_depth: at most this many levels (the root is level 1).
+        max_depth: at most this many levels (the root is level 1; the model's ``depth_`` counts
+            the root as 0), for births and moves alike.
         max_children: at most this many children per node.
         epochs: passes over the data (formerly ``passes``).
-        grow_epochs: structure moves follow passes up to this one (None: every pass but the last);
+        grow_epochs: structure moves follow passes up to this one (None: two thirds of ``epochs``);
             the passes after it only refine the tree they leave.
         batches_per_partition: batches of memoized VI per partition: a pass is this many Spark
             jobs, each visiting one batch of every partition, with a global step after each.
@@ -105,10 +106,10 @@ class DNT(Estimator):
     _task_hook = None
     _fit_hook = None
 
-    def __init__(self, *, alpha: float = 0.5, gamma: float = 0.5, kappa0: float = 100.0, kappa1: float = 1000.0,
+    def __init__(self, *, alpha: float = 0.5, gamma: float = 0.5, kappa0: float = 100.0, kappa1: float = 30000.0,
                  beta: float = 1e4, max_nodes: int = 400, max_depth: int = 8, max_children: int = 50,
                  epochs: int = 20, grow_epochs: int | None = None, batches_per_partition: int = 2, birth_every: int = 1, merge_every: int = 2,
-                 births_per_pass: int = 8, birth_docs: int = 2000, merge_candidates: int = 20, move_candidates: int = 20,
+                 births_per_pass: int = 50, birth_docs: int = 2000, merge_candidates: int = 20, move_candidates: int = 20,
                  mean_sweeps: int = 2, verify: str = "sketch", id2word=None, min_count: int = 1,
                  max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, seed: int = 0, spark=None,
                  server_options: dict | None = None, progress: bool = True, callbacks=(), **renamed):

@@ -177,12 +177,15 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
     cap, V = fit.tree.capacity, len(fit.vocabulary)
     pass_number = fit.done + 1
     # the extras of the last births are gone by the end of this pass; the last passes refine
-    may_move = not final and pass_number <= (dnt.grow_epochs if dnt.grow_epochs is not None else dnt.epochs)
+    grow = dnt.grow_epochs if dnt.grow_epochs is not None else max(1, 2 * dnt.epochs // 3)
+    may_move = not final and pass_number <= grow
     birth_pass = may_move and dnt.birth_every and pass_number % dnt.birth_every == 0
     merge_pass = may_move and dnt.merge_every and pass_number % dnt.merge_every == 0 and len(fit.tree) > 1
     stats_now = effective_stats(fit)
     targets = moves.birth_targets(fit.tree, stats_now, dnt.births_per_pass, dnt.max_depth,
                                   dnt.max_children, rng) if birth_pass else []
+    if birth_pass and not fit.done and dnt.max_depth > 1:
+        targets = [0]  # the first pass starts with no statistics, and the root holds every document
     candidates = moves.merge_candidates(fit.tree, fit.q, dnt.merge_candidates, stats_now.mass) if merge_pass else []
     limit = -(-dnt.birth_docs // (fit.partitions * dnt.batches_per_partition)) if targets else 0
     bytes_out_before = fit.dd.store.status()["bytes_out"]
@@ -272,11 +275,9 @@ def _moves(dnt, fit: FitState) -> int:
         tree = fit.tree
         if a not in tree.children or b not in tree.children:
             continue
-        if kind == "move" and tree.depth(b) + 1 + _height(tree, a) > dnt.max_depth:
-            continue
         if kind == "swap" and (tree.parent[b] != a or len(tree.children[b]) >= dnt.max_children):
             continue
-        result = moves.try_move(tree, stats, fit.hyper, fit.q, kind, a, b, before)
+        result = moves.try_move(tree, stats, fit.hyper, fit.q, kind, a, b, before, dnt.max_depth)
         if result is None:
             continue
         fit.tree, fit.q, gain = result
@@ -284,14 +285,6 @@ def _moves(dnt, fit: FitState) -> int:
         accepted += 1
         log.info("DNT: %s %d %s %d (bound +%.4g)", kind, a, "under" if kind == "move" else "with", b, gain)
     return accepted
-
-
-def _height(tree, node) -> int:
-    """Levels of ``node``'s subtree below it."""
-    depths = {node: 0}
-    for n in tree.subtree(node)[1:]:
-        depths[n] = depths[int(tree.parent[n])] + 1
-    return max(depths.values())
 
 
 def _merge_on_server(fit: FitState, keep: int, gone: int, entropy: float) -> None:

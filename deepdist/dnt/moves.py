@@ -284,8 +284,9 @@ def move_candidates(tree: Tree, q: vi.Globals, limit: int) -> list:
 
 
 def try_move(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, kind: str, a: int, b: int,
-             before: float):
-    """Make the move ``(kind, a, b)`` if the bound rises: ``(tree, q, gain)`` or None."""
+             before: float, max_depth: int | None = None):
+    """Make the move ``(kind, a, b)`` if the bound rises (and the tree keeps at most ``max_depth``
+    levels): ``(tree, q, gain)`` or None."""
     new_tree = tree.copy()
     if kind == "move":
         if b in tree.subtree(a):
@@ -293,6 +294,8 @@ def try_move(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, kind: 
         new_tree.move(a, b)
     else:
         new_tree.swap(a, b)
+    if max_depth is not None and max(new_tree.depths().values()) + 1 > max_depth:
+        return None
     new_q = q.copy()
     _local_step(new_tree, stats, hyper, new_q, [a, b])
     after = vi.elbo(new_tree, stats, hyper, new_q)

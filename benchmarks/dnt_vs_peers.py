@@ -211,19 +211,29 @@ def run_hlda(corpus, args) -> dict:
     mdl.train(corpus["hlda_iterations"], workers=1)
     wall = time.perf_counter() - wall
     live = [k for k in range(mdl.k) if mdl.is_live_topic(k)]
-    topics = [[w for w, _ in mdl.get_topic_words(k, top_n=10)] for k in live]
+    topics = [[w for w, _ in mdl.get_topic_words(k, top_n=30)] for k in live]
     return {"seconds": wall, "nodes": len(live), "iterations": corpus["hlda_iterations"],
             "depth": 1 + max(mdl.level(k) for k in live), "topics": topics}
 
 
 def coherence(topics, corpus, dictionary) -> float:
-    """Mean c_npmi of ``topics`` (lists of words) on the held-out token lists; NaN topics left out."""
+    """Mean c_npmi of ``topics`` (lists of words, best first) on the held-out token lists.
+
+    A word that no held-out document contains has probability 0 there and makes NPMI infinite,
+    so each topic keeps its 10 best words among those the held-out documents contain; a topic
+    with fewer than 2 left is skipped (the same rule for every system).
+    """
     from gensim.models.coherencemodel import CoherenceModel
 
-    topics = [t for t in topics if len(t) >= 2]
-    cm = CoherenceModel(topics=topics, texts=corpus["held_tokens"], dictionary=dictionary, coherence="c_npmi",
+    seen = {w for doc in corpus["held_tokens"] for w in doc}
+    kept = [[w for w in t if w in seen][:10] for t in topics]
+    kept = [t for t in kept if len(t) >= 2]
+    if not kept:
+        return float("nan")
+    cm = CoherenceModel(topics=kept, texts=corpus["held_tokens"], dictionary=dictionary, coherence="c_npmi",
                         topn=10, processes=1)
-    return float(np.nanmean(cm.get_coherence_per_topic()))
+    values = np.asarray(cm.get_coherence_per_topic(), float)
+    return float(np.mean(values[np.isfinite(values)]))
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -242,7 +252,7 @@ def run_corpus(corpus, args) -> dict:
     dictionary = Dictionary(corpus["train_tokens"] + corpus["held_tokens"])
     model = two.pop("model")
     one.pop("model")
-    dnt_topics = [[w for w, _ in model.top_words(e, 10)] for e in range(model.n_nodes_)]
+    dnt_topics = [[w for w, _ in model.top_words(e, 30)] for e in range(model.n_nodes_)]
     two["coherence"] = coherence(dnt_topics, corpus, dictionary)
     hlda = None
     if corpus["hlda_iterations"] > 0:

@@ -134,13 +134,19 @@ def test_the_global_step_raises_the_bound_and_a_birth_that_splits_real_structure
     q2.mu[0] = np.ones(x.shape[1]) / np.sqrt(x.shape[1])
     assert vi.elbo(tree, stats, hyper, q2) < before  # the step's mean beats another one
     docs = moves.BirthDocs(x, lam, [(0, 0)] * x.shape[0])
+    original = stats.copy()
     result = moves.propose_birth(tree, stats, hyper, q, 0, docs, np.random.default_rng(0))
     assert result is not None
     new_tree, new_stats, new_q, gain, extras, child = result
     assert gain > 0 and new_tree.parent[child] == 0
     assert vi.elbo(new_tree, new_stats, hyper, new_q) == pytest.approx(before + gain, rel=1e-12)
+    # a refused birth leaves the statistics as they were (they are changed in place while tried)
+    kept = new_stats.copy()
+    assert moves.propose_birth(new_tree, new_stats, hyper, new_q, child, moves.BirthDocs(x[:3], lam[:3], [(0, 0)] * 3),
+                               np.random.default_rng(0)) is None
+    np.testing.assert_array_equal(new_stats.sums, kept.sums)
     # the extras are exactly the moved documents' statistics: S + extras = the proposal's S
-    rebuilt = stats.copy()
+    rebuilt = original.copy()
     for extra in extras.values():
         extra.add_to(rebuilt)
     np.testing.assert_allclose(rebuilt.sums, new_stats.sums, atol=1e-9)

@@ -141,7 +141,11 @@ def _add_sparse(dense: np.ndarray, sp, sign: float = 1.0) -> None:
 def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, target: int, docs: BirthDocs,
                   rng, min_docs: int = 4):
     """A birth of a child under ``target`` from ``docs``: ``(tree, stats, q, gain, extras, child)``
-    when it raises the bound (``extras``: ``{batch key: Extra}``), else None."""
+    when it raises the bound (``extras``: ``{batch key: Extra}``), else None.
+
+    ``stats.sums`` is changed in place, in the rows the documents touch, and put back if the
+    birth is refused: a copy of the (capacity × V) array per proposal would cost more than the
+    restricted VI itself."""
     cap = tree.capacity
     n = docs.x.shape[0]
     if n < min_docs or not tree.free_slots():
@@ -154,7 +158,9 @@ def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, t
     new_q.eta[child] = hyper.kappa1
     # the statistics without the collected documents; the restricted VI puts them back on {ε, c}
     old_sums, old_mass, old_entropy = _stats_of(docs.x, docs.lam, cap)
-    trial = stats.copy()
+    touched = np.union1d(np.flatnonzero(np.diff(old_sums.indptr)), [target, child])
+    saved = stats.sums[touched].copy()
+    trial = vi.Stats(stats.mass.copy(), stats.sums, stats.entropy.copy())
     _add_sparse(trial.sums, old_sums, -1.0)
     base_mass, base_entropy = trial.mass - old_mass, trial.entropy - old_entropy
     pair = np.array([target, child])
@@ -183,6 +189,7 @@ def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, t
     after = vi.elbo(new_tree, trial, hyper, new_q)
     moved = float(lam[:, child].sum())
     if not after > before or moved < 1.0:
+        stats.sums[touched] = saved
         return None
     return new_tree, trial, new_q, after - before, _extras(docs, lam, cap), child
 

@@ -63,9 +63,10 @@ def main(argv=None) -> int:
     parser.add_argument("--branching", default="8,6,4", help="the true tree's children per level")
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--max-nodes", type=int, default=700)
-    parser.add_argument("--births-per-pass", type=int, default=80)
+    parser.add_argument("--births-per-pass", type=int, default=150)
+    parser.add_argument("--birth-children", type=int, default=3, help="children a birth proposes at once")
     parser.add_argument("--beta", type=float, default=1e4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the records as JSON here")
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     docs = sc.parallelize(range(args.partitions), args.partitions).mapPartitionsWithIndex(
         _generate(args, word_cdf, node_cdf))
     dnt = DNT(max_nodes=args.max_nodes, epochs=args.epochs, beta=args.beta, births_per_pass=args.births_per_pass,
-              seed=args.seed, progress=False)
+              birth_children=args.birth_children, seed=args.seed, progress=False)
     started = time.perf_counter()
     dnt.fit(docs, id2word=[f"w{i}" for i in range(args.vocab)])
     seconds = time.perf_counter() - started

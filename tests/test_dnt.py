@@ -137,7 +137,7 @@ def test_the_global_step_raises_the_bound_and_a_birth_that_splits_real_structure
     original = stats.copy()
     result = moves.propose_birth(tree, stats, hyper, q, 0, docs, np.random.default_rng(0))
     assert result is not None
-    new_tree, new_stats, new_q, gain, extras, child = result
+    new_tree, new_stats, new_q, gain, extras, (child,) = result
     assert gain > 0 and new_tree.parent[child] == 0
     assert vi.elbo(new_tree, new_stats, hyper, new_q) == pytest.approx(before + gain, rel=1e-12)
     # a refused birth leaves the statistics as they were (they are changed in place while tried)
@@ -153,10 +153,20 @@ def test_the_global_step_raises_the_bound_and_a_birth_that_splits_real_structure
     np.testing.assert_allclose(rebuilt.mass, new_stats.mass, atol=1e-9)
 
 
+def test_a_birth_of_several_children_at_once_raises_the_bound_more_than_one_child(counts_corpus):
+    x, hyper, tree, q, lam, stats = _state(counts_corpus, capacity=12)
+    docs = moves.BirthDocs(x, lam, [(0, 0)] * x.shape[0])
+    one = moves.propose_birth(tree, stats.copy(), hyper, q, 0, docs, np.random.default_rng(0), children=1)
+    three = moves.propose_birth(tree, stats.copy(), hyper, q, 0, docs, np.random.default_rng(0), children=3)
+    assert len(one[5]) == 1 and len(three[5]) == 3
+    assert all(three[0].parent[c] == 0 for c in three[5])
+    assert three[3] > one[3] > 0
+
+
 def test_merging_a_node_with_its_copy_raises_the_bound_and_a_real_split_is_kept(counts_corpus):
     x, hyper, tree, q, lam, stats = _state(counts_corpus)
     docs = moves.BirthDocs(x, lam, [(0, 0)] * x.shape[0])
-    tree, stats, q, _, _, child = moves.propose_birth(tree, stats, hyper, q, 0, docs, np.random.default_rng(0))
+    tree, stats, q, _, _, (child,) = moves.propose_birth(tree, stats, hyper, q, 0, docs, np.random.default_rng(0))
     before = vi.elbo(tree, stats, hyper, q)
     # a real split: merging it back lowers the bound, so it is refused
     merged_entropy = float(stats.entropy[0] + stats.entropy[child])  # near-hard λ: entropies add

@@ -67,6 +67,8 @@ class DNT(Estimator):
             jobs, each visiting one batch of every partition, with a global step after each.
         birth_every, merge_every: try births / merges after every this many passes (0: never).
         births_per_pass: nodes (drawn ∝ mass) that may each get a child after a birth pass.
+        birth_children: children a birth proposes at once (a tree grows by up to this many times
+            a pass; more than 1 for large corpora, where a pass is costly).
         birth_docs: documents collected per birth target (a random subset of its documents).
         merge_candidates: most similar pairs whose merge is tried after a merge pass.
         move_candidates: nodes that may move (with their subtrees) under a sibling or their
@@ -109,7 +111,8 @@ class DNT(Estimator):
     def __init__(self, *, alpha: float = 0.5, gamma: float = 0.5, kappa0: float = 100.0, kappa1: float = 30000.0,
                  beta: float = 1e4, max_nodes: int = 400, max_depth: int = 8, max_children: int = 50,
                  epochs: int = 20, grow_epochs: int | None = None, batches_per_partition: int = 2, birth_every: int = 1, merge_every: int = 2,
-                 births_per_pass: int = 50, birth_docs: int = 2000, merge_candidates: int = 20, move_candidates: int = 20,
+                 births_per_pass: int = 50, birth_children: int = 1, birth_docs: int = 2000,
+                 merge_candidates: int = 20, move_candidates: int = 20,
                  mean_sweeps: int = 2, verify: str = "sketch", id2word=None, min_count: int = 1,
                  max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, seed: int = 0, spark=None,
                  server_options: dict | None = None, progress: bool = True, callbacks=(), **renamed):
@@ -118,6 +121,7 @@ class DNT(Estimator):
         self.epochs, self.grow_epochs, self.batches_per_partition = epochs, grow_epochs, batches_per_partition
         self.birth_every, self.merge_every, self.births_per_pass = birth_every, merge_every, births_per_pass
         self.birth_docs, self.merge_candidates, self.mean_sweeps = birth_docs, merge_candidates, mean_sweeps
+        self.birth_children = birth_children
         self.move_candidates = move_candidates
         self.verify, self.id2word, self.min_count, self.max_df = verify, id2word, min_count, max_df
         self.stop_words, self.max_vocab, self.seed, self.spark = stop_words, max_vocab, seed, spark
@@ -130,7 +134,7 @@ class DNT(Estimator):
         for name in ("kappa0", "kappa1"):
             check_real(name, getattr(self, name), minimum=0)
         for name in ("max_nodes", "max_depth", "max_children", "epochs", "batches_per_partition", "mean_sweeps",
-                     "births_per_pass", "birth_docs"):
+                     "births_per_pass", "birth_children", "birth_docs"):
             check_int(name, getattr(self, name))
         for name in ("birth_every", "merge_every", "merge_candidates", "move_candidates", "seed", "min_count"):
             check_int(name, getattr(self, name), minimum=0)

@@ -311,18 +311,19 @@ def _births(dnt, fit: FitState, targets, collected, rng) -> int:
             continue
         docs = moves.BirthDocs.gather(pieces, V, cap)
         docs.renumber(fit.ops, cap)
-        result = moves.propose_birth(fit.tree, stats, fit.hyper, fit.q, target, docs, rng)
+        room = min(dnt.birth_children, dnt.max_children - len(fit.tree.children[target]))
+        result = moves.propose_birth(fit.tree, stats, fit.hyper, fit.q, target, docs, rng, children=room)
         if result is None:
             continue
-        fit.tree, stats, fit.q, gain, extras, child = result
+        fit.tree, stats, fit.q, gain, extras, born = result
         for key, extra in extras.items():
             if key in fit.extras:
                 old = fit.extras[key]
                 extra = moves.Extra(np.concatenate([old.flat, extra.flat]), np.concatenate([old.values, extra.values]),
                                     old.mass + extra.mass, old.entropy + extra.entropy)
             fit.extras[key] = extra
-        accepted += 1
-        log.info("DNT: node %d born under %d from %d documents (bound +%.4g)", child, target, docs.x.shape[0], gain)
+        accepted += len(born)
+        log.info("DNT: nodes %s born under %d from %d documents (bound +%.4g)", born, target, docs.x.shape[0], gain)
     return accepted
 
 

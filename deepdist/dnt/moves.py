@@ -4,10 +4,10 @@ Both are judged by the evidence lower bound of a *valid* q before and after
 (:func:`deepdist.dnt.variational.elbo`), so an accepted move always raises it:
 
 * **Birth** at node ε (:func:`propose_birth`): documents whose most responsible node is ε were
-  collected during the pass (a random subset of them, ``birth_docs``). A new child c of ε starts
-  at one of the two spherical 2-means centroids of those documents (the one further from µ_ε);
-  restricted VI then alternates their responsibilities between ε and c with updates of ε's and
-  c's means. The statistics of the proposal are the memos' with those documents moved:
+  collected during the pass (a random subset of them, ``birth_docs``). New children c of ε
+  (``birth_children`` of them) start at the spherical k-means centroids of those documents
+  furthest from µ_ε; restricted VI then alternates their responsibilities between ε and its new
+  children with updates of their means. The statistics of the proposal are the memos' with those documents moved:
   S' = S − S_old(docs) + S_new(docs). If the bound of (tree + c, S') beats the bound of (tree,
   S), the birth is kept and the difference S_new − S_old stays on the driver, per batch, as an
   *extra* until the batch's next visit makes its memo reflect c (bnpy's birth, with the
@@ -99,23 +99,28 @@ def _stats_of(x, lam, capacity):
     return sums, mass, entropy
 
 
-def _two_means(x, mu, rng, iterations=10):
-    """Spherical 2-means of the rows of x; returns the centroid further from ``mu`` (unit)."""
-    n = x.shape[0]
-    first = x[rng.integers(n)].toarray().ravel()
-    cos_first = np.asarray(x @ first).ravel()
-    second = x[int(np.argmin(cos_first))].toarray().ravel()
-    centres = np.vstack([first, second])
+def _split_centres(x, mu, children, rng, iterations=10):
+    """Spherical (children + 1)-means of the rows of x, started from ``mu`` and, one by one, the
+    document least similar to the centres so far; returns the ``children`` centres furthest from
+    ``mu`` (unit rows), the one nearest ``mu`` staying with the parent."""
+    centres = [mu / max(np.linalg.norm(mu), 1e-300)]
+    best = np.asarray(x @ centres[0]).ravel()
+    for _ in range(children):
+        far = x[int(np.argmin(best))].toarray().ravel()
+        centres.append(far)
+        best = np.maximum(best, np.asarray(x @ far).ravel())
+    centres = np.vstack(centres)
     for _ in range(iterations):
         side = np.asarray(x @ centres.T).argmax(axis=1)
-        for k in range(2):
+        for k in range(len(centres)):
             members = x[side == k]
             if members.shape[0]:
                 total = np.asarray(members.sum(axis=0)).ravel()
                 norm = np.linalg.norm(total)
                 if norm > 0:
                     centres[k] = total / norm
-    return centres[int(np.argmin(centres @ mu))]
+    order = np.argsort(centres @ mu)  # least similar to the parent first
+    return centres[order[:children]]
 
 
 def _local_step(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, nodes) -> None:
@@ -139,59 +144,61 @@ def _add_sparse(dense: np.ndarray, sp, sign: float = 1.0) -> None:
 
 
 def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, target: int, docs: BirthDocs,
-                  rng, min_docs: int = 4):
-    """A birth of a child under ``target`` from ``docs``: ``(tree, stats, q, gain, extras, child)``
-    when it raises the bound (``extras``: ``{batch key: Extra}``), else None.
+                  rng, min_docs: int = 4, children: int = 1):
+    """A birth of ``children`` new children under ``target`` from ``docs``:
+    ``(tree, stats, q, gain, extras, new nodes)`` when it raises the bound (``extras``:
+    ``{batch key: Extra}``), else None.
 
     ``stats.sums`` is changed in place, in the rows the documents touch, and put back if the
     birth is refused: a copy of the (capacity × V) array per proposal would cost more than the
     restricted VI itself."""
     cap = tree.capacity
     n = docs.x.shape[0]
-    if n < min_docs or not tree.free_slots():
+    children = min(children, len(tree.free_slots()), max(n // min_docs - 1, 0))
+    if children < 1:
         return None
     before = vi.elbo(tree, stats, hyper, q)
     new_tree = tree.copy()
-    child = new_tree.add_child(target)
+    born = [new_tree.add_child(target) for _ in range(children)]
     new_q = q.copy()
-    new_q.mu[child] = _two_means(docs.x, q.mu[target], rng)
-    new_q.eta[child] = hyper.kappa1
-    # the statistics without the collected documents; the restricted VI puts them back on {ε, c}
+    new_q.mu[born] = _split_centres(docs.x, q.mu[target], children, rng)
+    new_q.eta[born] = hyper.kappa1
+    group = np.array([target] + born)
+    # the statistics without the collected documents; the restricted VI puts them back on the group
     old_sums, old_mass, old_entropy = _stats_of(docs.x, docs.lam, cap)
-    touched = np.union1d(np.flatnonzero(np.diff(old_sums.indptr)), [target, child])
+    touched = np.union1d(np.flatnonzero(np.diff(old_sums.indptr)), group)
     saved = stats.sums[touched].copy()
     trial = vi.Stats(stats.mass.copy(), stats.sums, stats.entropy.copy())
     _add_sparse(trial.sums, old_sums, -1.0)
     base_mass, base_entropy = trial.mass - old_mass, trial.entropy - old_entropy
-    pair = np.array([target, child])
-    base_rows = trial.sums[pair].copy()
-    # start from the 2-means split (documents nearer the new centroid go to the child): a child
-    # at its prior concentration would draw no document at all
-    nearer = np.asarray(docs.x @ new_q.mu[child]).ravel() > np.asarray(docs.x @ q.mu[target]).ravel()
-    resp = np.column_stack([~nearer, nearer]).astype(np.float64)
+    base_rows = trial.sums[group].copy()
+    # start from the split (each document to the nearest of the parent's and the centres' means):
+    # a child at its prior concentration would draw no document at all
+    nearest = np.asarray(docs.x @ np.vstack([q.mu[target], new_q.mu[born]]).T).argmax(axis=1)
+    resp = np.eye(len(group))[nearest]
     for iteration in range(_RESTRICTED_ITERATIONS):
         if iteration:
-            weights = vi.node_weights(new_tree, hyper, new_q, nodes=pair)
-            scores = np.asarray(docs.x @ weights.T) + new_q.log_prior[pair]
+            weights = vi.node_weights(new_tree, hyper, new_q, nodes=group)
+            scores = np.asarray(docs.x @ weights.T) + new_q.log_prior[group]
             scores -= scores.max(axis=1, keepdims=True)
             resp = np.exp(scores)
             resp /= resp.sum(axis=1, keepdims=True)
             resp[resp < KEEP] = 0.0
             resp /= resp.sum(axis=1, keepdims=True)
         r, c = np.nonzero(resp)
-        lam = sparse.csr_matrix((resp[r, c], (r, pair[c])), shape=(n, cap))
+        lam = sparse.csr_matrix((resp[r, c], (r, group[c])), shape=(n, cap))
         sums, mass, entropy = _stats_of(docs.x, lam, cap)
-        trial.sums[pair] = base_rows + sums[pair].toarray()
+        trial.sums[group] = base_rows + sums[group].toarray()
         trial.mass, trial.entropy = base_mass + mass, base_entropy + entropy
         vi.sticks(new_tree, trial.mass, hyper, new_q)
-        vi.means(new_tree, trial, hyper, new_q, sweeps=2, nodes=pair)
-    _local_step(new_tree, trial, hyper, new_q, [target, child])
+        vi.means(new_tree, trial, hyper, new_q, sweeps=2, nodes=group)
+    _local_step(new_tree, trial, hyper, new_q, list(group))
     after = vi.elbo(new_tree, trial, hyper, new_q)
-    moved = float(lam[:, child].sum())
+    moved = float(lam[:, born].sum())
     if not after > before or moved < 1.0:
         stats.sums[touched] = saved
         return None
-    return new_tree, trial, new_q, after - before, _extras(docs, lam, cap), child
+    return new_tree, trial, new_q, after - before, _extras(docs, lam, cap), born
 
 
 def _extras(docs: BirthDocs, lam, cap) -> dict:

@@ -142,11 +142,12 @@ def job_dnt(sc) -> dict:
     corpus = synthetic_tree_corpus(n_docs=1500, vocab_size=400, kind="counts", seed=2, alpha=4.0, gamma=2.0)
     bows = [[(int(w), int(n)) for w, n in zip(np.flatnonzero(row), row[row > 0])] for row in corpus.counts]
     held = {}
-    dnt = DNT(max_nodes=16, epochs=5, beta=300.0, kappa1=300.0, births_per_pass=3, seed=0, progress=False)
+    dnt = DNT(max_nodes=16, epochs=8, grow_epochs=6, beta=300.0, kappa1=300.0, births_per_pass=3, seed=0,
+              progress=False)
 
     def check(estimator, record):
         fit = held["fit"]
-        stats, mass, _ = exact_stats(fit.state, len(fit.vocabulary), fit.tree.capacity)
+        stats, mass, _ = exact_stats(fit.state, len(fit.vocabulary), fit.tree.capacity, fit.ops)
         with fit.dd.store.lock:
             held.setdefault("errors", []).append(float(np.abs(fit.dd.store.params["stats"] - stats).max()))
 

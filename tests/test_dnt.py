@@ -61,7 +61,7 @@ def test_statistics_equal_the_memos_after_every_pass_with_failed_and_retried_tas
 
     def check(estimator, record):
         fit = held.fit
-        stats, mass, entropy = exact_stats(fit.state, len(fit.vocabulary), fit.tree.capacity)
+        stats, mass, entropy = exact_stats(fit.state, len(fit.vocabulary), fit.tree.capacity, fit.ops)
         with fit.dd.store.lock:
             server = fit.dd.store.params["stats"].copy(), fit.dd.store.params["mass"].copy()
         seen.append((np.abs(server[0] - stats).max() / max(np.abs(stats).max(), 1.0),

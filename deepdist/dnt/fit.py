@@ -71,11 +71,12 @@ def effective_stats(fit: FitState) -> vi.Stats:
     return stats
 
 
-def _shard_statistics(capacity):
+def _shard_statistics(capacity, ops=()):
     def statistics(shard):
         flats, values = [], []
         mass, entropy = np.zeros(capacity), np.zeros(capacity)
         for batch, memo in zip(shard.batches, shard.memos):
+            memo = memo_.replay(batch, memo, ops, capacity)
             f, v = memo_.statistics(batch, memo.lam, capacity)
             flats.append(f)
             values.append(v)
@@ -86,11 +87,14 @@ def _shard_statistics(capacity):
     return statistics
 
 
-def exact_stats(state, num_words: int, capacity: int):
-    """The sum of all memos' statistics: ``(stats (V, capacity), mass, entropy)``, by one Spark job."""
+def exact_stats(state, num_words: int, capacity: int, ops=()):
+    """The sum of all memos' statistics: ``(stats (V, capacity), mass, entropy)``, by one Spark job.
+
+    ``ops``: merges the driver made since the memos' last job (the next job's tasks replay them;
+    the server's statistics already hold them), applied first so the two compare."""
     stats = np.zeros(num_words * capacity)
     mass, entropy = np.zeros(capacity), np.zeros(capacity)
-    for flat, values, m, h in state.map(_shard_statistics(capacity)).collect():
+    for flat, values, m, h in state.map(_shard_statistics(capacity, list(ops))).collect():
         np.add.at(stats, flat, values)
         mass += m
         entropy += h

@@ -100,15 +100,21 @@ def _stats_of(x, lam, capacity):
 
 
 def _split_centres(x, mu, children, rng, iterations=10):
-    """Spherical (children + 1)-means of the rows of x, started from ``mu`` and, one by one, the
-    document least similar to the centres so far; returns the ``children`` centres furthest from
-    ``mu`` (unit rows), the one nearest ``mu`` staying with the parent."""
-    centres = [mu / max(np.linalg.norm(mu), 1e-300)]
+    """Spherical (children + 1)-means of the rows of x, seeded by k-means++ among the documents
+    (each next seed drawn ∝ 1 − its largest cosine with the seeds so far); returns the
+    ``children`` centres least similar to ``mu`` (unit rows), the one nearest ``mu`` staying with
+    the parent. (Seeding with ``mu`` itself fails: the parent's mean is nearer almost every
+    document than any single document is, and the other clusters start empty.)"""
+    n = x.shape[0]
+    first = int(rng.integers(n))
+    centres = [x[first].toarray().ravel()]
     best = np.asarray(x @ centres[0]).ravel()
     for _ in range(children):
-        far = x[int(np.argmin(best))].toarray().ravel()
-        centres.append(far)
-        best = np.maximum(best, np.asarray(x @ far).ravel())
+        weights = np.maximum(1.0 - best, 0.0)
+        total = weights.sum()
+        pick = int(rng.choice(n, p=weights / total)) if total > 0 else int(rng.integers(n))
+        centres.append(x[pick].toarray().ravel())
+        best = np.maximum(best, np.asarray(x @ centres[-1]).ravel())
     centres = np.vstack(centres)
     for _ in range(iterations):
         side = np.asarray(x @ centres.T).argmax(axis=1)

@@ -231,7 +231,9 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
               "moves": 0}
     if candidates:
         record["merges"] = _merges(dnt, fit, candidates, reports)
-    if merge_pass and dnt.move_candidates:
+    if not final and dnt.move_candidates and len(fit.tree) > 2:
+        # moves change no memo, so they go on while the tree refines: parent links settle late,
+        # once the means they are judged by have
         record["moves"] = _moves(dnt, fit)
     if targets:
         record["births"] = _births(dnt, fit, targets, collected, rng)

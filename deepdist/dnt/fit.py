@@ -229,14 +229,16 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
               "memo_error": max((c.get("memo_error", 0.0) for c in checks), default=0.0),
               "births_proposed": len(targets), "births": 0, "merges_proposed": len(candidates), "merges": 0,
               "moves": 0}
+    moving = candidates or targets or (not final and dnt.move_candidates and len(fit.tree) > 2)
+    stats = effective_stats(fit) if moving else None  # one copy, kept in step with every move made
     if candidates:
-        record["merges"] = _merges(dnt, fit, candidates, reports)
+        record["merges"], stats = _merges(dnt, fit, candidates, reports, stats)
     if not final and dnt.move_candidates and len(fit.tree) > 2:
         # moves change no memo, so they go on while the tree refines: parent links settle late,
         # once the means they are judged by have
-        record["moves"] = _moves(dnt, fit)
+        record["moves"] = _moves(dnt, fit, stats)
     if targets:
-        record["births"] = _births(dnt, fit, targets, collected, rng)
+        record["births"] = _births(dnt, fit, targets, collected, rng, stats)
     if record["births"] or record["merges"] or record["moves"]:
         record["elbo_after_moves"] = global_step(dnt, fit, True)
         record["nodes"] = len(fit.tree)
@@ -249,9 +251,9 @@ def _report(shard):
     return shard.report
 
 
-def _merges(dnt, fit: FitState, candidates, reports) -> int:
+def _merges(dnt, fit: FitState, candidates, reports, stats):
+    """Try the pass's merge candidates; returns how many were made and the statistics after them."""
     merged_entropy = np.sum([r["pair_entropy"] for r in reports], axis=0)
-    stats = effective_stats(fit)
     before = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
     touched, accepted = set(), 0
     for (keep, gone), entropy in zip(candidates, merged_entropy):
@@ -270,11 +272,10 @@ def _merges(dnt, fit: FitState, candidates, reports) -> int:
         fit.ops.append(("merge", keep, gone))
         _merge_on_server(fit, keep, gone, float(entropy))
         log.info("DNT: merged node %d into %d (bound +%.4g)", gone, keep, gain)
-    return accepted
+    return accepted, stats
 
 
-def _moves(dnt, fit: FitState) -> int:
-    stats = effective_stats(fit)
+def _moves(dnt, fit: FitState, stats) -> int:
     before = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
     accepted = 0
     for kind, a, b in moves.move_candidates(fit.tree, fit.q, dnt.move_candidates):
@@ -295,18 +296,12 @@ def _moves(dnt, fit: FitState) -> int:
 
 def _merge_on_server(fit: FitState, keep: int, gone: int, entropy: float) -> None:
     params = fit.dd.store.params
-    with fit.dd.store.lock:
-        params["stats"][:, keep] += params["stats"][:, gone]
-        params["stats"][:, gone] = 0.0
-        params["mass"][keep] += params["mass"][gone]
-        params["mass"][gone] = 0.0
-        params["entropy"][keep] = entropy
-        params["entropy"][gone] = 0.0
+    with fit.dd.store.lock:  # the server's statistics are word-major: slots are its columns
+        memo_.merge_slots(params["stats"].T, params["mass"], params["entropy"], keep, gone, entropy)
 
 
-def _births(dnt, fit: FitState, targets, collected, rng) -> int:
+def _births(dnt, fit: FitState, targets, collected, rng, stats) -> int:
     cap, V = fit.tree.capacity, len(fit.vocabulary)
-    stats = effective_stats(fit)
     accepted = 0
     merged_away = {op[2] for op in fit.ops}
     for target in targets:

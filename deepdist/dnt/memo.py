@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import sparse
 
-__all__ = ["Batch", "Memo", "Shard", "local_step", "memo_of", "replay", "statistics", "sketch_weights",
+__all__ = ["Batch", "Memo", "Shard", "local_step", "memo_of", "mass_and_entropy", "merge_slots", "replay",
+           "statistics", "sketch_weights",
            "pair_entropy", "collect_docs", "KEEP"]
 
 #: responsibilities below this are dropped (and the rest renormalised); the bound moves by less
@@ -115,13 +116,29 @@ def statistics(batch: Batch, lam, capacity: int):
     return flat.astype(np.int64), sums.data
 
 
+def mass_and_entropy(lam, capacity: int):
+    """Σ_n λ_nε and −Σ_n λ_nε log λ_nε per slot, of responsibilities ``lam`` (a sparse matrix)."""
+    coo = lam.tocoo()
+    mass = np.bincount(coo.col, weights=coo.data, minlength=capacity)
+    return mass, -np.bincount(coo.col, weights=_xlogx(coo.data), minlength=capacity)
+
+
+def merge_slots(sums, mass, entropy, keep: int, gone: int, merged_entropy: float) -> None:
+    """Fold slot ``gone``'s statistics into ``keep`` in place: sums and masses add up, the entropy
+    is the merged node's (it does not add). ``sums`` is indexed by slot on its first axis."""
+    sums[keep] += sums[gone]
+    sums[gone] = 0.0
+    mass[keep] += mass[gone]
+    mass[gone] = 0.0
+    entropy[keep] = merged_entropy
+    entropy[gone] = 0.0
+
+
 def memo_of(batch: Batch, lam, capacity: int) -> Memo:
     """The memo of responsibilities ``lam`` (a CSR over slots)."""
     if lam is None:
         return empty_memo(capacity)
-    mass = np.asarray(lam.sum(axis=0)).ravel()
-    coo = lam.tocoo()
-    entropy = -np.bincount(coo.col, weights=_xlogx(coo.data), minlength=capacity)
+    mass, entropy = mass_and_entropy(lam, capacity)
     flat, values = statistics(batch, lam, capacity)
     return Memo(lam, mass, entropy, float(sketch_weights(flat) @ values))
 

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import sparse
 
 from . import variational as vi
-from .memo import KEEP, _xlogx
+from .memo import KEEP, mass_and_entropy, merge_slots
 from .tree import Tree
 
 __all__ = ["Extra", "BirthDocs", "propose_birth", "merge_candidates", "try_merge", "birth_targets",
@@ -92,11 +92,7 @@ class BirthDocs:
 
 def _stats_of(x, lam, capacity):
     """(sums as (capacity, V) sparse, mass (capacity,), entropy (capacity,)) of documents x with λ."""
-    sums = (lam.T @ x).tocsr()
-    mass = np.asarray(lam.sum(axis=0)).ravel()
-    coo = lam.tocoo()
-    entropy = -np.bincount(coo.col, weights=_xlogx(coo.data), minlength=capacity)
-    return sums, mass, entropy
+    return ((lam.T @ x).tocsr(), *mass_and_entropy(lam, capacity))
 
 
 def _split_centres(x, mu, children, rng, iterations=10):
@@ -259,12 +255,7 @@ def try_merge(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, keep:
     new_tree = tree.copy()
     new_tree.merge(keep, gone)
     new_stats = stats.copy()
-    new_stats.sums[keep] += new_stats.sums[gone]
-    new_stats.sums[gone] = 0.0
-    new_stats.mass[keep] += new_stats.mass[gone]
-    new_stats.mass[gone] = 0.0
-    new_stats.entropy[keep] = merged_entropy
-    new_stats.entropy[gone] = 0.0
+    merge_slots(new_stats.sums, new_stats.mass, new_stats.entropy, keep, gone, merged_entropy)
     new_q = q.copy()
     new_q.mu[gone] = 0.0
     new_q.eta[gone] = 0.0

@@ -1,11 +1,10 @@
 """The topic-models notebook (Gibbs LDA and online LDA on Wikipedia) under nbclient (slow)."""
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
+from notebook_runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,20 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_topic_models_notebook_runs():
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbclient")
     notebook = nbformat.read(ROOT / "notebooks" / "topic_models.ipynb", as_version=4)
-    env = dict(SPARK_MASTER="local[2]", SPARK_CONF_DIR=str(ROOT / "spark-conf"), PYSPARK_PYTHON=sys.executable,
-               PYSPARK_DRIVER_PYTHON=sys.executable, MPLBACKEND="Agg")
-    old = dict(os.environ)
-    os.environ.update(env)  # the kernel inherits this process's environment
-    try:
-        client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                         resources={"metadata": {"path": str(ROOT / "notebooks")}})
-        client.execute()  # raises CellExecutionError if any cell fails
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    outputs = run_notebook(notebook)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
     text = "".join(o.get("text", "") for o in outputs)

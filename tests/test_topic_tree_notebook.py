@@ -1,11 +1,10 @@
 """The topic-tree notebook (DNT on the PNAS titles) under nbclient (slow)."""
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
+from notebook_runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +15,7 @@ CENTROID_ONLY = 1061
 @pytest.mark.slow
 def test_topic_tree_notebook_runs(tmp_path):
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbclient")
     pytest.importorskip("matplotlib")
     from deepdist.datasets.pnas import pnas_directory
 
@@ -26,19 +25,7 @@ def test_topic_tree_notebook_runs(tmp_path):
         pytest.skip(f"PNAS data not found: {err}")
     notebook = nbformat.read(ROOT / "notebooks" / "topic_tree.ipynb", as_version=4)
     results_file = tmp_path / "results.json"
-    env = dict(SPARK_MASTER="local[2]", SPARK_CONF_DIR=str(ROOT / "spark-conf"), PYSPARK_PYTHON=sys.executable,
-               PYSPARK_DRIVER_PYTHON=sys.executable, MPLBACKEND="Agg", DNT_MAX_NODES="60", DNT_EPOCHS="8",
-               DNT_NOTEBOOK_RESULTS=str(results_file))
-    old = dict(os.environ)
-    os.environ.update(env)  # the kernel inherits this process's environment
-    try:
-        client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                         resources={"metadata": {"path": str(ROOT / "notebooks")}})
-        client.execute()  # raises CellExecutionError if any cell fails
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    outputs = run_notebook(notebook, DNT_MAX_NODES="60", DNT_EPOCHS="8", DNT_NOTEBOOK_RESULTS=str(results_file))
     assert not [o for o in outputs if o.get("output_type") == "error"]
     pictures = [o for o in outputs if o.get("output_type") in ("display_data", "execute_result")
                 and "image/png" in o.get("data", {})]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from notebook_runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
@@ -84,23 +85,12 @@ print("PROBE " + json.dumps({"summary": summary, "curve": curve, "sync_epochs": 
 @pytest.mark.slow
 def test_notebook_trains_as_well_as_one_job(tmp_path):
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbclient")
     notebook = nbformat.read(ROOT / "notebooks" / "word2vec_wikipedia.ipynb", as_version=4)
     notebook.cells.insert(len(notebook.cells) - 1, nbformat.v4.new_code_cell(_NOTEBOOK_PROBE))
     epochs = 3
-    env = _env(SPARK_MASTER="local[2]", W2V_MAX_ARTICLES="40", W2V_EPOCHS=str(epochs), W2V_DIM="32",
-               MPLBACKEND="Agg")
-    old = dict(os.environ)
-    os.environ.update(env)  # the kernel inherits this process's environment
-    try:
-        client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                         resources={"metadata": {"path": str(ROOT / "notebooks")}})
-        client.execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                      for o in cell.get("outputs", []))
+    cells = run_notebook(notebook, W2V_MAX_ARTICLES="40", W2V_EPOCHS=str(epochs), W2V_DIM="32")
+    outputs = "".join(o.get("text", "") for o in cells)
     probe = json.loads(next(line for line in outputs.splitlines() if line.startswith("PROBE "))[6:])
     summary = probe["summary"]
     print("notebook:", summary, "one-job reference loss:", probe["reference_loss"], "curve:", probe["curve"])

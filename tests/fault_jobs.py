@@ -111,7 +111,7 @@ class StageKiller:
                 "seconds_into_stage": self.seconds_into_stage}
 
 
-def faulted_fit(cluster, fit, make_killer, tries: int = 3, landed=None):
+def faulted_fit(cluster, fit, make_killer, tries: int = 5, landed=None):
     """``fit(killer)`` until its kill lands (a fit that outran its kill is run again, the next
     time with the kill early in the first training stage); returns ``(result, killer)``.
 
@@ -131,7 +131,8 @@ def faulted_fit(cluster, fit, make_killer, tries: int = 3, landed=None):
             killer = make_killer()
             continue
         log.warning("the kill missed its fit (attempt %d); running it again with an early kill", attempt + 1)
-        killer = StageKiller(cluster, killer.sc, after=min(killer.after, 0.2), stage=1, worker=killer.worker)
+        # online LDA's rounds run well under a second a stage on a loaded machine: kill at once
+        killer = StageKiller(cluster, killer.sc, after=min(killer.after, 0.05), stage=1, worker=killer.worker)
     return result, killer
 
 

@@ -14,6 +14,8 @@ from .errors import (AuthenticationError, ConfigurationError, DeepDistError, Des
                      InvalidUpdateError, ModelShapeError, NotFittedError, ServerError,
                      ServerUnreachableError, SupersededAttemptError, WireFormatError)
 from .optim import SGD, AdaGrad
+from .optim_adaptive import Adam, AdamW, Momentum
+from .descent_checkpoint import DescentCheckpointer
 from .params import ParamAdapter
 from .sparse import SparseRows
 from .worker import TaskChannel, report
@@ -26,6 +28,7 @@ _LAZY = {
     "DistributedWord2Vec": "deepdist.word2vec",
     "DNT": "deepdist.dnt.estimator",
     "DNTModel": "deepdist.dnt.model",
+    "DNTTimeline": "deepdist.dnt.timeline",
     "GibbsLDA": "deepdist.lda.gibbs",
     "GibbsLDAModel": "deepdist.lda.gibbs_model",
     "OnlineLDA": "deepdist.lda.online",
@@ -43,8 +46,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'deepdist' has no attribute {name!r}")
 
 __all__ = [
-    "AdaGrad", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist", "DeepDistError",
-    "DNT", "DNTModel", "DescentFailedError", "DistributedWord2Vec", "Estimator", "GibbsLDA", "GibbsLDAModel", "InvalidUpdateError",
+    "AdaGrad", "Adam", "AdamW", "DescentCheckpointer", "Momentum", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist", "DeepDistError",
+    "DNT", "DNTModel", "DNTTimeline", "DescentFailedError", "DistributedWord2Vec", "Estimator", "GibbsLDA", "GibbsLDAModel", "InvalidUpdateError",
     "ModelClient", "ModelShapeError", "NotFittedError", "OnlineLDA", "ParamAdapter", "SGD", "ServerConfig",
     "ServerError", "ServerUnreachableError", "SparseRows", "SupersededAttemptError", "TaskChannel",
     "TrainingFailedError", "Vocabulary", "WireFormatError", "build_dictionary", "build_vocabulary", "report",

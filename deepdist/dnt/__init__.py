@@ -7,6 +7,7 @@ distributions whose means sit at the nodes of a tree-structured stick-breaking p
 * :class:`DNT` (:mod:`deepdist.dnt.estimator`) — the estimator: memoized variational inference
   on Spark with the statistics on the DeepDist server, and births, merges and moves that grow
   the tree; :class:`DNTModel` (:mod:`deepdist.dnt.model`) — the fitted tree;
+  :class:`DNTTimeline` (:mod:`deepdist.dnt.timeline`) — dependent trees over epochs (``history=``);
 * :mod:`deepdist.dnt.variational` (global step, bound), :mod:`deepdist.dnt.memo` (batches,
   memos, local step), :mod:`deepdist.dnt.moves`, :mod:`deepdist.dnt.tree`, :mod:`deepdist.dnt.fit`;
 * :mod:`deepdist.dnt.vmf` — log I_ν, the vMF normaliser, A_D and its inverse, Wood's sampler;
@@ -22,7 +23,7 @@ Example::
     >>> print(dnt.model_.show_tree(num_words=5))                             # doctest: +SKIP
 """
 
-_EXPORTS = {"DNT": "estimator", "DNTModel": "model"}
+_EXPORTS = {"DNT": "estimator", "DNTModel": "model", "DNTTimeline": "timeline"}
 __all__ = sorted(_EXPORTS)
 
 

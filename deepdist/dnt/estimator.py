@@ -76,6 +76,11 @@ class DNT(Estimator):
         mean_sweeps: top-down sweeps of the means' coordinate ascent per global step.
         verify: ``"sketch"`` (compare a linear sketch of S with the memos' after every job and
             rebuild S from the memos on a mismatch) or ``"full"`` (compare all of S every job).
+        history: None for one tree of all the documents; an integer h for a tree per epoch, each
+            dependent on the last (Hu et al., section 2): a node's mean is drawn about
+            κ₁·(its parent's mean) + κ₂·(its own mean at t−1), and its sticks count the documents
+            it held in epochs t−h … t−1 (0: the means depend, the sticks do not).
+        kappa2: with ``history``, each node's concentration about its own mean of the last epoch.
         id2word: the vocabulary when documents are word ids or bags of words (also a ``fit``
             argument); otherwise Spark builds it from the tokens with ``min_count``, ``max_df``,
             ``stop_words``, ``max_vocab``.
@@ -113,7 +118,8 @@ class DNT(Estimator):
                  epochs: int = 20, grow_epochs: int | None = None, batches_per_partition: int = 2, birth_every: int = 1, merge_every: int = 2,
                  births_per_pass: int = 50, birth_children: int = 1, birth_docs: int = 2000,
                  merge_candidates: int = 20, move_candidates: int = 20,
-                 mean_sweeps: int = 2, verify: str = "sketch", id2word=None, min_count: int = 1,
+                 mean_sweeps: int = 2, verify: str = "sketch", history: int | None = None,
+                 kappa2: float = 30000.0, id2word=None, min_count: int = 1,
                  max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, seed: int = 0, spark=None,
                  server_options: dict | None = None, progress: bool = True, callbacks=(), **renamed):
         self.alpha, self.gamma, self.kappa0, self.kappa1, self.beta = alpha, gamma, kappa0, kappa1, beta
@@ -123,6 +129,7 @@ class DNT(Estimator):
         self.birth_docs, self.merge_candidates, self.mean_sweeps = birth_docs, merge_candidates, mean_sweeps
         self.birth_children = birth_children
         self.move_candidates = move_candidates
+        self.history, self.kappa2 = history, kappa2
         self.verify, self.id2word, self.min_count, self.max_df = verify, id2word, min_count, max_df
         self.stop_words, self.max_vocab, self.seed, self.spark = stop_words, max_vocab, seed, spark
         self.server_options, self.progress, self.callbacks = server_options, progress, callbacks
@@ -131,7 +138,8 @@ class DNT(Estimator):
     def _validate(self) -> None:
         for name in ("alpha", "gamma", "beta"):
             check_real(name, getattr(self, name), above=0)
-        for name in ("kappa0", "kappa1"):
+        check_int("history", self.history, minimum=0, none=True)
+        for name in ("kappa0", "kappa1", "kappa2"):
             check_real(name, getattr(self, name), minimum=0)
         for name in ("max_nodes", "max_depth", "max_children", "epochs", "batches_per_partition", "mean_sweeps",
                      "births_per_pass", "birth_children", "birth_docs"):
@@ -160,21 +168,41 @@ class DNT(Estimator):
         ``[(word_id, count), ...]`` or ``(doc_id, bag of words)`` (a local list is parallelised on
         ``spark``'s context); its partitions are the shards. ``heldout`` documents of the same kind
         (a local list) are scored after every pass (``heldout_vmf``, ``heldout_paper``).
-        """
-        from ..core import DeepDist
-        from .. import optim
 
+        With ``history`` set, the fit is dependent over time: ``docs_rdd`` holds
+        ``(epoch, document)`` pairs, or is a list of RDDs, one per epoch in order; each epoch's tree
+        starts from the last one (:mod:`deepdist.dnt.timeline`), ``epochs`` passes an epoch, and
+        ``model_`` is a :class:`~deepdist.dnt.timeline.DNTTimeline` (``heldout`` is then a
+        mapping epoch -> documents).
+        """
         self._validate()
         self._begin_fit()
         self.__dict__.pop("model_", None)
+        self.repairs_, self.elbo_trace_ = 0, []
+        if self.history is not None:
+            from .timeline import fit_over_time
+
+            return fit_over_time(self, docs_rdd, id2word if id2word is not None else self.id2word, heldout)
         if not hasattr(docs_rdd, "mapPartitions"):
             docs_rdd = spark_context(self.spark).parallelize(list(docs_rdd))
-        sc = docs_rdd.context
-        ensure_executors(sc)
-        fit = self._start(docs_rdd, id2word if id2word is not None else self.id2word, heldout)
-        rng = np.random.default_rng(self.seed)
+        ensure_executors(docs_rdd.context)
+        vocabulary = self._vocabulary(docs_rdd, id2word if id2word is not None else self.id2word)
+        fit = self._start(docs_rdd, vocabulary, heldout)
         try:
-            with DeepDist(fit.model, spark=sc, progress=self.progress,
+            self._run(fit, np.random.default_rng(self.seed))
+        except BaseException:
+            self.__dict__.pop("model_", None)
+            raise
+        return self
+
+    def _run(self, fit: fit_.FitState, rng, time_label=None) -> None:
+        """The passes of one fit state (one epoch of a dependent fit) on a server of its own;
+        sets ``model_`` to its snapshot."""
+        from ..core import DeepDist
+        from .. import optim
+
+        try:
+            with DeepDist(fit.model, spark=fit.state.context, progress=self.progress,
                           **check_mapping("server_options", self.server_options)) as dd:
                 dd.set_descent(optim.add, additive=True)
                 fit.dd = dd
@@ -183,33 +211,33 @@ class DNT(Estimator):
                 fit_.global_step(self, fit, False, trace=False)
                 while fit.done < self.epochs:
                     record = fit_.run_pass(self, fit, rng)
+                    if time_label is not None:
+                        record["time"] = time_label
                     if fit.heldout is not None:
                         model = self._snapshot(fit)
                         record["heldout_vmf"] = model.score(fit.heldout, kind="vmf")
                         record["heldout_paper"] = model.score(fit.heldout, kind="paper")
-                    log.info("DNT pass %d/%d: elbo %.8g, %d nodes (+%d births, -%d merges), %d documents moved, "
-                             "%.2fs%s", fit.done, self.epochs, record["elbo"], record["nodes"], record["births"],
-                             record["merges"], record["changed_docs"], record["seconds"],
+                    log.info("DNT %spass %d/%d: elbo %.8g, %d nodes (+%d births, -%d merges), %d documents moved, "
+                             "%.2fs%s", "" if time_label is None else f"epoch {time_label} ", fit.done, self.epochs,
+                             record["elbo"], record["nodes"], record["births"], record["merges"],
+                             record["changed_docs"], record["seconds"],
                              f", held-out {record['heldout_vmf']:.6g}" if "heldout_vmf" in record else "")
                     if getattr(self, "_callbacks", ()):
                         self.model_ = self._snapshot(fit)
                     self._record(record)
                 self.model_ = self._snapshot(fit)
                 self.status_ = dd.status()
-        except BaseException:
-            self.__dict__.pop("model_", None)
-            raise
         finally:
             fit.dd = None
-            self.repairs_ = fit.repairs
-            self.elbo_trace_ = list(fit.elbo_trace)
+            self.repairs_ += fit.repairs
+            self.elbo_trace_ += fit.elbo_trace
             fit.state.unpersist()
-        return self
 
-    def _start(self, docs_rdd, id2word, heldout) -> fit_.FitState:
+    def _start(self, docs_rdd, vocabulary: Vocabulary, heldout, warm=None) -> fit_.FitState:
+        """The fit state of ``docs_rdd``: its shards, cached, and a tree (``warm``: the fit state
+        of the previous epoch, whose tree, means and identities this one starts from)."""
         from pyspark import StorageLevel
 
-        vocabulary = self._vocabulary(docs_rdd, id2word)
         V, cap = len(vocabulary), self.max_nodes
         if V < 2:
             raise ConfigurationError(f"the vocabulary holds {V} words; a DNT needs at least 2")
@@ -220,18 +248,24 @@ class DNT(Estimator):
             num_docs += n
             centroid[words] += sums
         if num_docs == 0:
+            shards.unpersist()
             raise ConfigurationError("no document has a word of the vocabulary: nothing to fit")
         root_prior = centroid / np.linalg.norm(centroid)
         hyper = vi.Hyper(float(self.alpha), float(self.gamma), float(self.kappa0), float(self.kappa1),
                          float(self.beta), V, root_prior)
-        tree = Tree(cap)
-        q = vi.Globals.empty(cap, V)
-        q.mu[0] = root_prior
+        if warm is None:
+            tree = Tree(cap)
+            q = vi.Globals.empty(cap, V)
+            q.mu[0] = root_prior
+        else:
+            tree, q = warm.tree.copy(), warm.q.copy()
         stats = np.zeros((V, cap))
         weights = np.zeros((V, cap))
         model = {"stats": stats, "stats_flat": stats.reshape(-1), "mass": np.zeros(cap), "entropy": np.zeros(cap),
                  "weights": weights, "log_prior": np.full(cap, -np.inf)}
         fit = fit_.FitState(vocabulary, hyper, tree, q, model, shards, num_docs, shards.getNumPartitions())
+        if warm is not None:
+            fit.ids, fit.next_id, fit.warm = warm.ids.copy(), warm.next_id, True
         if heldout is not None:
             rows = [term_frequencies(d, vocabulary, V) for d in heldout]
             fit.heldout = _csr(rows, V)
@@ -243,7 +277,7 @@ class DNT(Estimator):
         from .model import DNTModel
 
         parents, slots = fit_.compact(fit)
-        stats = fit_.effective_stats(fit)
+        stats = fit_.effective_stats(fit, history=False)
         params = {name: getattr(self, name) for name in ("alpha", "gamma", "kappa0", "kappa1", "max_nodes",
                                                          "max_depth", "epochs", "seed")}
         return DNTModel(parents, fit.q.mu[slots], fit.q.eta[slots], fit.q.log_prior[slots], stats.mass[slots],

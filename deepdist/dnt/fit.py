@@ -53,6 +53,19 @@ class FitState:
     elbo_trace: list = field(default_factory=list)  # (job, elbo, moves since the previous entry)
     describe: str = "elbo -"
     heldout: object = None
+    # epochs of a dependent fit (DNT(history=...)): the earlier epochs' pseudo-statistics (κ₂/β times
+    # each node's last mean, and its document counts of the window) that the global step adds to S
+    history: object = None
+    past: list = field(default_factory=list)  # own masses of the window's epochs, per slot, oldest first
+    ids: np.ndarray = None  # a node's identity per slot (−1: free), kept across epochs
+    next_id: int = 1
+    events: list = field(default_factory=list)  # ("birth", id, parent id) and ("merge", gone id, kept id)
+    warm: bool = False  # started from an earlier epoch's tree
+
+    def __post_init__(self):
+        if self.ids is None:
+            self.ids = np.full(self.tree.capacity, -1, np.int64)
+            self.ids[0] = 0
 
 
 # -- the server's statistics -------------------------------------------------------------------
@@ -63,11 +76,15 @@ def server_stats(fit: FitState) -> vi.Stats:
         return vi.Stats(params["mass"].copy(), np.ascontiguousarray(params["stats"].T), params["entropy"].copy())
 
 
-def effective_stats(fit: FitState) -> vi.Stats:
-    """S plus the extras of births not yet seen by their batches' memos."""
+def effective_stats(fit: FitState, history: bool = True) -> vi.Stats:
+    """S plus the extras of births not yet seen by their batches' memos, plus (``history``) the
+    earlier epochs' pseudo-statistics of a dependent fit."""
     stats = server_stats(fit)
     for extra in fit.extras.values():
         extra.add_to(stats)
+    if history and fit.history is not None:
+        stats.mass += fit.history.mass
+        stats.sums += fit.history.sums
     return stats
 
 
@@ -185,10 +202,12 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
     may_move = not final and pass_number <= grow
     birth_pass = may_move and dnt.birth_every and pass_number % dnt.birth_every == 0
     merge_pass = may_move and dnt.merge_every and pass_number % dnt.merge_every == 0 and len(fit.tree) > 1
-    stats_now = effective_stats(fit)
+    if fit.warm and not fit.done:
+        birth_pass = False  # an epoch's first pass has no statistics of its own documents to aim births
+    stats_now = effective_stats(fit, history=False)
     targets = moves.birth_targets(fit.tree, stats_now, dnt.births_per_pass, dnt.max_depth,
                                   dnt.max_children, rng) if birth_pass else []
-    if birth_pass and not fit.done and dnt.max_depth > 1:
+    if birth_pass and not fit.done and len(fit.tree) == 1 and dnt.max_depth > 1:
         targets = [0]  # the first pass starts with no statistics, and the root holds every document
     candidates = moves.merge_candidates(fit.tree, fit.q, dnt.merge_candidates, stats_now.mass) if merge_pass else []
     limit = -(-dnt.birth_docs // (fit.partitions * dnt.batches_per_partition)) if targets else 0
@@ -271,6 +290,7 @@ def _merges(dnt, fit: FitState, candidates, reports, stats):
         accepted += 1
         fit.ops.append(("merge", keep, gone))
         _merge_on_server(fit, keep, gone, float(entropy))
+        _merge_identity(fit, keep, gone)
         log.info("DNT: merged node %d into %d (bound +%.4g)", gone, keep, gain)
     return accepted, stats
 
@@ -300,6 +320,27 @@ def _merge_on_server(fit: FitState, keep: int, gone: int, entropy: float) -> Non
         memo_.merge_slots(params["stats"].T, params["mass"], params["entropy"], keep, gone, entropy)
 
 
+def _merge_identity(fit: FitState, keep: int, gone: int) -> None:
+    """A merge in the records a dependent fit keeps per slot: the history and the window's masses
+    of ``gone`` join ``keep``'s, and ``gone``'s identity ends."""
+    if fit.history is not None:
+        memo_.merge_slots(fit.history.sums, fit.history.mass, fit.history.entropy, keep, gone, 0.0)
+    for mass in fit.past:
+        mass[keep] += mass[gone]
+        mass[gone] = 0.0
+    fit.events.append(("merge", int(fit.ids[gone]), int(fit.ids[keep])))
+    fit.ids[gone] = -1
+
+
+def _birth_identity(fit: FitState, parent: int, born) -> None:
+    for slot in born:
+        fit.ids[slot] = fit.next_id
+        fit.events.append(("birth", fit.next_id, int(fit.ids[parent])))
+        fit.next_id += 1
+        for mass in fit.past:
+            mass[slot] = 0.0
+
+
 def _births(dnt, fit: FitState, targets, collected, rng, stats) -> int:
     cap, V = fit.tree.capacity, len(fit.vocabulary)
     accepted = 0
@@ -324,6 +365,7 @@ def _births(dnt, fit: FitState, targets, collected, rng, stats) -> int:
                                     old.mass + extra.mass, old.entropy + extra.entropy)
             fit.extras[key] = extra
         accepted += len(born)
+        _birth_identity(fit, target, born)
         log.info("DNT: nodes %s born under %d from %d documents (bound +%.4g)", born, target, docs.x.shape[0], gain)
     return accepted
 

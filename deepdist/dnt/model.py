@@ -453,14 +453,15 @@ class DNTModel:
                    meta["beta"], meta["id2word"], history=meta.get("history") or (), params=meta.get("params"))
 
     # -- picture ----------------------------------------------------------------------------------
-    def plot_tree(self, num_words: int = 3, ax=None, max_nodes: int = 200):
+    def plot_tree(self, num_words: int = 3, ax=None, max_nodes: int = 200, *, colors=None, label=None, title=None):
         """A matplotlib Figure of the tree: top-down by depth, leaves spread evenly, a parent centred
         over its children, marker area ∝ mass, each node labelled with its top ``num_words`` words
         (one per line; the label's gid is ``"node-<e>"``).
 
         With more than ``max_nodes`` nodes only the ``max_nodes`` heaviest and their ancestors are
         drawn.  Draws on ``ax`` if given (returning its figure), else on a new
-        :class:`matplotlib.figure.Figure` (no pyplot state)::
+        :class:`matplotlib.figure.Figure` (no pyplot state). ``colors`` (one matplotlib colour per
+        node; default: by depth), ``label`` (node -> text) and ``title`` override the defaults::
 
             >>> model.plot_tree().savefig("tree.png")          # doctest: +SKIP
         """
@@ -502,16 +503,18 @@ class DNTModel:
             ax.add_collection(LineCollection(segments, colors="0.6", linewidths=0.8, zorder=1))
         # area ∝ mass; the floor only keeps nodes of (almost) no mass visible
         area = np.maximum(600.0 * self.mass_[nodes] / max(self.mass_[nodes].max(), 1e-300), 4.0)
-        ax.scatter(x[nodes], y[nodes], s=area, c=self.depth_[nodes], cmap="viridis", zorder=2,
-                   edgecolors="k", linewidths=0.5)
+        ax.scatter(x[nodes], y[nodes], s=area, c=self.depth_[nodes] if colors is None else [colors[e] for e in nodes],
+                   cmap="viridis" if colors is None else None, zorder=2, edgecolors="k", linewidths=0.5)
         for e in nodes:
-            ax.text(x[e], y[e] - 0.12, self._label(e, num_words), ha="center", va="top", fontsize=6, zorder=3,
+            ax.text(x[e], y[e] - 0.12, self._label(e, num_words) if label is None else label(e), ha="center", va="top", fontsize=6, zorder=3,
                     gid=f"node-{e}")  # the gid names the node (an id in SVG output)
         ax.set_xlim(-0.8, max(leaves - 1, 0) + 0.8)
         ax.set_ylim(y[nodes].min() - 0.8, 0.5)
         ax.set_axis_off()
-        ax.set_title(f"DNT tree: {nodes.size} of {self.n_nodes_} nodes" if nodes.size < self.n_nodes_
-                     else f"DNT tree: {self.n_nodes_} nodes", fontsize=9)
+        if title is None:
+            title = (f"DNT tree: {nodes.size} of {self.n_nodes_} nodes" if nodes.size < self.n_nodes_
+                     else f"DNT tree: {self.n_nodes_} nodes")
+        ax.set_title(title, fontsize=9)
         return fig
 
     def _label(self, node: int, num_words: int) -> str:

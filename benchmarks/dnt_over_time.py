@@ -1,0 +1,175 @@
+"""Dependent trees over time against independent and pooled trees (issue 27, Must show 1).
+
+One run on the PNAS titles (``../shared/data/pnas/``: ten epochs, the paper's train/test split),
+three fits on one ``local[2]`` SparkSession, every score on each epoch's own held-out titles:
+
+1. **dependent**: ``DNT(history=h)`` over the epochs in order (each tree starts from the last;
+   :mod:`deepdist.dnt.timeline`);
+2. **independent**: one ``DNT`` per epoch on that epoch's titles alone, with ``max_nodes`` = the
+   dependent tree's node count in that epoch (same size, or smaller if it stops growing);
+3. **pooled**: one ``DNT`` on the titles of all ten epochs, ``max_nodes`` = the largest
+   dependent tree, scored on every epoch's held-out titles.
+
+Both scores of the DNT issue per epoch: the paper's (β µ_zᵀx, z the most probable node) and the
+normalised vMF log-likelihood per document. Printed: the per-epoch table, the means over the
+epochs, and the ratios dependent / independent and dependent / pooled, with wall seconds.
+
+Usage::
+
+    .venv/bin/python benchmarks/dnt_over_time.py                      # the full run
+    .venv/bin/python benchmarks/dnt_over_time.py --quick              # 3 epochs, 1,500 titles each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("dnt_over_time")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="epochs 1-3, 1,500 training titles each, max_nodes 40")
+    p.add_argument("--epochs-list", type=int, nargs="+", default=list(range(1, 11)), help="PNAS epochs, in order")
+    p.add_argument("--docs-per-epoch", type=int, default=None, help="a random subset of each epoch's titles")
+    p.add_argument("--history", type=int, default=3, help="h: the window of the sticks' counts")
+    p.add_argument("--kappa2", type=float, default=None, help="default: DNT's own")
+    p.add_argument("--max-nodes", type=int, default=400, help="the dependent trees' capacity")
+    p.add_argument("--passes", type=int, default=10, help="passes per epoch (dependent, independent)")
+    p.add_argument("--pooled-passes", type=int, default=20, help="passes of the pooled tree")
+    p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="the PNAS directory (default: read_pnas's search)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.epochs_list = args.epochs_list[:3] if len(args.epochs_list) > 3 else args.epochs_list
+        args.docs_per_epoch = args.docs_per_epoch or 1500
+        args.max_nodes = min(args.max_nodes, 40)
+        args.passes = min(args.passes, 5)
+        args.pooled_passes = min(args.pooled_passes, 8)
+    return args
+
+
+def load(args) -> dict:
+    from deepdist.datasets.pnas import read_pnas
+
+    rng = np.random.default_rng(args.seed)
+    train, held = {}, {}
+    for epoch in args.epochs_list:
+        data = read_pnas(args.data, epochs=[epoch], split="train")
+        if args.docs_per_epoch and args.docs_per_epoch < data.n_docs:
+            data = data.subset(np.sort(rng.choice(data.n_docs, args.docs_per_epoch, replace=False)))
+        train[epoch] = data.bows()
+        held[epoch] = read_pnas(args.data, epochs=[epoch], split="test").bows()
+    vocabulary = list(read_pnas(args.data, epochs=[args.epochs_list[0]], split="test").vocabulary)
+    return {"train": train, "held": held, "id2word": vocabulary}
+
+
+def scores(model, docs) -> dict:
+    return {"paper": model.score(docs, kind="paper"), "vmf": model.score(docs, kind="vmf")}
+
+
+def run(args) -> dict:
+    from deepdist.dnt import DNT
+    from deepdist.session import spark_session
+
+    data = load(args)
+    epochs = args.epochs_list
+    common = {"seed": args.seed, "progress": False}
+    if args.kappa2 is not None:
+        common["kappa2"] = args.kappa2
+    spark = spark_session("dnt-over-time", "local[2]")
+    spark.sparkContext.setLogLevel("ERROR")
+    sc = spark.sparkContext
+    out = {"args": vars(args), "epochs": {}}
+    try:
+        pairs = sc.parallelize([(e, d) for e in epochs for d in data["train"][e]], args.partitions).cache()
+        pairs.count()
+        started = time.perf_counter()
+        dependent = DNT(history=args.history, max_nodes=args.max_nodes, epochs=args.passes, **common)
+        timeline = dependent.fit(pairs, id2word=data["id2word"]).model_
+        out["dependent_seconds"] = time.perf_counter() - started
+        pairs.unpersist()
+        log.info("dependent: %s in %.0f s", timeline, out["dependent_seconds"])
+        out["independent_seconds"] = 0.0
+        for e in epochs:
+            tree = timeline.tree_at(e)
+            row = {"docs": len(data["train"][e]), "held": len(data["held"][e]), "dependent_nodes": tree.n_nodes_,
+                   "dependent": scores(tree, data["held"][e]),
+                   "births": len(timeline.births(e)), "merges": len(timeline.merges(e))}
+            rdd = sc.parallelize(data["train"][e], args.partitions).cache()
+            rdd.count()
+            started = time.perf_counter()
+            alone = DNT(max_nodes=max(tree.n_nodes_, 2), epochs=args.passes, **common).fit(
+                rdd, id2word=data["id2word"]).model_
+            out["independent_seconds"] += time.perf_counter() - started
+            rdd.unpersist()
+            row["independent_nodes"] = alone.n_nodes_
+            row["independent"] = scores(alone, data["held"][e])
+            out["epochs"][e] = row
+            log.info("epoch %s: %s", e, row)
+        rdd = sc.parallelize([d for e in epochs for d in data["train"][e]], args.partitions).cache()
+        rdd.count()
+        largest = max(r["dependent_nodes"] for r in out["epochs"].values())
+        started = time.perf_counter()
+        pooled = DNT(max_nodes=max(largest, 2), epochs=args.pooled_passes, **common).fit(
+            rdd, id2word=data["id2word"]).model_
+        out["pooled_seconds"] = time.perf_counter() - started
+        out["pooled_nodes"] = pooled.n_nodes_
+        for e in epochs:
+            out["epochs"][e]["pooled"] = scores(pooled, data["held"][e])
+    finally:
+        spark.stop()
+    return out
+
+
+def report(out) -> None:
+    rows = out["epochs"]
+    head = (f"{'epoch':>5} {'train':>6} {'held':>5} | {'nodes dep/ind/pool':>18} | "
+            f"{'paper dep':>9} {'indep':>9} {'pooled':>9} | {'vMF dep':>10} {'indep':>10} {'pooled':>10} | {'born':>4} {'merged':>6}")
+    print(head)
+    print("-" * len(head))
+    for e, r in rows.items():
+        print(f"{e:>5} {r['docs']:>6} {r['held']:>5} | {r['dependent_nodes']:>6}/{r['independent_nodes']:>5}/"
+              f"{out['pooled_nodes']:>5} | {r['dependent']['paper']:>9.1f} {r['independent']['paper']:>9.1f} "
+              f"{r['pooled']['paper']:>9.1f} | {r['dependent']['vmf']:>10.1f} {r['independent']['vmf']:>10.1f} "
+              f"{r['pooled']['vmf']:>10.1f} | {r['births']:>4} {r['merges']:>6}")
+    print("-" * len(head))
+    for kind in ("paper", "vmf"):
+        dep = np.mean([r["dependent"][kind] for r in rows.values()])
+        ind = np.mean([r["independent"][kind] for r in rows.values()])
+        pool = np.mean([r["pooled"][kind] for r in rows.values()])
+        wins_ind = sum(r["dependent"][kind] >= r["independent"][kind] for r in rows.values())
+        wins_pool = sum(r["dependent"][kind] >= r["pooled"][kind] for r in rows.values())
+        print(f"{kind:>5}: mean dependent {dep:.1f}, independent {ind:.1f}, pooled {pool:.1f}; "
+              f"dependent/independent {dep / ind:.4f} (at or above in {wins_ind} of {len(rows)} epochs), "
+              f"dependent/pooled {dep / pool:.4f} (at or above in {wins_pool} of {len(rows)})")
+    print(f"wall seconds: dependent {out['dependent_seconds']:.0f}, independent (all epochs) "
+          f"{out['independent_seconds']:.0f}, pooled {out['pooled_seconds']:.0f}")
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for name in ("py4j", "deepdist"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    args = parse_args(argv)
+    out = run(args)
+    report(out)
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

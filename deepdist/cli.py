@@ -19,6 +19,9 @@ after the fit. It writes to ``--output``:
 - ``tree.png``: a picture of the tree;
 - ``model``: the saved :class:`~deepdist.dnt.DNTModel`, one file (``DNTModel.load``).
 
+Over epochs (several ``--input`` files, or ``--epoch-column``): a tree per epoch, each from the
+last, written as :mod:`deepdist.cli_timeline` says.
+
 Options left unset take the estimator's defaults (``deepdist lda --help`` and ``deepdist dnt
 --help`` show them)::
 
@@ -195,6 +198,9 @@ _DNT_OPTIONS = {
     "--beta": ("beta", float, "the documents' concentration about their node's mean"),
     "--kappa0": ("kappa0", float, "the root's concentration about the data's centroid"),
     "--kappa1": ("kappa1", float, "each child's concentration about its parent's mean"),
+    "--kappa2": ("kappa2", float, "over epochs: each node's concentration about its own last mean"),
+    "--history": ("history", int, "over epochs: epochs of document counts a node's sticks remember (given "
+                                  "epochs, default 1)"),
     "--max-depth": ("max_depth", int, "most levels of the tree (the root is level 1)"),
     "--births-per-pass": ("births_per_pass", int, "nodes that may each get a child after a pass"),
     "--batches-per-partition": ("batches_per_partition", int, "batches (Spark jobs) per pass"),
@@ -221,14 +227,20 @@ def _dnt_parser(sub):
                        description="Grow a tree of topics (a DNT) on a text file with one document per line, "
                                    "or on a .dat file of bags of words (--format pnas). Unset options take "
                                    "DNT's defaults.")
-    p.add_argument("--input", required=True, help="--format text: a text file (or directory / glob Spark reads), "
-                                                  "one document per line; --format pnas: a .dat file")
+    p.add_argument("--input", required=True, nargs="+",
+                   help="--format text: a text file (or directory / glob Spark reads), one document per line; "
+                        "--format pnas: a .dat file. Several: one epoch each, in order (a tree per epoch)")
+    p.add_argument("--epoch-column", type=int, default=None,
+                   help="--format text: lines are tab-separated and this column (from 0) is the document's epoch; "
+                        "the other columns are its text (a tree per epoch, epochs in sorted order)")
     p.add_argument("--output", required=True, help="directory for tree.txt, tree.json, tree.png and model")
     p.add_argument("--format", choices=("text", "pnas"), default="text",
                    help="text: one document per line (default); pnas: lines 'N id count id count ...' after an "
                         "optional document count, word ids into --vocab")
     p.add_argument("--vocab", default=None, help="--format pnas: the vocabulary, one word per line (line i is id i)")
-    p.add_argument("--heldout", default=None, help="documents in the --format of --input, scored after the fit")
+    p.add_argument("--heldout", default=None, nargs="+",
+                   help="documents in the --format of --input, scored after the fit (over epochs: one file per "
+                        "--input, or one file with the --epoch-column)")
     _add_estimator_options(p, _DNT_OPTIONS, dnt_defaults())
     p.add_argument("--master", default=None, help="Spark master, e.g. spark://host:7077 (default: spark-submit's or "
                                                "spark-defaults.conf's, else local[*])")
@@ -257,6 +269,17 @@ def _check_dnt_args(args) -> None:
         raise ConfigurationError("--vocab goes with --format pnas; --format text builds the vocabulary")
     if args.partitions is not None and args.partitions < 1:
         raise ConfigurationError(f"--partitions must be >= 1, got {args.partitions}")
+    if args.epoch_column is not None:
+        if args.format != "text" or len(args.input) > 1:
+            raise ConfigurationError("--epoch-column reads the epochs from one text --input; with --format pnas "
+                                     "(or several files) give one --input per epoch instead")
+        if args.epoch_column < 0:
+            raise ConfigurationError(f"--epoch-column must be >= 0, got {args.epoch_column}")
+    if args.history is not None and len(args.input) == 1 and args.epoch_column is None:
+        raise ConfigurationError("--history fits a tree per epoch: give one --input per epoch, or --epoch-column")
+    if args.heldout and len(args.heldout) > 1 and len(args.heldout) != len(args.input):
+        raise ConfigurationError(f"--heldout: give one file per --input epoch ({len(args.input)}), got "
+                                 f"{len(args.heldout)}")
     if args.num_words < 1:
         raise ConfigurationError(f"--num-words must be >= 1, got {args.num_words}")
 
@@ -292,20 +315,26 @@ def run_dnt(args) -> int:
     from .session import spark_session
 
     _check_dnt_args(args)
+    if len(args.input) > 1 or args.epoch_column is not None or args.history is not None:
+        from .cli_timeline import run_dnt_over_time
+
+        return run_dnt_over_time(args)
+    (source,) = args.input
+    held_path = args.heldout[0] if args.heldout else None
     id2word = heldout = None
     if args.format == "pnas":
         from .datasets.pnas import read_vocabulary
 
         id2word = read_vocabulary(args.vocab)
-        bows = _read_bows(args.input, len(id2word))
-        if args.heldout:
-            heldout = _read_bows(args.heldout, len(id2word))
-    elif args.heldout:
-        heldout = _read_lines(args.heldout)
-    if args.heldout and not heldout:
+        bows = _read_bows(source, len(id2word))
+        if held_path:
+            heldout = _read_bows(held_path, len(id2word))
+    elif held_path:
+        heldout = _read_lines(held_path)
+    if held_path and not heldout:
         from .errors import CorpusError
 
-        raise CorpusError(f"{args.heldout}: no held-out document has a word")
+        raise CorpusError(f"{held_path}: no held-out document has a word")
     # a session someone else started (a notebook, a test) is theirs to stop
     owned = SparkSession.getActiveSession() is None
     spark = spark_session("deepdist dnt", args.master)
@@ -315,10 +344,7 @@ def run_dnt(args) -> int:
         if args.format == "pnas":
             docs = sc.parallelize(bows, args.partitions) if args.partitions else sc.parallelize(bows)
         else:
-            lines = sc.textFile(args.input, args.partitions) if args.partitions else sc.textFile(args.input)
-            docs = lines.map(_tokenize).filter(bool)
-            if args.partitions:
-                docs = docs.repartition(args.partitions)
+            docs = _text_documents(sc, source, args.partitions)
         os.makedirs(args.output, exist_ok=True)
         estimator = DNT(**dnt_options(args)).fit(docs, id2word=id2word)
     finally:
@@ -335,6 +361,13 @@ def run_dnt(args) -> int:
     print(f"{model.n_nodes_} nodes, depth {int(model.depth_.max())}, ELBO {elbo:.8g}{held}; "
           f"written to {args.output}")
     return 0
+
+
+def _text_documents(sc, source: str, partitions):
+    """The token lists of a text file (directory, glob) Spark reads, one document a line."""
+    lines = sc.textFile(source, partitions) if partitions else sc.textFile(source)
+    docs = lines.map(_tokenize).filter(bool)
+    return docs.repartition(partitions) if partitions else docs
 
 
 def _final_elbo(history) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deepdist import cli
-from deepdist.dnt import DNTModel
+from deepdist.dnt import DNTModel, DNTTimeline
 from deepdist.dnt.synthetic import synthetic_tree_corpus
 
 #: small enough that a run takes seconds on two cores
@@ -121,3 +121,54 @@ def test_cli_dnt_pnas_without_vocab_is_refused_before_spark(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--vocab" in err[0], err
+
+
+def check_epochs(out, labels, heldout: bool):
+    timeline = DNTTimeline.load(out / "model")
+    assert timeline.times_ == labels
+    trees = json.loads((out / "trees.json").read_text())
+    assert [e["time"] for e in trees["epochs"]] == labels
+    for epoch, label in zip(trees["epochs"], labels):
+        assert count_nodes(epoch["tree"]) == timeline.tree_at(label).n_nodes_ >= 1
+        assert epoch["tree"]["id"] == 0  # the root keeps its identity
+        assert (math.isfinite(epoch["heldout_paper"]) and math.isfinite(epoch["heldout_vmf"])) if heldout \
+            else "heldout_vmf" not in epoch
+        for name in ("tree.txt", "tree.json", "tree.png"):
+            assert (out / f"epoch_{label}" / name).is_file()
+    assert (out / "evolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {r["time"] for r in trees["history"]} == set(labels)
+    return timeline
+
+
+def test_cli_dnt_one_pnas_file_per_epoch(tmp_path, counts):
+    (tmp_path / "vocab.txt").write_text("".join(word(i) + "\n" for i in range(counts.shape[1])))
+    inputs, held = [], []
+    for e, rows in enumerate(np.array_split(np.arange(counts.shape[0]), 3), start=1):
+        write_dat(tmp_path / f"T{e}_train.dat", counts[rows[:-15]])
+        write_dat(tmp_path / f"T{e}_test.dat", counts[rows[-15:]])
+        inputs.append(str(tmp_path / f"T{e}_train.dat"))
+        held.append(str(tmp_path / f"T{e}_test.dat"))
+    out = tmp_path / "out"
+    assert cli.main(["dnt", "--format", "pnas", "--vocab", str(tmp_path / "vocab.txt"), "--input", *inputs,
+                     "--heldout", *held, "--history", "2", "--output", str(out), *FAST]) == 0
+    timeline = check_epochs(out, [1, 2, 3], heldout=True)
+    assert timeline.params_["history"] == 2
+
+
+def test_cli_dnt_epoch_column(tmp_path, counts):
+    with open(tmp_path / "docs.tsv", "w") as f:
+        for i, row in enumerate(counts[:-HELD_OUT]):
+            text = " ".join(word(w) for w in np.repeat(np.arange(row.size), row))
+            f.write(f"doc{i}\t{(2, 10)[i % 2]}\t{text}\n")  # numeric epochs sort as numbers: 2 before 10
+    out = tmp_path / "out"
+    assert cli.main(["dnt", "--input", str(tmp_path / "docs.tsv"), "--epoch-column", "1", "--output", str(out),
+                     *FAST]) == 0
+    check_epochs(out, [2, 10], heldout=False)
+
+
+def test_cli_dnt_history_without_epochs_is_refused_before_spark(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["dnt", "--input", str(tmp_path / "x.txt"), "--history", "2", "--output", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--epoch-column" in err[0], err

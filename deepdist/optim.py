@@ -22,11 +22,28 @@ import threading
 
 import numpy as np
 
+from .errors import ConfigurationError
 from .params import get_param
 from .sparse import SparseRows
 from .validation import check_real
 
-__all__ = ["AdaGrad", "SGD", "add", "add_to"]
+__all__ = ["AdaGrad", "SGD", "add", "add_to", "resolve"]
+
+
+def resolve(model, name: str) -> tuple[np.ndarray, bool]:
+    """``(array, is_state)``: the numpy array a descent changes for parameter ``name``, and whether
+    it is *state* that updates are added to as they are rather than stepped against.
+
+    For a dict or an object with numpy attributes: the array itself, never state. For a PyTorch
+    module (:func:`deepdist.torch.module_params`): a zero-copy numpy view of the tensor, which is
+    state when it is a buffer (batch-norm running statistics: workers push how much their
+    forward passes moved it) rather than an ``nn.Parameter``.
+    """
+    found = get_param(model, name)
+    if isinstance(found, np.ndarray):
+        return found, False
+    # a torch tensor (torch is imported when one exists): duck-typed, so optim never imports torch
+    return found.detach().numpy(), type(found).__name__ != "Parameter"
 
 
 def add_to(param: np.ndarray, part, scale: float = 1.0) -> None:
@@ -52,7 +69,7 @@ def add(model, update: dict) -> None:
         dd.train(rdd, count_words, deepdist.optim.add, additive=True)
     """
     for name, part in update.items():
-        add_to(get_param(model, name), part)
+        add_to(resolve(model, name)[0], part)
 
 
 class SGD:
@@ -76,8 +93,18 @@ class SGD:
     def __call__(self, model, update: dict) -> None:
         rate = self.rate()
         for name, grad in update.items():
-            add_to(get_param(model, name), grad, scale=-rate)
+            param, is_state = resolve(model, name)
+            add_to(param, grad, scale=1.0 if is_state else -rate)
         self.steps += 1
+
+    def state_dict(self) -> tuple[dict, dict]:
+        """``(arrays, meta)`` to checkpoint: the step count that the decay follows."""
+        return {}, {"rule": "SGD", "steps": self.steps}
+
+    def load_state_dict(self, arrays: dict, meta: dict) -> None:
+        """Continue from :meth:`state_dict`'s ``(arrays, meta)``."""
+        _check_rule(meta, "SGD")
+        self.steps = int(meta["steps"])
 
 
 def _rows_and_values(part):
@@ -134,8 +161,26 @@ class AdaGrad:
 
     def __call__(self, model, update: dict) -> None:
         for name, part in update.items():
-            param = get_param(model, name)
+            param, is_state = resolve(model, name)
+            if is_state:
+                add_to(param, part)
+                continue
             self.step(param, self._accumulator(name, param), part)
+
+    def state_dict(self) -> tuple[dict, dict]:
+        """``(arrays, meta)`` to checkpoint: the squared-gradient accumulators (copies)."""
+        with self._lock:
+            return ({name: acc.copy() for name, acc in self.accumulators.items()},
+                    {"rule": "AdaGrad", "per_row": self.per_row})
+
+    def load_state_dict(self, arrays: dict, meta: dict) -> None:
+        """Continue from :meth:`state_dict`'s ``(arrays, meta)``."""
+        _check_rule(meta, "AdaGrad")
+        if bool(meta.get("per_row")) != self.per_row:
+            raise ConfigurationError(f"the saved AdaGrad state has per_row={meta.get('per_row')}, "
+                                     f"this rule per_row={self.per_row}")
+        with self._lock:
+            self.accumulators = {name: np.array(acc) for name, acc in arrays.items()}
 
     def step(self, param: np.ndarray, acc: np.ndarray, part) -> None:
         """One AdaGrad step of ``param`` (with its accumulator ``acc``) for one update ``part``."""
@@ -152,3 +197,9 @@ class AdaGrad:
             param[rows] += step
         else:
             param[rows] -= step
+
+
+def _check_rule(meta: dict, rule: str) -> None:
+    """Refuse to load another rule's saved state (an Adam checkpoint into SGD)."""
+    if meta.get("rule") != rule:
+        raise ConfigurationError(f"the saved descent state is {meta.get('rule')!r}'s; this rule is {rule!r}")

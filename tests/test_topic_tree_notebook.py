@@ -25,11 +25,12 @@ def test_topic_tree_notebook_runs(tmp_path):
         pytest.skip(f"PNAS data not found: {err}")
     notebook = nbformat.read(ROOT / "notebooks" / "topic_tree.ipynb", as_version=4)
     results_file = tmp_path / "results.json"
-    outputs = run_notebook(notebook, DNT_MAX_NODES="60", DNT_EPOCHS="8", DNT_NOTEBOOK_RESULTS=str(results_file))
+    outputs = run_notebook(notebook, DNT_MAX_NODES="60", DNT_EPOCHS="8", DNT_TIME_PASSES="3",
+                           DNT_NOTEBOOK_RESULTS=str(results_file))
     assert not [o for o in outputs if o.get("output_type") == "error"]
     pictures = [o for o in outputs if o.get("output_type") in ("display_data", "execute_result")
                 and "image/png" in o.get("data", {})]
-    assert len(pictures) >= 2  # the tree and the ELBO curve
+    assert len(pictures) >= 3  # the tree, the ELBO curve and the trees over time
 
     results = json.loads(results_file.read_text())
     assert results["nodes"] > 10 and results["depth"] >= 2
@@ -44,3 +45,11 @@ def test_topic_tree_notebook_runs(tmp_path):
     for (_, before, _), (_, after, moved) in zip(trace, trace[1:]):
         assert moved or after >= before - 1e-9 * abs(before)
     assert all(len(words) == 8 for words in results["top_words"].values())
+    # the trees over time: one per epoch, the root keeping its identity, each above its epoch's centroid
+    over_time = results["over_time"]
+    epochs = over_time["epochs"]
+    assert sorted(map(int, epochs)) == list(range(1, 11))
+    assert all(r["root_id"] == 0 and r["nodes"] >= 1 for r in epochs.values())
+    assert all(r["paper"] > r["centroid"] for r in epochs.values())
+    assert epochs["10"]["nodes"] > epochs["1"]["nodes"]
+    assert over_time["trajectory"] and over_time["trajectory"][-1] == 10

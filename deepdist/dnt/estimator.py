@@ -76,6 +76,11 @@ class DNT(Estimator):
         mean_sweeps: top-down sweeps of the means' coordinate ascent per global step.
         verify: ``"sketch"`` (compare a linear sketch of S with the memos' after every job and
             rebuild S from the memos on a mismatch) or ``"full"`` (compare all of S every job).
+        structure: where a pass's births are proposed: ``"driver"`` (one after the other, each on
+            the tree the last left), ``"parallel"`` (model-parallel: Spark tasks each propose the
+            births of the targets they own against the same base, the driver confirms them in
+            target order, :mod:`deepdist.dnt.parallel`) or ``"batch"`` (the same proposals made on
+            the driver: what ``"parallel"`` equals).
         history: None for one tree of all the documents; an integer h for a tree per epoch, each
             dependent on the last (Hu et al., section 2): a node's mean is drawn about
             κ₁·(its parent's mean) + κ₂·(its own mean at t−1), and its sticks count the documents
@@ -112,13 +117,15 @@ class DNT(Estimator):
     #: ``_fit_hook(fit_state)`` on the driver once the server runs
     _task_hook = None
     _fit_hook = None
+    #: tests: ``_structure_hook(partition=, records=)`` in the tasks of model-parallel births
+    _structure_hook = None
 
     def __init__(self, *, alpha: float = 0.5, gamma: float = 0.5, kappa0: float = 100.0, kappa1: float = 30000.0,
                  beta: float = 1e4, max_nodes: int = 400, max_depth: int = 8, max_children: int = 50,
                  epochs: int = 20, grow_epochs: int | None = None, batches_per_partition: int = 2, birth_every: int = 1, merge_every: int = 2,
                  births_per_pass: int = 50, birth_children: int = 1, birth_docs: int = 2000,
                  merge_candidates: int = 20, move_candidates: int = 20,
-                 mean_sweeps: int = 2, verify: str = "sketch", history: int | None = None,
+                 mean_sweeps: int = 2, verify: str = "sketch", structure: str = "driver", history: int | None = None,
                  kappa2: float = 30000.0, id2word=None, min_count: int = 1,
                  max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, seed: int = 0, spark=None,
                  server_options: dict | None = None, progress: bool = True, callbacks=(), **renamed):
@@ -130,6 +137,7 @@ class DNT(Estimator):
         self.birth_children = birth_children
         self.move_candidates = move_candidates
         self.history, self.kappa2 = history, kappa2
+        self.structure = structure
         self.verify, self.id2word, self.min_count, self.max_df = verify, id2word, min_count, max_df
         self.stop_words, self.max_vocab, self.seed, self.spark = stop_words, max_vocab, seed, spark
         self.server_options, self.progress, self.callbacks = server_options, progress, callbacks
@@ -149,6 +157,7 @@ class DNT(Estimator):
         check_int("grow_epochs", self.grow_epochs, minimum=0, none=True)
         check_real("max_df", self.max_df, above=0)
         check_choice("verify", self.verify, ("sketch", "full"))
+        check_choice("structure", self.structure, ("driver", "parallel", "batch"))
         check_bool("progress", self.progress)
         options = check_mapping("server_options", self.server_options)
         if "spark" in options or "progress" in options:

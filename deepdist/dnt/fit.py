@@ -25,6 +25,7 @@ import numpy as np
 
 from . import memo as memo_
 from . import moves
+from . import parallel
 from . import variational as vi
 from .task import RoundTask
 from .tree import Tree
@@ -248,6 +249,7 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
               "memo_error": max((c.get("memo_error", 0.0) for c in checks), default=0.0),
               "births_proposed": len(targets), "births": 0, "merges_proposed": len(candidates), "merges": 0,
               "moves": 0}
+    structure_started = time.perf_counter()
     moving = candidates or targets or (not final and dnt.move_candidates and len(fit.tree) > 2)
     stats = effective_stats(fit) if moving else None  # one copy, kept in step with every move made
     if candidates:
@@ -258,6 +260,7 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
         record["moves"] = _moves(dnt, fit, stats)
     if targets:
         record["births"] = _births(dnt, fit, targets, collected, rng, stats)
+    record["structure_seconds"] = time.perf_counter() - structure_started
     if record["births"] or record["merges"] or record["moves"]:
         record["elbo_after_moves"] = global_step(dnt, fit, True)
         record["nodes"] = len(fit.tree)
@@ -343,8 +346,8 @@ def _birth_identity(fit: FitState, parent: int, born) -> None:
 
 def _births(dnt, fit: FitState, targets, collected, rng, stats) -> int:
     cap, V = fit.tree.capacity, len(fit.vocabulary)
-    accepted = 0
     merged_away = {op[2] for op in fit.ops}
+    units = []
     for target in targets:
         pieces = [piece for t, piece in collected if t == target]
         if not pieces or target in merged_away or target not in fit.tree.children:
@@ -353,21 +356,47 @@ def _births(dnt, fit: FitState, targets, collected, rng, stats) -> int:
             continue
         docs = moves.BirthDocs.gather(pieces, V, cap)
         docs.renumber(fit.ops, cap)
-        room = min(dnt.birth_children, dnt.max_children - len(fit.tree.children[target]))
+        units.append((target, docs, min(dnt.birth_children, dnt.max_children - len(fit.tree.children[target]))))
+    if dnt.structure != "driver":
+        return _births_from_records(dnt, fit, units, stats)
+    accepted = 0
+    for target, docs, room in units:
         result = moves.propose_birth(fit.tree, stats, fit.hyper, fit.q, target, docs, rng, children=room)
         if result is None:
             continue
         fit.tree, stats, fit.q, gain, extras, born = result
-        for key, extra in extras.items():
-            if key in fit.extras:
-                old = fit.extras[key]
-                extra = moves.Extra(np.concatenate([old.flat, extra.flat]), np.concatenate([old.values, extra.values]),
-                                    old.mass + extra.mass, old.entropy + extra.entropy)
-            fit.extras[key] = extra
+        _keep_extras(fit, extras)
         accepted += len(born)
         _birth_identity(fit, target, born)
         log.info("DNT: nodes %s born under %d from %d documents (bound +%.4g)", born, target, docs.x.shape[0], gain)
     return accepted
+
+
+def _births_from_records(dnt, fit: FitState, units, stats) -> int:
+    """Births proposed against one base (on Spark with ``structure="parallel"``, on the driver with
+    ``"batch"``) and confirmed in target order (:mod:`deepdist.dnt.parallel`)."""
+    base = (fit.tree, stats, fit.hyper, fit.q)
+    if dnt.structure == "parallel":
+        records = parallel.proposals_on_spark(fit.state.context, base, units, seed=dnt.seed, job=fit.job,
+                                              partitions=fit.partitions, hook=dnt._structure_hook)
+    else:
+        records = parallel.propose(base, units, dnt.seed, fit.job)
+    fit.tree, stats, fit.q, accepted = parallel.confirm(fit.tree, stats, fit.hyper, fit.q, records,
+                                                        dnt.max_children, dnt.max_depth)
+    for target, born, extras in accepted:
+        _keep_extras(fit, extras)
+        _birth_identity(fit, target, born)
+        log.info("DNT: nodes %s born under %d (confirmed in order)", born, target)
+    return sum(len(born) for _, born, _ in accepted)
+
+
+def _keep_extras(fit: FitState, extras: dict) -> None:
+    for key, extra in extras.items():
+        if key in fit.extras:
+            old = fit.extras[key]
+            extra = moves.Extra(np.concatenate([old.flat, extra.flat]), np.concatenate([old.values, extra.values]),
+                                old.mass + extra.mass, old.entropy + extra.entropy)
+        fit.extras[key] = extra
 
 
 def compact(fit: FitState):

@@ -99,6 +99,8 @@ class DNT(Estimator):
             ``elbo_after_moves``, ``nodes``, ``births``/``births_proposed``,
             ``merges``/``merges_proposed``, ``changed_docs`` (documents whose responsibilities
             moved), ``bytes_pushed``, ``bytes_pulled``, ``repaired``, ``seconds``, ``elapsed``,
+            ``structure_seconds`` (the moves after the pass; ``birth_seconds`` of them the births),
+            ``time`` (the epoch, in a fit with ``history``),
             and with held-out documents ``heldout_vmf`` and ``heldout_paper``.
         elbo_trace_: the bound after every global step: ``(job, elbo, moved)``, ``moved`` when
             a structure move came before it.

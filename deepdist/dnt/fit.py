@@ -258,8 +258,10 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
         # moves change no memo, so they go on while the tree refines: parent links settle late,
         # once the means they are judged by have
         record["moves"] = _moves(dnt, fit, stats)
+    births_started = time.perf_counter()
     if targets:
         record["births"] = _births(dnt, fit, targets, collected, rng, stats)
+    record["birth_seconds"] = time.perf_counter() - births_started
     record["structure_seconds"] = time.perf_counter() - structure_started
     if record["births"] or record["merges"] or record["moves"]:
         record["elbo_after_moves"] = global_step(dnt, fit, True)

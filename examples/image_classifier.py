@@ -54,10 +54,12 @@ def run(spark, *, epochs: int = 5, batch_size: int = 32, partitions: int | None 
         target_accuracy: float | None = None, log=print) -> dict:
     """Train :func:`~deepdist.torch.models.small_cnn` and return the history and the totals.
 
-    ``history`` holds, per epoch, the wall time since training started (test evaluation
-    excluded), the test accuracy and the bytes pushed. With ``target_accuracy`` training stops
+    ``history`` holds, per epoch, the training time so far (``seconds``), the time since the call
+    (``wall``: start-up included, evaluation after epochs excluded), the test accuracy and the
+    bytes on the wire. With ``target_accuracy`` training stops
     at the first epoch that reaches it.
     """
+    called = time.perf_counter()
     sc = spark.sparkContext
     partitions = partitions or sc.defaultParallelism
     train, test = data if data is not None else load_rdds(sc, partitions)
@@ -65,7 +67,9 @@ def run(spark, *, epochs: int = 5, batch_size: int = 32, partitions: int | None 
     net = small_cnn(seed)
     descent = OPTIMIZERS[optimizer](lr)
     gradient = torch_gradient(F.cross_entropy, local_lr=local_lr)
-    history, training_seconds = [], 0.0
+    # scoring the untrained network also starts the executors' Python workers and imports torch there
+    log(f"untrained: test accuracy {evaluate(net, test):.4f}")
+    history, training_seconds, evaluation_seconds, wire = [], 0.0, 0.0, (0, 0)
     options = {"staleness": staleness} if max_staleness is None else {"staleness": staleness,
                                                                        "max_staleness": max_staleness}
     with DeepDist(net, params=module_params(net), spark=spark, progress=False, **options) as dd:
@@ -73,20 +77,27 @@ def run(spark, *, epochs: int = 5, batch_size: int = 32, partitions: int | None 
             started = time.perf_counter()
             reports = dd.train(train, gradient, descent, epochs=1, batch_size=batch_size,
                                fetch_every=fetch_every, push_every=push_every)
-            training_seconds += time.perf_counter() - started
+            finished = time.perf_counter()
+            training_seconds += finished - started
             accuracy = evaluate(net, test)
             pushed = sum(r["bytes_pushed"] for r in reports[0])
+            status = dd.status()
+            # the server's counts: pushes received and models (or rows) served
+            moved = (status["bytes_in"] - wire[0], status["bytes_out"] - wire[1])
+            wire = (status["bytes_in"], status["bytes_out"])
             history.append({"epoch": epoch + 1, "seconds": training_seconds, "accuracy": accuracy,
-                            "bytes_pushed": pushed})
+                            "wall": finished - called - evaluation_seconds,
+                            "bytes_pushed": pushed, "bytes_in": moved[0], "bytes_out": moved[1]})
+            evaluation_seconds += time.perf_counter() - finished
             log(f"epoch {epoch + 1}: test accuracy {accuracy:.4f}, {training_seconds:.1f}s, "
-                f"{pushed / 1e6:.1f} MB pushed")
+                f"{pushed / 1e6:.1f} MB pushed, {moved[1] / 1e6:.1f} MB pulled")
             if target_accuracy is not None and accuracy >= target_accuracy:
                 break
         status = dd.status()
     return {"net": net, "history": history, "accuracy": history[-1]["accuracy"], "seconds": training_seconds,
-            "updates": status["updates_applied"], "rejected": status.get("rejected", 0),
+            "updates": status["updates_applied"], "rejected": status["updates_rejected"],
             "staleness_histogram": status.get("staleness_histogram", {}), "partitions": partitions,
-            "bytes_per_epoch": sum(h["bytes_pushed"] for h in history) / len(history),
+            "bytes_per_epoch": sum(h["bytes_in"] + h["bytes_out"] for h in history) / len(history),
             "model_bytes": sum(a.nbytes for a in module_params(net).get(net).values())}
 
 
@@ -115,7 +126,7 @@ def main(argv=None):
     print(f"\nSmallCNN on 4,000 MNIST digits by Downpour {args.optimizer} ({result['partitions']} partitions, "
           f"{args.epochs} epochs, {result['seconds']:.1f}s on {describe_master(sc)}, {result['updates']} updates)")
     print(f"  test accuracy (1,000 digits)   {result['accuracy']:.4f}")
-    print(f"  pushed per epoch               {result['bytes_per_epoch'] / 1e6:.1f} MB "
+    print(f"  on the wire per epoch          {result['bytes_per_epoch'] / 1e6:.1f} MB, pushes and pulls "
           f"(model {result['model_bytes'] / 1e3:.0f} kB)")
     if args.output:
         with open(args.output, "w") as f:

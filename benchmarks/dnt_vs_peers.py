@@ -26,6 +26,11 @@ On each corpus:
    held-out scores of both and the speed-up (wall local[1] / wall local[2]). The local[2] fit
    is the one of item 1 (it runs first, so any warm-up of the process counts against it).
 
+4. With ``--structure-speed`` (issue 27): the scale corpus of ``benchmarks/dnt_scale.py``
+   (``--structure-docs``, V = 20,000) fitted twice on ``local[2]`` for ``--structure-passes``
+   passes, births proposed on the driver alone (``structure="driver"``) and model-parallel
+   (``structure="parallel"``): seconds of every pass's structure phase, and their ratio.
+
 Wall seconds are the ``fit`` alone: session start and the caching of the input RDD are
 excluded, the held-out scoring too. tomotopy runs on one core, DNT on ``local[2]`` on two.
 
@@ -33,6 +38,7 @@ Usage::
 
     .venv/bin/python benchmarks/dnt_vs_peers.py                           # the full run (long)
     .venv/bin/python benchmarks/dnt_vs_peers.py --quick --out /tmp/dnt_vs_peers.json   # smoke run
+    .venv/bin/python benchmarks/dnt_vs_peers.py --corpora --structure-speed  # only the structure phase (issue 27)
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ def _dnt_defaults() -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=CORPORA)
+    p.add_argument("--corpora", nargs="*", default=list(CORPORA), choices=CORPORA)
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 5,000 PNAS titles, max_nodes 30, 4 epochs, 20 hLDA iterations, "
                         "2,000 synthetic documents, 10 k-means rounds")
@@ -87,6 +93,11 @@ def parse_args(argv=None):
                         "titles with one worker, as first measured)")
     p.add_argument("--synthetic-hlda-iterations", type=int, default=100,
                    help="the same on the synthetic corpus (0: skip tomotopy there)")
+    p.add_argument("--structure-speed", action="store_true",
+                   help="also (issue 27) time the structure phase on the scale corpus: births proposed on the "
+                        "driver alone against model-parallel (structure='parallel') on local[2]")
+    p.add_argument("--structure-docs", type=int, default=1_000_000, help="documents of that corpus (V = 20,000)")
+    p.add_argument("--structure-passes", type=int, default=4, help="passes of each of its two fits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the results as JSON to this file")
     p.add_argument("--verbose", action="store_true", help="log DNT's passes (INFO)")
@@ -99,6 +110,8 @@ def parse_args(argv=None):
         args.hlda_iterations = 20
         args.synthetic_hlda_iterations = min(args.synthetic_hlda_iterations, 20)
         args.kmeans_iterations = 10
+        args.structure_docs = min(args.structure_docs, 20_000)
+        args.structure_passes = min(args.structure_passes, 3)
     return args
 
 
@@ -236,6 +249,61 @@ def coherence(topics, corpus, dictionary) -> float:
     return float(np.mean(values[np.isfinite(values)]))
 
 
+def run_structure_speed(args) -> dict:
+    """Issue 27, Must show 3: the same fit of the scale corpus (``benchmarks/dnt_scale.py``'s
+    generator: ``--structure-docs`` documents, V = 20,000, generated on the executors) twice on
+    ``local[2]``, births proposed on the driver and model-parallel; seconds of each pass's
+    structure phase (the merges, moves and births after it)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dnt_scale import _generate
+
+    from deepdist.dnt import DNT
+    from deepdist.dnt.synthetic import synthetic_tree_corpus
+    from deepdist.session import spark_session
+
+    scale = argparse.Namespace(docs=args.structure_docs, vocab=20_000, length=40.0, partitions=2, seed=args.seed)
+    truth = synthetic_tree_corpus(n_docs=1, vocab_size=scale.vocab, kind="counts", seed=args.seed,
+                                  branching=(8, 6, 4), alpha=4.0, gamma=2.0)
+    word_cdf, node_cdf = np.cumsum(truth.word_probs, axis=1), np.cumsum(truth.node_masses)
+    out = {"docs": scale.docs, "passes": args.structure_passes}
+    for mode in ("driver", "parallel"):
+        spark = spark_session(f"dnt-structure-{mode}", "local[2]")
+        try:
+            spark.sparkContext.setLogLevel("ERROR")
+            docs = spark.sparkContext.parallelize(range(2), 2).mapPartitionsWithIndex(
+                _generate(scale, word_cdf, node_cdf))
+            dnt = DNT(max_nodes=700, epochs=args.structure_passes, grow_epochs=args.structure_passes,
+                      births_per_pass=150, birth_children=3, structure=mode, seed=args.seed, progress=False)
+            started = time.perf_counter()
+            dnt.fit(docs, id2word=[f"w{i}" for i in range(scale.vocab)])
+            out[mode] = {"seconds": time.perf_counter() - started, "nodes": dnt.model_.n_nodes_,
+                         "phases": [{k: r[k] for k in ("epoch", "births", "merges", "moves", "structure_seconds",
+                                                          "birth_seconds", "nodes")} for r in dnt.history_]}
+        finally:
+            spark.stop()
+        print(f"  structure={mode}: {out[mode]['seconds']:.0f}s, {out[mode]['nodes']} nodes", flush=True)
+    report_structure(out)
+    return out
+
+
+def report_structure(out) -> None:
+    print(f"\n### Structure phase on {out['docs']:,} synthetic documents (V = 20,000), local[2]: births proposed "
+          f"on the driver alone against model-parallel\n")
+    rows = []
+    for a, b in zip(out["driver"]["phases"], out["parallel"]["phases"]):
+        if a["births"] or b["births"] or a["structure_seconds"] > 0.5:
+            rows.append([a["epoch"], f"{a['structure_seconds']:.1f}", f"{a['birth_seconds']:.1f}", a["births"],
+                         f"{b['structure_seconds']:.1f}", f"{b['birth_seconds']:.1f}", b["births"],
+                         f"{a['structure_seconds'] / max(b['structure_seconds'], 1e-9):.2f}"])
+    _table(["pass", "driver: phase s", "births s", "born", "parallel: phase s", "births s", "born",
+            "driver s / parallel s"], rows)
+    driver = sum(p["structure_seconds"] for p in out["driver"]["phases"])
+    parallel = sum(p["structure_seconds"] for p in out["parallel"]["phases"])
+    print(f"\nstructure phases in all: driver {driver:.1f}s, model-parallel {parallel:.1f}s "
+          f"(speed-up {driver / max(parallel, 1e-9):.2f}x); trees of {out['driver']['nodes']} and "
+          f"{out['parallel']['nodes']} nodes")
+
+
 # -- the run ------------------------------------------------------------------------------------
 def run_corpus(corpus, args) -> dict:
     from gensim.corpora import Dictionary
@@ -337,9 +405,10 @@ def main(argv=None):
         results.append(run_corpus(corpus, args))
         del corpus
     summary(results)
+    structure = run_structure_speed(args) if args.structure_speed else None
     print(f"\nload average {os.getloadavg()[0]:.1f} at end; {time.perf_counter() - started:.0f}s in all")
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1, default=float))
+        Path(args.out).write_text(json.dumps({"args": vars(args), "results": results, "structure": structure}, indent=1, default=float))
         print(f"results written to {args.out}")
 
 

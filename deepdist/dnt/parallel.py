@@ -124,6 +124,24 @@ def confirm(tree, stats, hyper, q, records, max_children: int, max_depth: int):
     return tree, stats, q, accepted
 
 
+def _pack(base):
+    """The base with only its instantiated slots' rows: free slots are zeros, and a tree of a few
+    nodes in a large capacity should not ship the capacity."""
+    tree, stats, hyper, q = base
+    active = tree.active()
+    return (tree, hyper, active, stats.mass, stats.entropy, stats.sums[active], q.mu[active], q.eta, q.nu, q.psi,
+            q.log_prior)
+
+
+def _unpack(packed):
+    tree, hyper, active, mass, entropy, sums, mu, eta, nu, psi, log_prior = packed
+    full_sums = np.zeros((tree.capacity, hyper.dim))
+    full_mu = np.zeros((tree.capacity, hyper.dim))
+    full_sums[active], full_mu[active] = sums, mu
+    return (tree, vi.Stats(mass.copy(), full_sums, entropy.copy()), hyper,
+            vi.Globals(full_mu, eta.copy(), nu.copy(), psi.copy(), log_prior.copy()))
+
+
 def proposals_on_spark(sc, base, units, *, seed: int, job: int, partitions: int, hook=None) -> list:
     """:func:`propose` of ``units`` in ``partitions`` Spark tasks, each owning the targets dealt to
     it, the base broadcast once; the records of all, as one list."""
@@ -132,14 +150,13 @@ def proposals_on_spark(sc, base, units, *, seed: int, job: int, partitions: int,
     owned = [[] for _ in range(max(1, min(partitions, len(units))))]
     for i, unit in enumerate(sorted(units, key=lambda u: u[0])):
         owned[i % len(owned)].append(unit)
-    shared = sc.broadcast(base)
+    shared = sc.broadcast(_pack(base))
 
     def run(index, parts):
         records = []
+        local = _unpack(shared.value)
         for part in parts:
-            local = shared.value
-            tree, stats, hyper, q = local
-            records.extend(propose((tree, stats, hyper, q), part, seed, job))
+            records.extend(propose(local, part, seed, job))
         if hook is not None:
             hook(partition=index, records=records)
         return records

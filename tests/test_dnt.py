@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from dnt_hooks import FailOnce, HoldFitState
+
 from deepdist.dnt import DNT, DNTModel
 from deepdist.dnt import memo as memo_
 from deepdist.dnt import moves
@@ -16,24 +18,6 @@ from deepdist.dnt import variational as vi
 from deepdist.dnt.fit import exact_stats
 from deepdist.dnt.synthetic import synthetic_tree_corpus
 from deepdist.dnt.tree import Tree
-
-
-class FailOnce:
-    """Test hook: fail a partition's first attempt right after it pushed, in the given jobs."""
-
-    def __init__(self, marker_dir, jobs, partition):
-        self.marker_dir, self.jobs, self.partition = marker_dir, set(jobs), partition
-
-    def __call__(self, *, job, partition, attempt, event):
-        marker = os.path.join(self.marker_dir, f"failed-{job}-{partition}")
-        if job in self.jobs and partition == self.partition and not os.path.exists(marker):
-            open(marker, "w").close()
-            raise RuntimeError("injected failure after a push")
-
-
-class HoldFitState:
-    def __call__(self, fit_state):
-        self.fit = fit_state
 
 
 def _bows(counts):

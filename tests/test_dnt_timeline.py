@@ -10,6 +10,8 @@ import os
 import numpy as np
 import pytest
 
+from dnt_hooks import FailOnce
+
 from deepdist.dnt import DNT, DNTModel, DNTTimeline
 from deepdist.dnt import fit as fit_
 from deepdist.dnt import variational as vi
@@ -20,19 +22,6 @@ from deepdist.errors import ConfigurationError
 
 V = 400
 ID2WORD = [f"w{i}" for i in range(V)]
-
-
-class FailOnce:
-    """Test hook: fail a partition's first attempt right after it pushed, in the given jobs."""
-
-    def __init__(self, marker_dir, jobs, partition):
-        self.marker_dir, self.jobs, self.partition = marker_dir, set(jobs), partition
-
-    def __call__(self, *, job, partition, attempt, event):
-        marker = os.path.join(self.marker_dir, f"failed-{job}-{partition}")
-        if job in self.jobs and partition == self.partition and not os.path.exists(marker):
-            open(marker, "w").close()
-            raise RuntimeError("injected failure after a push")
 
 
 def _bows(counts):

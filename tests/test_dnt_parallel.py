@@ -39,8 +39,12 @@ PARAMS = dict(max_nodes=24, epochs=6, beta=300.0, kappa1=300.0, births_per_pass=
               verify="full", progress=False, seed=3)
 
 
-def test_model_parallel_births_equal_the_same_proposals_on_the_driver(sc, docs, tmp_path):
-    batch = DNT(structure="batch", **PARAMS).fit(sc.parallelize(docs, 2), id2word=ID2WORD)
+@pytest.fixture(scope="module")
+def batch(sc, docs):
+    return DNT(structure="batch", **PARAMS).fit(sc.parallelize(docs, 2), id2word=ID2WORD)
+
+
+def test_model_parallel_births_equal_the_same_proposals_on_the_driver(sc, docs, batch, tmp_path):
     parallel = DNT(structure="parallel", **PARAMS)
     parallel._structure_hook = FailFirstProposal(str(tmp_path))
     parallel.fit(sc.parallelize(docs, 2), id2word=ID2WORD)
@@ -57,9 +61,8 @@ def test_model_parallel_births_equal_the_same_proposals_on_the_driver(sc, docs, 
     assert parallel.repairs_ == 0 and all(r["structure_seconds"] >= 0 for r in parallel.history_)
 
 
-def test_confirmed_births_raise_the_bound_like_the_drivers_own(sc, docs):
+def test_confirmed_births_raise_the_bound_like_the_drivers_own(sc, docs, batch):
     driver = DNT(structure="driver", **PARAMS).fit(sc.parallelize(docs, 2), id2word=ID2WORD)
-    batch = DNT(structure="batch", **PARAMS).fit(sc.parallelize(docs, 2), id2word=ID2WORD)
     for fitted in (driver, batch):
         moved = [r for r in fitted.history_ if "elbo_after_moves" in r]
         assert moved and all(r["elbo_after_moves"] > r["elbo"] for r in moved)

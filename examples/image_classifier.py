@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from deepdist import AdaGrad, Adam, AdamW, DeepDist, Momentum, SGD
 from deepdist.datasets.digits import load_mnist_5k
 from deepdist.session import describe_master, spark_session
-from deepdist.torch import evaluate, module_params, torch_gradient
+from deepdist.torch import evaluate, module_params, shuffle_within_partitions, torch_gradient
 from deepdist.torch.models import small_cnn
 
 OPTIMIZERS = {
@@ -75,7 +75,9 @@ def run(spark, *, epochs: int = 5, batch_size: int = 32, partitions: int | None 
     with DeepDist(net, params=module_params(net), spark=spark, progress=False, **options) as dd:
         for epoch in range(epochs):
             started = time.perf_counter()
-            reports = dd.train(train, gradient, descent, epochs=1, batch_size=batch_size,
+            # a new order of each partition's digits every epoch, as PyTorch's DataLoader(shuffle=True)
+            reports = dd.train(shuffle_within_partitions(train, seed, epoch), gradient, descent, epochs=1,
+                               batch_size=batch_size,
                                fetch_every=fetch_every, push_every=push_every)
             finished = time.perf_counter()
             training_seconds += finished - started

@@ -23,7 +23,8 @@ from deepdist.descent_checkpoint import DescentCheckpointer  # noqa: E402
 from deepdist.optim import add  # noqa: E402
 from deepdist.optim_adaptive import Adam, AdamW, Momentum  # noqa: E402
 from deepdist.sparse import SparseRows  # noqa: E402
-from deepdist.torch import default_collate, evaluate, module_params, torch_gradient, use_task_cpus  # noqa: E402
+from deepdist.torch import (default_collate, evaluate, module_params, shuffle_within_partitions,  # noqa: E402
+                            torch_gradient, use_task_cpus)
 
 
 def small_net(seed=0, features=6, classes=3):
@@ -278,6 +279,15 @@ def test_torch_threads_follow_the_task_cpus(sc):
 
     for used, got, cpus in sc.parallelize(range(4), 2).mapPartitions(threads).collect():
         assert used == got == cpus == int(sc.getConf().get("spark.task.cpus", "1"))
+
+
+def test_shuffle_within_partitions_permutes_each_partition_in_place(sc):
+    rdd = sc.parallelize(range(40), 2)
+    first, again = (shuffle_within_partitions(rdd, 0, 1).glom().collect() for _ in range(2))
+    other = shuffle_within_partitions(rdd, 0, 2).glom().collect()
+    assert first == again                                           # fixed by (seed, epoch, partition)
+    assert [sorted(p) for p in first] == rdd.glom().collect()       # no element changes partition
+    assert first != other and first != rdd.glom().collect()
 
 
 # -- retries -----------------------------------------------------------------------------------

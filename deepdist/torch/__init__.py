@@ -35,6 +35,7 @@ _LAZY = {
     "TorchGradient": "deepdist.torch.gradient",
     "default_collate": "deepdist.torch.gradient",
     "torch_gradient": "deepdist.torch.gradient",
+    "shuffle_within_partitions": "deepdist.torch.data",
     "accuracy": "deepdist.torch.evaluation",
     "evaluate": "deepdist.torch.evaluation",
     "mean_loss": "deepdist.torch.evaluation",

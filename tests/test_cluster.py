@@ -150,3 +150,20 @@ def test_a_daemon_that_needs_deepdist_on_bare_executors_is_one_clear_error(clust
     assert "spark.python.daemon.module" in output and "pyspark.daemon" in output, output[-4000:]
     assert "at org.apache" not in output and "Py4J" not in output
     assert result.seconds < 120
+
+
+def test_image_classifier_example_trains_a_cnn_on_the_cluster(cluster, tmp_path):
+    # the deep-learning example as a user submits it: a PyTorch module trained on the executors
+    pytest.importorskip("torch")
+    out = tmp_path / "cnn.json"
+    result = submit(cluster, os.path.join(ROOT, "examples", "image_classifier.py"), "--epochs", "2",
+                    "--partitions", "2", "--output", str(out), python=VENV_PYTHON,
+                    conf_dir=os.path.join(ROOT, "spark-conf"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    r = json.loads(out.read_text())
+    assert r["master"] == cluster.url
+    ran_on_cluster(cluster, r["app_id"])
+    assert [h["epoch"] for h in r["history"]] == [1, 2]
+    # one push per mini-batch of 32: 4,000 digits in two partitions, 125 or 126 batches an epoch
+    assert 2 * 125 <= r["updates"] <= 2 * 126
+    assert r["accuracy"] > 0.93, r["history"]

@@ -362,11 +362,14 @@ def _births(dnt, fit: FitState, targets, collected, rng, stats) -> int:
     if dnt.structure != "driver":
         return _births_from_records(dnt, fit, units, stats)
     accepted = 0
+    before = vi.elbo(fit.tree, stats, fit.hyper, fit.q) if units else None
     for target, docs, room in units:
-        result = moves.propose_birth(fit.tree, stats, fit.hyper, fit.q, target, docs, rng, children=room)
+        result = moves.propose_birth(fit.tree, stats, fit.hyper, fit.q, target, docs, rng, children=room,
+                                     before=before)
         if result is None:
             continue
         fit.tree, stats, fit.q, gain, extras, born = result
+        before = vi.elbo(fit.tree, stats, fit.hyper, fit.q)
         _keep_extras(fit, extras)
         accepted += len(born)
         _birth_identity(fit, target, born)

@@ -146,20 +146,22 @@ def _add_sparse(dense: np.ndarray, sp, sign: float = 1.0) -> None:
 
 
 def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, target: int, docs: BirthDocs,
-                  rng, min_docs: int = 4, children: int = 1):
+                  rng, min_docs: int = 4, children: int = 1, before: float | None = None):
     """A birth of ``children`` new children under ``target`` from ``docs``:
     ``(tree, stats, q, gain, extras, new nodes)`` when it raises the bound (``extras``:
     ``{batch key: Extra}``), else None.
 
     ``stats.sums`` is changed in place, in the rows the documents touch, and put back if the
     birth is refused: a copy of the (capacity × V) array per proposal would cost more than the
-    restricted VI itself."""
+    restricted VI itself. ``before``: the bound of (tree, stats, q) if the caller has it (a
+    refused proposal leaves the state as it found it, so one evaluation serves a run of them)."""
     cap = tree.capacity
     n = docs.x.shape[0]
     children = min(children, len(tree.free_slots()), max(n // min_docs - 1, 0))
     if children < 1:
         return None
-    before = vi.elbo(tree, stats, hyper, q)
+    if before is None:
+        before = vi.elbo(tree, stats, hyper, q)
     new_tree = tree.copy()
     born = [new_tree.add_child(target) for _ in range(children)]
     new_q = q.copy()

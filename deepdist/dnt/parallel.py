@@ -55,6 +55,7 @@ def propose(base, units, seed: int, job: int) -> list:
     refused proposals give none."""
     tree, stats, hyper, q = base
     records = []
+    before = vi.elbo(tree, stats, hyper, q) if units else None  # every proposal leaves the base as it was
     for target, docs, room in units:
         room = min(room, len(tree.free_slots()) if target in tree.children else 0)
         if room <= 0:
@@ -63,7 +64,8 @@ def propose(base, units, seed: int, job: int) -> list:
         # bit for bit, so every proposal sees the same base whatever ran before it in this task
         touched = np.union1d(np.unique(docs.lam.indices), [target] + tree.free_slots()[:room])
         saved = stats.sums[touched].copy()
-        result = moves.propose_birth(tree, stats, hyper, q, target, docs, _seed(seed, job, target), children=room)
+        result = moves.propose_birth(tree, stats, hyper, q, target, docs, _seed(seed, job, target), children=room,
+                                     before=before)
         stats.sums[touched] = saved
         if result is None:
             continue

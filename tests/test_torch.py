@@ -128,6 +128,30 @@ def test_default_collate_keeps_structure():
     assert r["features"].dtype == torch.float32 and r["features"].tolist() == [[1, 2], [0, 1]] and r["label"].tolist() == [3, 4]
 
 
+def test_gradient_returns_torch_gradients_and_buffer_moves():
+    X, y = blobs(n=16)
+    net, reference = small_net(7), small_net(7)
+    batch = list(zip(X, y))
+    update = torch_gradient(F.cross_entropy)(net, batch)
+    reference.train()
+    F.cross_entropy(reference(torch.from_numpy(X)), torch.from_numpy(y)).backward()
+    for name, p in reference.named_parameters():
+        np.testing.assert_allclose(update[name], p.grad.numpy(), rtol=1e-5, atol=1e-7)
+    moved = reference[1].running_mean.numpy() - small_net(7)[1].running_mean.numpy()
+    np.testing.assert_allclose(update["1.running_mean"], moved, rtol=1e-5, atol=1e-7)
+    for name, p in net.named_parameters():     # the task's copy does not move without local_lr
+        assert torch.equal(p, dict(small_net(7).named_parameters())[name]) and p.grad is None
+
+    clipped = torch_gradient(F.cross_entropy, max_grad_norm=1e-3)(small_net(7), batch)
+    norm = np.sqrt(sum(float((clipped[n] ** 2).sum()) for n, _ in net.named_parameters()))
+    assert norm == pytest.approx(1e-3, rel=1e-3)
+
+    local = small_net(7)
+    step = torch_gradient(F.cross_entropy, local_lr=0.5)(local, batch)
+    np.testing.assert_allclose(local[3].weight.detach().numpy(),
+                               small_net(7)[3].weight.detach().numpy() - 0.5 * step["3.weight"], rtol=1e-5)
+
+
 # -- descents against torch.optim ----------------------------------------------------------------
 
 RULES = [

@@ -291,7 +291,9 @@ class DNT(Estimator):
         stats = fit_.effective_stats(fit, history=False)
         params = {name: getattr(self, name) for name in ("alpha", "gamma", "kappa0", "kappa1", "max_nodes",
                                                          "max_depth", "epochs", "seed")}
-        return DNTModel(parents, fit.q.mu[slots], fit.q.eta[slots], fit.q.log_prior[slots], stats.mass[slots],
+        # a node's Σλ is a sum of deltas: one that lost all its documents can sit a round-off below 0
+        mass = np.maximum(stats.mass[slots], 0.0)
+        return DNTModel(parents, fit.q.mu[slots], fit.q.eta[slots], fit.q.log_prior[slots], mass,
                         float(self.beta), fit.vocabulary.id2word, history=list(getattr(self, "history_", ())),
                         params=params)
 

@@ -85,6 +85,7 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=None, help="default: DNT's own")
     p.add_argument("--gamma", type=float, default=None, help="default: DNT's own")
     p.add_argument("--beta", type=float, default=None, help="default: DNT's own (the paper's 1e4)")
+    p.add_argument("--kappa1", type=float, default=None, help="default: DNT's own")
     p.add_argument("--partitions", type=int, default=2,
                    help="input partitions of both DNT runs, so local[1] and local[2] fit the same batches")
     p.add_argument("--kmeans-iterations", type=int, default=30)
@@ -117,7 +118,7 @@ def parse_args(argv=None):
 
 def dnt_params(args) -> dict:
     params = {"max_nodes": args.max_nodes, "seed": args.seed, "progress": False}
-    for name in ("epochs", "max_depth", "batches_per_partition", "alpha", "gamma", "beta"):
+    for name in ("epochs", "max_depth", "batches_per_partition", "alpha", "gamma", "beta", "kappa1"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     return params

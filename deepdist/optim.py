@@ -46,6 +46,17 @@ def resolve(model, name: str) -> tuple[np.ndarray, bool]:
     return found.detach().numpy(), type(found).__name__ != "Parameter"
 
 
+def stepped(model, update: dict):
+    """``(name, param, part)`` for each part of ``update`` that a rule steps against; the parts of
+    state (:func:`resolve`) are added as they are on the way, as every rule adds them."""
+    for name, part in update.items():
+        param, is_state = resolve(model, name)
+        if is_state:
+            add_to(param, part)
+        else:
+            yield name, param, part
+
+
 def add_to(param: np.ndarray, part, scale: float = 1.0) -> None:
     """``param += scale * part`` in place, for a dense array or :class:`SparseRows` ``part``.
 
@@ -160,11 +171,7 @@ class AdaGrad:
         return acc
 
     def __call__(self, model, update: dict) -> None:
-        for name, part in update.items():
-            param, is_state = resolve(model, name)
-            if is_state:
-                add_to(param, part)
-                continue
+        for name, param, part in stepped(model, update):
             self.step(param, self._accumulator(name, param), part)
 
     def state_dict(self) -> tuple[dict, dict]:

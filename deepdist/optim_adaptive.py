@@ -24,7 +24,7 @@ import threading
 import numpy as np
 
 from .errors import ConfigurationError
-from .optim import _check_rule, _rows_and_values, add_to, resolve
+from .optim import _check_rule, _rows_and_values, stepped
 from .validation import check_bool, check_real
 
 __all__ = ["Adam", "AdamW", "Momentum"]
@@ -52,11 +52,7 @@ class _StatefulRule:
         return slots
 
     def __call__(self, model, update: dict) -> None:
-        for name, part in update.items():
-            param, is_state = resolve(model, name)
-            if is_state:
-                add_to(param, part)
-                continue
+        for name, param, part in stepped(model, update):
             if not np.issubdtype(param.dtype, np.floating):
                 raise ConfigurationError(f"{self.rule} steps float parameters only; {name!r} is {param.dtype}")
             rows, grad = _rows_and_values(part)

@@ -76,21 +76,13 @@ def propose(base, units, seed: int, job: int) -> list:
 
 
 def _remap(extra: moves.Extra, mapping: dict, cap: int) -> moves.Extra:
-    slots = extra.flat % cap
-    words = extra.flat // cap
-    new_slots = slots.copy()
-    mass, entropy = extra.mass.copy(), extra.entropy.copy()
-    for old, new in mapping.items():
-        new_slots[slots == old] = new
-    if any(old != new for old, new in mapping.items()):
-        olds = list(mapping)
-        values_m, values_h = mass[olds].copy(), entropy[olds].copy()
-        mass[olds] = 0.0
-        entropy[olds] = 0.0
-        for (old, new), m, h in zip(mapping.items(), values_m, values_h):
-            mass[new] += m
-            entropy[new] += h
-    return moves.Extra(words * cap + new_slots, extra.values.copy(), mass, entropy)
+    """``extra`` with the provisional slots of ``mapping`` moved to their confirmed ones."""
+    target = np.arange(cap)
+    target[list(mapping)] = list(mapping.values())
+    mass, entropy = np.zeros(cap), np.zeros(cap)
+    np.add.at(mass, target, extra.mass)
+    np.add.at(entropy, target, extra.entropy)
+    return moves.Extra(extra.flat // cap * cap + target[extra.flat % cap], extra.values.copy(), mass, entropy)
 
 
 def confirm(tree, stats, hyper, q, records, max_children: int, max_depth: int):

@@ -363,10 +363,11 @@ def run_dnt(args) -> int:
     return 0
 
 
-def _text_documents(sc, source: str, partitions):
-    """The token lists of a text file (directory, glob) Spark reads, one document a line."""
+def _text_documents(sc, source: str, partitions, parse=None):
+    """The documents of a text file (directory, glob) Spark reads, one a line: its token list, or
+    what ``parse`` makes of the line; lines that give an empty one are left out."""
     lines = sc.textFile(source, partitions) if partitions else sc.textFile(source)
-    docs = lines.map(_tokenize).filter(bool)
+    docs = lines.map(parse or _tokenize).filter(bool)
     return docs.repartition(partitions) if partitions else docs
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger("deepdist.cli")
 
 def split_epoch_line(column: int):
     """``line -> (epoch, tokens)`` for tab-separated lines whose ``column`` is the epoch (a
-    number when it reads as one); a line without that column gives ``None``."""
+    number when it reads as one); a line without that column, or without a word, gives ``None``."""
     from .cli import _tokenize
 
     def split(line: str):
@@ -44,7 +44,8 @@ def split_epoch_line(column: int):
                 label = float(label)
             except ValueError:
                 pass
-        return label, _tokenize(" ".join(fields[:column] + fields[column + 1:]))
+        tokens = _tokenize(" ".join(fields[:column] + fields[column + 1:]))
+        return (label, tokens) if tokens else None
 
     return split
 
@@ -57,16 +58,11 @@ def _documents(args, sc, id2word):
     heldout = {}
     if args.epoch_column is not None:
         split = split_epoch_line(args.epoch_column)
-        lines = sc.textFile(args.input[0], args.partitions) if args.partitions else sc.textFile(args.input[0])
-        docs = lines.map(split).filter(lambda pair: pair is not None and pair[1])
-        if args.partitions:
-            docs = docs.repartition(args.partitions)
         if args.heldout:
             with open(args.heldout[0], encoding="utf-8") as f:
-                for pair in map(split, f):
-                    if pair is not None and pair[1]:
-                        heldout.setdefault(pair[0], []).append(pair[1])
-        return docs, heldout
+                for label, tokens in filter(None, map(split, f)):
+                    heldout.setdefault(label, []).append(tokens)
+        return _text_documents(sc, args.input[0], args.partitions, parse=split), heldout
     docs = {}
     for label, path in enumerate(args.input, start=1):
         if args.format == "pnas":

@@ -9,7 +9,7 @@ distributions whose means sit at the nodes of a tree-structured stick-breaking p
   the tree; :class:`DNTModel` (:mod:`deepdist.dnt.model`) — the fitted tree;
   :class:`DNTTimeline` (:mod:`deepdist.dnt.timeline`) — dependent trees over epochs (``history=``);
 * :mod:`deepdist.dnt.variational` (global step, bound), :mod:`deepdist.dnt.memo` (batches,
-  memos, local step), :mod:`deepdist.dnt.moves`, :mod:`deepdist.dnt.tree`, :mod:`deepdist.dnt.fit`;
+  memos, local step), :mod:`deepdist.dnt.moves`, :mod:`deepdist.dnt.tree`, :mod:`deepdist.dnt.fit`, :mod:`deepdist.dnt.plot`;
 * :mod:`deepdist.dnt.vmf` — log I_ν, the vMF normaliser, A_D and its inverse, Wood's sampler;
 * :mod:`deepdist.dnt.synthetic` — corpora drawn from the model's own generative process;
 * :mod:`deepdist.dnt.evaluate` — the paper's score, vMF log-likelihoods, spherical k-means.

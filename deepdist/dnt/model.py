@@ -465,57 +465,9 @@ class DNTModel:
 
             >>> model.plot_tree().savefig("tree.png")          # doctest: +SKIP
         """
-        from matplotlib.collections import LineCollection
-        from matplotlib.figure import Figure
+        from .plot import plot_tree
 
-        if isinstance(max_nodes, bool) or not isinstance(max_nodes, numbers.Integral) or max_nodes < 1:
-            raise ConfigurationError(f"max_nodes must be an integer >= 1, got {max_nodes!r}")
-        shown = np.zeros(self.n_nodes_, dtype=bool)
-        if self.n_nodes_ <= max_nodes:
-            shown[:] = True
-        else:
-            for e in np.argsort(-self.mass_, kind="stable")[:max_nodes]:
-                while e >= 0 and not shown[e]:  # with its ancestors, so the picture stays a tree
-                    shown[e] = True
-                    e = self.tree_[e]
-        kids = [[c for c in self._children[e] if shown[c]] for e in range(self.n_nodes_)]
-        x = np.zeros(self.n_nodes_)
-        leaves = 0
-        # post-order: leaves take the next slot, a parent sits midway between its first and last child
-        order = [e for e in self._depth_first() if shown[e]]
-        for e in order:
-            if not kids[e]:
-                x[e] = leaves
-                leaves += 1
-        for e in reversed(order):
-            if kids[e]:
-                x[e] = 0.5 * (x[kids[e][0]] + x[kids[e][-1]])
-        y = -self.depth_.astype(float)
-        nodes = np.array(order)
-        if ax is None:
-            depth = int(self.depth_[nodes].max())
-            fig = Figure(figsize=(min(40.0, max(6.0, 1.1 * leaves)), min(30.0, 1.6 * (depth + 1) + 1.0)))
-            ax = fig.add_subplot()
-        else:
-            fig = ax.figure
-        segments = [[(x[self.tree_[e]], y[self.tree_[e]]), (x[e], y[e])] for e in nodes if e != 0]
-        if segments:
-            ax.add_collection(LineCollection(segments, colors="0.6", linewidths=0.8, zorder=1))
-        # area ∝ mass; the floor only keeps nodes of (almost) no mass visible
-        area = np.maximum(600.0 * self.mass_[nodes] / max(self.mass_[nodes].max(), 1e-300), 4.0)
-        ax.scatter(x[nodes], y[nodes], s=area, c=self.depth_[nodes] if colors is None else [colors[e] for e in nodes],
-                   cmap="viridis" if colors is None else None, zorder=2, edgecolors="k", linewidths=0.5)
-        for e in nodes:
-            ax.text(x[e], y[e] - 0.12, self._label(e, num_words) if label is None else label(e), ha="center", va="top", fontsize=6, zorder=3,
-                    gid=f"node-{e}")  # the gid names the node (an id in SVG output)
-        ax.set_xlim(-0.8, max(leaves - 1, 0) + 0.8)
-        ax.set_ylim(y[nodes].min() - 0.8, 0.5)
-        ax.set_axis_off()
-        if title is None:
-            title = (f"DNT tree: {nodes.size} of {self.n_nodes_} nodes" if nodes.size < self.n_nodes_
-                     else f"DNT tree: {self.n_nodes_} nodes")
-        ax.set_title(title, fontsize=9)
-        return fig
+        return plot_tree(self, num_words, ax, max_nodes, colors=colors, label=label, title=title)
 
     def _label(self, node: int, num_words: int) -> str:
         """A node's label in ``plot_tree``: its top words, one per line."""

@@ -146,7 +146,7 @@ def _add_sparse(dense: np.ndarray, sp, sign: float = 1.0) -> None:
 
 
 def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, target: int, docs: BirthDocs,
-                  rng, min_docs: int = 4, children: int = 1, before: float | None = None):
+                  rng, min_docs: int = 4, children: int = 1, before: float | None = None, restore: bool = False):
     """A birth of ``children`` new children under ``target`` from ``docs``:
     ``(tree, stats, q, gain, extras, new nodes)`` when it raises the bound (``extras``:
     ``{batch key: Extra}``), else None.
@@ -154,7 +154,9 @@ def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, t
     ``stats.sums`` is changed in place, in the rows the documents touch, and put back if the
     birth is refused: a copy of the (capacity × V) array per proposal would cost more than the
     restricted VI itself. ``before``: the bound of (tree, stats, q) if the caller has it (a
-    refused proposal leaves the state as it found it, so one evaluation serves a run of them)."""
+    refused proposal leaves the state as it found it, so one evaluation serves a run of them).
+    ``restore=True`` puts the sums back for a birth it keeps too (proposals against one base): the
+    returned statistics are then None and the birth's change is in its extras alone."""
     cap = tree.capacity
     n = docs.x.shape[0]
     children = min(children, len(tree.free_slots()), max(n // min_docs - 1, 0))
@@ -199,10 +201,12 @@ def propose_birth(tree: Tree, stats: vi.Stats, hyper: vi.Hyper, q: vi.Globals, t
     _local_step(new_tree, trial, hyper, new_q, list(group))
     after = vi.elbo(new_tree, trial, hyper, new_q)
     moved = float(lam[:, born].sum())
-    if not after > before or moved < 1.0:
+    kept = after > before and not moved < 1.0
+    if restore or not kept:
         stats.sums[touched] = saved
+    if not kept:
         return None
-    return new_tree, trial, new_q, after - before, _extras(docs, lam, cap), born
+    return new_tree, None if restore else trial, new_q, after - before, _extras(docs, lam, cap), born
 
 
 def _extras(docs: BirthDocs, lam, cap) -> dict:

@@ -60,13 +60,10 @@ def propose(base, units, seed: int, job: int) -> list:
         room = min(room, len(tree.free_slots()) if target in tree.children else 0)
         if room <= 0:
             continue
-        # propose_birth edits the base's sums in place for a birth it keeps: the rows are restored
-        # bit for bit, so every proposal sees the same base whatever ran before it in this task
-        touched = np.union1d(np.unique(docs.lam.indices), [target] + tree.free_slots()[:room])
-        saved = stats.sums[touched].copy()
+        # restore: the base's sums come back bit for bit, so every proposal sees the same base
+        # whatever ran before it in this task
         result = moves.propose_birth(tree, stats, hyper, q, target, docs, _seed(seed, job, target), children=room,
-                                     before=before)
-        stats.sums[touched] = saved
+                                     before=before, restore=True)
         if result is None:
             continue
         _, _, new_q, gain, extras, born = result

@@ -40,8 +40,11 @@ def test_spark_submit_runs_the_example_on_a_slice(tmp_path):
     if not SPARK_SUBMIT.exists():
         pytest.skip(f"no spark-submit next to {sys.executable}")
     package = shutil.make_archive(str(tmp_path / "deepdist"), "zip", root_dir=ROOT, base_dir="deepdist")
-    output, summary = _submit_example(tmp_path, package, "one-job")
-    _, synced = _submit_example(tmp_path, package, "sync", "--sync-epochs")
+    # one partition: with two, Downpour's update order depends on task timing, and the pair of
+    # losses compared below differed by up to 2.6% between runs; one task makes both runs
+    # deterministic, so the comparison can be tight (several partitions: tests/test_cluster.py)
+    output, summary = _submit_example(tmp_path, package, "one-job", "--partitions", "1")
+    _, synced = _submit_example(tmp_path, package, "sync", "--sync-epochs", "--partitions", "1")
 
     from gensim.models import KeyedVectors
 
@@ -53,10 +56,9 @@ def test_spark_submit_runs_the_example_on_a_slice(tmp_path):
     assert summary["settings"]["sync_epochs"] is False and synced["settings"]["sync_epochs"] is True
     metrics, synced_metrics = summary["metrics"], synced["metrics"]
     assert metrics["heldout_loss"] < 0.8 * metrics["heldout_loss_untrained"], metrics
-    # one job per epoch trains as well as one job for all epochs (one-sided: the single job has the
-    # odd run well above its usual loss)
+    # one job per epoch trains as well as one job for all epochs
     assert synced_metrics["heldout_loss"] < 0.7 * synced_metrics["heldout_loss_untrained"], synced_metrics
-    assert synced_metrics["heldout_loss"] < 1.02 * metrics["heldout_loss"], (synced_metrics, metrics)
+    assert abs(synced_metrics["heldout_loss"] / metrics["heldout_loss"] - 1) < 0.01, (synced_metrics, metrics)
     words = summary["corpus"]["words"]
     for run in (summary, synced):
         # each epoch's own record: where it ended, what it took, the learning rate the tasks applied
@@ -89,7 +91,10 @@ def test_notebook_trains_as_well_as_one_job(tmp_path):
     notebook = nbformat.read(ROOT / "notebooks" / "word2vec_wikipedia.ipynb", as_version=4)
     notebook.cells.insert(len(notebook.cells) - 1, nbformat.v4.new_code_cell(_NOTEBOOK_PROBE))
     epochs = 3
-    cells = run_notebook(notebook, W2V_MAX_ARTICLES="40", W2V_EPOCHS=str(epochs), W2V_DIM="32")
+    # one partition, so that the notebook's run and its one-job reference are deterministic (see
+    # test_spark_submit_runs_the_example_on_a_slice)
+    cells = run_notebook(notebook, W2V_MAX_ARTICLES="40", W2V_EPOCHS=str(epochs), W2V_DIM="32",
+                         W2V_PARTITIONS="1")
     outputs = "".join(o.get("text", "") for o in cells)
     probe = json.loads(next(line for line in outputs.splitlines() if line.startswith("PROBE "))[6:])
     summary = probe["summary"]
@@ -98,8 +103,8 @@ def test_notebook_trains_as_well_as_one_job(tmp_path):
     # the callback forces one job per epoch; that mode must train as well as one job does
     assert probe["sync_epochs"] is True
     assert loss < 0.7 * untrained, (loss, untrained)
-    # no worse than one job (that mode has the odd run well above its usual loss: one-sided)
-    assert loss < 1.02 * probe["reference_loss"], (loss, probe["reference_loss"])
+    # as good as one job
+    assert abs(loss / probe["reference_loss"] - 1) < 0.01, (loss, probe["reference_loss"])
     # the per-epoch analogy curve is computed on each epoch's vectors, and grows
     assert [epoch for epoch, _ in probe["curve"]] == list(range(1, epochs + 1))
     assert probe["curve"][-1][1] > probe["curve"][0][1] and summary["analogy accuracy"] > 0, probe["curve"]

@@ -8,7 +8,11 @@ three fits on one ``local[2]`` SparkSession, every score on each epoch's own hel
 2. **independent**: one ``DNT`` per epoch on that epoch's titles alone, with ``max_nodes`` = the
    dependent tree's node count in that epoch (same size, or smaller if it stops growing);
 3. **pooled**: one ``DNT`` on the titles of all ten epochs, ``max_nodes`` = the largest
-   dependent tree, scored on every epoch's held-out titles.
+   dependent tree, scored on every epoch's held-out titles. It has seen every epoch's titles,
+   the later epochs' included, when it scores an early one;
+4. **pooled up to t**: for each epoch t, one ``DNT`` on the titles of epochs 1..t pooled,
+   ``max_nodes`` = the dependent tree's node count at t: the same titles as the dependent tree
+   has seen by then, without the dependence (``--no-pooled-to-date`` skips these fits).
 
 Both scores of the DNT issue per epoch: the paper's (β µ_zᵀx, z the most probable node) and the
 normalised vMF log-likelihood per document. Printed: the per-epoch table, the means over the
@@ -47,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--max-nodes", type=int, default=400, help="the dependent trees' capacity")
     p.add_argument("--passes", type=int, default=10, help="passes per epoch (dependent, independent)")
     p.add_argument("--pooled-passes", type=int, default=20, help="passes of the pooled tree")
+    p.add_argument("--no-pooled-to-date", dest="pooled_to_date", action="store_false",
+                   help="skip the pooled-up-to-t fits")
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="the PNAS directory (default: read_pnas's search)")
@@ -129,6 +135,18 @@ def run(args) -> dict:
         out["pooled_nodes"] = pooled.n_nodes_
         for e in epochs:
             out["epochs"][e]["pooled"] = scores(pooled, data["held"][e])
+        out["pooled_to_date_seconds"] = 0.0
+        for t, e in enumerate(epochs if args.pooled_to_date else []):
+            rdd = sc.parallelize([d for past in epochs[:t + 1] for d in data["train"][past]], args.partitions).cache()
+            rdd.count()
+            started = time.perf_counter()
+            to_date = DNT(max_nodes=max(out["epochs"][e]["dependent_nodes"], 2), epochs=args.passes, **common).fit(
+                rdd, id2word=data["id2word"]).model_
+            out["pooled_to_date_seconds"] += time.perf_counter() - started
+            rdd.unpersist()
+            out["epochs"][e]["to_date_nodes"] = to_date.n_nodes_
+            out["epochs"][e]["to_date"] = scores(to_date, data["held"][e])
+            log.info("pooled up to epoch %s: %s nodes, %s", e, to_date.n_nodes_, out["epochs"][e]["to_date"])
     finally:
         spark.stop()
     return out
@@ -136,27 +154,35 @@ def run(args) -> dict:
 
 def report(out) -> None:
     rows = out["epochs"]
-    head = (f"{'epoch':>5} {'train':>6} {'held':>5} | {'nodes dep/ind/pool':>18} | "
-            f"{'paper dep':>9} {'indep':>9} {'pooled':>9} | {'vMF dep':>10} {'indep':>10} {'pooled':>10} | {'born':>4} {'merged':>6}")
+    peers = [("independent", "indep"), ("pooled", "pooled")]
+    if all("to_date" in r for r in rows.values()):
+        peers.append(("to_date", "pool<=t"))
+    names = "/".join(["dep"] + [short for _, short in peers])
+    head = (f"{'epoch':>5} {'train':>6} {'held':>5} | {'nodes ' + names:>24} | "
+            + " ".join(f"{'paper dep':>9}" if not i else f"{short:>9}" for i, short in enumerate(["dep"] + [s for _, s in peers]))
+            + " | " + " ".join(f"{'vMF dep':>10}" if not i else f"{short:>10}" for i, short in enumerate(["dep"] + [s for _, s in peers]))
+            + f" | {'born':>4} {'merged':>6}")
     print(head)
     print("-" * len(head))
     for e, r in rows.items():
-        print(f"{e:>5} {r['docs']:>6} {r['held']:>5} | {r['dependent_nodes']:>6}/{r['independent_nodes']:>5}/"
-              f"{out['pooled_nodes']:>5} | {r['dependent']['paper']:>9.1f} {r['independent']['paper']:>9.1f} "
-              f"{r['pooled']['paper']:>9.1f} | {r['dependent']['vmf']:>10.1f} {r['independent']['vmf']:>10.1f} "
-              f"{r['pooled']['vmf']:>10.1f} | {r['births']:>4} {r['merges']:>6}")
+        nodes = [r["dependent_nodes"], r["independent_nodes"], out["pooled_nodes"]] + (
+            [r["to_date_nodes"]] if len(peers) == 3 else [])
+        paper = " ".join(f"{r[k]['paper']:>9.1f}" for k in ["dependent"] + [k for k, _ in peers])
+        vmf = " ".join(f"{r[k]['vmf']:>10.1f}" for k in ["dependent"] + [k for k, _ in peers])
+        print(f"{e:>5} {r['docs']:>6} {r['held']:>5} | {'/'.join(map(str, nodes)):>24} | {paper} | {vmf} | "
+              f"{r['births']:>4} {r['merges']:>6}")
     print("-" * len(head))
     for kind in ("paper", "vmf"):
         dep = np.mean([r["dependent"][kind] for r in rows.values()])
-        ind = np.mean([r["independent"][kind] for r in rows.values()])
-        pool = np.mean([r["pooled"][kind] for r in rows.values()])
-        wins_ind = sum(r["dependent"][kind] >= r["independent"][kind] for r in rows.values())
-        wins_pool = sum(r["dependent"][kind] >= r["pooled"][kind] for r in rows.values())
-        print(f"{kind:>5}: mean dependent {dep:.1f}, independent {ind:.1f}, pooled {pool:.1f}; "
-              f"dependent/independent {dep / ind:.4f} (at or above in {wins_ind} of {len(rows)} epochs), "
-              f"dependent/pooled {dep / pool:.4f} (at or above in {wins_pool} of {len(rows)})")
+        parts = [f"mean dependent {dep:.1f}"]
+        for key, short in peers:
+            peer = np.mean([r[key][kind] for r in rows.values()])
+            wins = sum(r["dependent"][kind] >= r[key][kind] for r in rows.values())
+            parts.append(f"dependent/{short} {dep / peer:.4f} (mean {peer:.1f}; at or above in {wins} of {len(rows)})")
+        print(f"{kind:>5}: " + "; ".join(parts))
     print(f"wall seconds: dependent {out['dependent_seconds']:.0f}, independent (all epochs) "
-          f"{out['independent_seconds']:.0f}, pooled {out['pooled_seconds']:.0f}")
+          f"{out['independent_seconds']:.0f}, pooled {out['pooled_seconds']:.0f}, pooled up to t (all epochs) "
+          f"{out.get('pooled_to_date_seconds', 0):.0f}")
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ order (Downpour SGD, Dean et al. 2012, as in the original DeepDist).
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import logging
 import secrets
@@ -20,6 +21,7 @@ import uuid
 
 from .checkpoint import Checkpointer
 from .client import ModelClient
+from .dashboard import Dashboard, spark_tasks
 from . import config as _config
 from .config import MAX_WAIT_SECONDS, ServerConfig
 from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError,
@@ -98,6 +100,10 @@ class DeepDist:
             pin by its SHA-256 fingerprint (it travels with the secret in the task closure; no
             CA). ``None`` (default): TLS unless the server is on loopback; ``True``/``False``
             force it on or off.
+        dashboard: serve the live dashboard on ``GET /`` (:mod:`deepdist.dashboard`); the
+            driver logs its login URL once, at start, and :meth:`dashboard_url` mints another.
+        report: a path to write the dashboard's report to (:meth:`save_report`) when the
+            context closes.
 
     Attributes:
         url: the server's base URL (set on entry).
@@ -123,7 +129,8 @@ class DeepDist:
                  port: int = ServerConfig.port, staleness: str = ServerConfig.staleness,
                  max_staleness: int | None = ServerConfig.max_staleness, queue_size: int = ServerConfig.queue_size,
                  max_body_bytes: int | None = ServerConfig.max_body_bytes, checkpoint=None, resume: bool = False,
-                 progress: bool = True, client_options: dict | None = None, tls: bool | None = None):
+                 progress: bool = True, client_options: dict | None = None, tls: bool | None = None,
+                 dashboard: bool = True, report: str | None = None):
         self._model = model
         self.params = params
         self.spark = spark
@@ -137,6 +144,9 @@ class DeepDist:
         if tls not in (None, True, False):
             raise ConfigurationError(f"tls must be None (auto: on off loopback), True or False, got {tls!r}")
         self.tls = tls
+        self.dashboard = dashboard
+        self.report = report
+        self._dashboard = None
         self.url: str | None = None
         self.secret: str | None = None
         self.fingerprint: str | None = None
@@ -185,7 +195,10 @@ class DeepDist:
         bind, advertise = driver_addresses(self.sc, self.config.host)
         self.secret = secrets.token_urlsafe(32)
         self._context_id = uuid.uuid4().hex
-        app = create_app(self.store, self.secret, max_body)
+        self._dashboard = None
+        if self.dashboard:
+            self._dashboard = Dashboard(self.store, name=self._context_id[:12], tasks=lambda: spark_tasks(self.sc))
+        app = create_app(self.store, self.secret, max_body, dashboard=self._dashboard)
         if _is_wildcard(bind):
             log.warning("the model server listens on every interface (%r, as spark.driver.bindAddress or "
                         "host asks); executors call %s. Every request needs the context's secret%s",
@@ -207,6 +220,9 @@ class DeepDist:
         self._wait_until_up()
         log.info("DeepDist model server at %s (%d parameters, %.1f MB)", self.url,
                  len(self.store.spec), self.store.spec.nbytes / 1e6)
+        if self._dashboard is not None:
+            self._dashboard.start(self.url)
+            self._dashboard.announce(tty_too=self.progress)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -225,6 +241,10 @@ class DeepDist:
             self.store.stop()
             self._server.stop()
             self._server = None
+            if self._dashboard is not None:
+                self._dashboard.stop()
+                if self.report:
+                    self.save_report(self.report)
             if self._skeleton is not None:
                 self._skeleton.unpersist()
                 self._skeleton = None
@@ -387,12 +407,16 @@ class DeepDist:
         wire_epoch = self._wire_epoch(epoch)
         self.store.epoch = wire_epoch
         started = time.perf_counter()
+        if self._dashboard is not None:
+            self._dashboard.epoch_started(label or f"epoch {epoch + 1}")
         with ProgressLine(self.sc, self.store, label or f"epoch {epoch + 1}", enabled=self.progress,
                           describe=describe):
             results = self._collect(action)
             winners = {r["partition"]: (r["attempt"], r["pushed"]) for r in results}
             self._wire_epochs.pop(epoch, None)
             self.store.end_epoch(wire_epoch, winners)
+            if self._dashboard is not None:
+                self._dashboard.epoch_ended(label or f"epoch {epoch + 1}", wire_epoch, results)
         if self.store.error is not None:
             raise self.store.error
         if self.checkpointer is not None:
@@ -411,3 +435,45 @@ class DeepDist:
         """The server's counters (as ``GET /status`` returns them)."""
         self._require_open()
         return self.store.status()
+
+    # -- dashboard ------------------------------------------------------------------------
+    def _require_dashboard(self):
+        if self._dashboard is None:
+            raise ConfigurationError("no dashboard: open the context (with DeepDist(...) as dd:) with dashboard=True")
+        return self._dashboard
+
+    def dashboard_url(self) -> str:
+        """The live dashboard's address with a fresh one-time login token."""
+        self._require_open()
+        return self._require_dashboard().url()
+
+    def history(self) -> dict:
+        """The dashboard's data: metric history, status, partitions, parameters (JSON-able)."""
+        return self._require_dashboard().data()
+
+    def save_report(self, path: str) -> tuple[str, str]:
+        """Write the dashboard as a self-contained HTML report to ``path`` (it opens offline),
+        and its metric history as JSON beside it; return both paths. Works during and after
+        training.
+
+        Example::
+
+            >>> with DeepDist(model) as dd:                 # doctest: +SKIP
+            ...     dd.train(rdd, gradient, descent)
+            >>> dd.save_report("out/report.html")           # doctest: +SKIP
+            ('out/report.html', 'out/report.json')
+        """
+        return self._require_dashboard().save_report(path)
+
+    def _repr_html_(self) -> str | None:
+        """In Jupyter: the live dashboard inline while the server runs, else the report."""
+        if self._dashboard is None:
+            return None
+        if self._server is not None:
+            url = html.escape(self.dashboard_url(), quote=True)
+            return (f'<iframe src="{url}" width="100%" height="720" style="border:0"></iframe>'
+                    f'<div><a href="{html.escape(self.dashboard_url(), quote=True)}" target="_blank" '
+                    'rel="noopener noreferrer">open the dashboard in a new tab</a></div>')
+        report = html.escape(self._dashboard.report(), quote=True)
+        return f'<iframe srcdoc="{report}" width="100%" height="720" style="border:0"></iframe>'
+

@@ -22,10 +22,13 @@ Routes (every one needs ``Authorization: Bearer <secret>``):
   in the frame's meta when the task must pull the model instead.
 * ``GET /status``: counters as JSON.
 * ``GET /health``: ``{"ok": true}``.
+* ``GET /`` and ``GET /dashboard/data``: the live dashboard and its data (:mod:`deepdist.dashboard`);
+  these two also admit the dashboard's login token or session cookie instead of the bearer.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -54,15 +57,19 @@ def _error(status: int, message: str, **headers):
 
 class BearerAuth:
     """WSGI middleware: refuse a request without ``Authorization: Bearer <secret>`` (401) or with
-    a wrong one (403) on its headers alone, never touching ``wsgi.input``."""
+    a wrong one (403) on its headers alone, never touching ``wsgi.input``. ``admit(environ)``, if
+    given, may let a request without the header through (the dashboard's cookie)."""
 
-    def __init__(self, app, secret: str):
+    def __init__(self, app, secret: str, admit=None):
         self.app = app
         self._expected = f"Bearer {secret}".encode()
+        self._admit = admit
 
     def __call__(self, environ, start_response):
         header = environ.get("HTTP_AUTHORIZATION")
         if header and hmac.compare_digest(header.encode("latin-1", "replace"), self._expected):
+            return self.app(environ, start_response)
+        if not header and self._admit is not None and self._admit(environ):
             return self.app(environ, start_response)
         if not header:
             status, extra = "401 UNAUTHORIZED", [("WWW-Authenticate", "Bearer")]
@@ -75,8 +82,8 @@ class BearerAuth:
         return [body]
 
 
-def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask:
-    """Build the Flask app serving ``store``, guarded by ``secret``.
+def create_app(store: ParameterStore, secret: str, max_body_bytes: int, dashboard=None) -> Flask:
+    """Build the Flask app serving ``store``, guarded by ``secret`` (and ``dashboard``'s pages, if given).
 
     Example::
 
@@ -88,10 +95,16 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int) -> Flask
     """
     app = Flask("deepdist")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
-    _Handlers(store, max_body_bytes).register(app)
+    _Handlers(store, max_body_bytes, dashboard).register(app)
+    admit = None
+    if dashboard is not None:
+        from .dashboard import routes as dashboard_routes
+
+        dashboard_routes.register(app, dashboard)
+        admit = functools.partial(dashboard_routes.admit, dashboard)
     # checked on the headers, before Flask (or anything) reads the body: an unauthenticated
     # request commits no memory and no body byte is read (the server skips or drops it)
-    app.wsgi_app = BearerAuth(app.wsgi_app, secret)
+    app.wsgi_app = BearerAuth(app.wsgi_app, secret, admit)
     return app
 
 
@@ -103,9 +116,10 @@ def _refuse(status: int, message: str, **headers):
 class _Handlers:
     """The routes' handlers, over what they share: the store and the request-size limit."""
 
-    def __init__(self, store: ParameterStore, max_body_bytes: int):
+    def __init__(self, store: ParameterStore, max_body_bytes: int, dashboard=None):
         self.store = store
         self.max_body_bytes = max_body_bytes
+        self.dashboard = dashboard   # told of every task's contact (its partitions table)
 
     def register(self, app: Flask) -> None:
         app.register_error_handler(RequestEntityTooLarge, self.too_large)
@@ -167,6 +181,8 @@ class _Handlers:
         except (KeyError, ValueError):
             _refuse(400, "/changes needs integer since, partition and attempt")
         version, body = self.store.changes(since, partition, attempt)
+        if self.dashboard is not None:
+            self.dashboard.contacted(self.store.epoch, partition, attempt)
         return self._frame(body, version)
 
     def post_update(self):
@@ -178,6 +194,8 @@ class _Handlers:
         meta, update, wanted = self._decode(self._parse_update, body, then, counted=True)
         since = _since()
         self._submit(update, meta, len(body))
+        if self.dashboard is not None:
+            self.dashboard.pushed(meta)
         if wanted is not None:  # the sender's next pull, after its own update (read your own writes)
             self._wait_until_applied(meta.epoch, meta.partition, meta.attempt, meta.seq)
             version, rows = self.store.rows(wanted)

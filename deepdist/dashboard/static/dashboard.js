@@ -101,12 +101,21 @@
     if (state.points.length) xmax = Math.max(xmax, state.points[state.points.length - 1].t);
     if (!isFinite(ymin)) { ymin = 0; ymax = 1; }
     if (ymin === ymax) { var pad = Math.abs(ymin) * 0.05 || 1; ymin -= pad; ymax += pad; }
+    // a loss that falls by orders of magnitude would lie flat on a linear axis after its first points
+    var log = ymin > 0 && ymax / ymin > 100;
     var pw = W - PAD.l - PAD.r, ph = H - PAD.t - PAD.b;
     function X(x) { return PAD.l + pw * x / xmax; }
-    function Y(y) { return PAD.t + ph * (1 - (y - ymin) / (ymax - ymin)); }
+    function Y(y) {
+      var f = log ? (Math.log(y) - Math.log(ymin)) / (Math.log(ymax) - Math.log(ymin)) : (y - ymin) / (ymax - ymin);
+      return PAD.t + ph * (1 - f);
+    }
+    if (log) {
+      svg.setAttribute("data-scale", "log");
+      var note = svgEl("text", {x: W - PAD.r, y: PAD.t + 8, "text-anchor": "end"}); note.textContent = "log scale"; svg.appendChild(note);
+    }
     svg.appendChild(svgEl("line", {"class": "axis", x1: PAD.l, y1: PAD.t + ph, x2: W - PAD.r, y2: PAD.t + ph}));
     svg.appendChild(svgEl("line", {"class": "axis", x1: PAD.l, y1: PAD.t, x2: PAD.l, y2: PAD.t + ph}));
-    [ymin, (ymin + ymax) / 2, ymax].forEach(function (v) {
+    [ymin, log ? Math.sqrt(ymin * ymax) : (ymin + ymax) / 2, ymax].forEach(function (v) {
       var t = svgEl("text", {x: PAD.l - 4, y: Y(v) + 3, "text-anchor": "end"}); t.textContent = format(v); svg.appendChild(t);
     });
     [0, xmax / 2, xmax].forEach(function (v, i) {

@@ -7,6 +7,8 @@ alphabetic tokens of 2-15 characters) and writes to ``--output``:
 - ``topics.txt``: each topic's top words, one topic per line, largest topics first;
 - ``topics.json``: the same with probabilities, plus α, β and the training history;
 - ``model``: the saved :class:`~deepdist.lda.GibbsLDAModel`, one file (``GibbsLDAModel.load``).
+- ``report.html``: the training dashboard as a page that opens offline, and ``report.json``, its
+  metric history (:mod:`deepdist.dashboard`).
 
 ``deepdist dnt --input docs.txt --nodes 100 --output out/`` grows a :class:`deepdist.dnt.DNT` tree
 of topics, from a text file tokenised as above (``--format text``, the vocabulary built on Spark),
@@ -18,6 +20,7 @@ after the fit. It writes to ``--output``:
 - ``tree.json``: the same as nested nodes, plus the training history and the held-out scores;
 - ``tree.png``: a picture of the tree;
 - ``model``: the saved :class:`~deepdist.dnt.DNTModel`, one file (``DNTModel.load``).
+- ``report.html`` and ``report.json``: the training dashboard and its metric history.
 
 Over epochs (several ``--input`` files, or ``--epoch-column``): a tree per epoch, each from the
 last, written as :mod:`deepdist.cli_timeline` says.
@@ -163,7 +166,7 @@ def run_lda(args) -> int:
         if args.partitions:
             docs = docs.repartition(args.partitions)
         os.makedirs(args.output, exist_ok=True)
-        model = GibbsLDA(**gibbs_options(args)).fit(docs).model_
+        model = GibbsLDA(**gibbs_options(args), server_options=report_option(args)).fit(docs).model_
     finally:
         spark.stop()
     write_topics(model, args.output, args.num_words)
@@ -248,6 +251,11 @@ def _dnt_parser(sub):
     p.add_argument("--num-words", type=int, default=10, help="words shown per node (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress line, warnings only")
     return p
+
+
+def report_option(args) -> dict:
+    """The fit's server writes its dashboard as ``report.html`` (and ``report.json``) to ``--output``."""
+    return {"report": os.path.join(args.output, "report.html")}
 
 
 def dnt_options(args) -> dict:
@@ -346,7 +354,7 @@ def run_dnt(args) -> int:
         else:
             docs = _text_documents(sc, source, args.partitions)
         os.makedirs(args.output, exist_ok=True)
-        estimator = DNT(**dnt_options(args)).fit(docs, id2word=id2word)
+        estimator = DNT(**dnt_options(args), server_options=report_option(args)).fit(docs, id2word=id2word)
     finally:
         if owned:
             spark.stop()

@@ -168,7 +168,9 @@ def main(argv=None) -> dict:
         vector_size=args.dim, window=args.window, min_count=args.min_count, sg=int(args.sg), hs=int(args.hs),
         negative=args.negative, epochs=args.epochs, seed=args.seed, partitions=args.partitions,
         descent="adagrad" if args.adagrad else "add", adagrad_lr=args.adagrad_lr,
-        sync_epochs=True if args.sync_epochs else None, progress=not args.quiet, spark=spark)
+        sync_epochs=True if args.sync_epochs else None, progress=not args.quiet, spark=spark,
+        # the training dashboard as a report, next to the vectors (deepdist.dashboard)
+        server_options={"report": os.path.join(args.output, "report.html")})
     model = estimator.fit(train).model_
     wv = model.wv
     train.unpersist()

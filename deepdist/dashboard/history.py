@@ -146,7 +146,9 @@ class MetricHistory:
         self.generation += 1
 
     def mark(self, label: str) -> None:
-        """An epoch (or job) called ``label`` starts now."""
+        """An epoch (or job) called ``label`` starts now: sample what the driver added since the last
+        one ended (a Gibbs job's log-likelihood, a tree's size), so each job's value gets its own point."""
+        self.sample()
         with self._lock:
             self._marks.append({"label": label, "start": self.now(), "end": None})
             del self._marks[:-MAX_MARKS]

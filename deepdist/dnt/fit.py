@@ -268,6 +268,10 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
         record["nodes"] = len(fit.tree)
         fit.describe = f"elbo {record['elbo_after_moves']:.6g}, {len(fit.tree)} nodes"
     record["seconds"] = time.perf_counter() - started
+    shown = fit.dd.store.metrics  # on /status and the dashboard's curves
+    for name, value in (("elbo", record.get("elbo_after_moves", record["elbo"])), ("nodes", record["nodes"]),
+                        ("births", record["births"]), ("merges", record["merges"])):
+        shown[name].add(float(value))
     return record
 
 

@@ -97,6 +97,9 @@ def run_job(lda, fit: FitState, sweeps: int) -> dict:
     fit.job += 1
     fit.describe = f"ll/token {record['ll_per_token']:.4f}"
     fit.dd.store.metrics["log_likelihood"].add(record["log_likelihood"])  # shown on /status
+    if sweeps:  # the dashboard's curves (the initialisation's numbers would dwarf the sweeps')
+        fit.dd.store.metrics["ll_per_token"].add(record["ll_per_token"])
+        fit.dd.store.metrics["repairs"].add(fit.repairs)
     log.info("GibbsLDA %s: log p(w,z) %.6g (%.4f per token)%s, %.2fs, pushed %d B, pulled %d B%s",
              _label(lda, fit.done, sweeps), record["log_likelihood"], record["ll_per_token"],
              f", held-out {record['heldout_ll_per_token']:.4f}" if "heldout_ll_per_token" in record else "",

@@ -21,7 +21,7 @@ import uuid
 
 from .checkpoint import Checkpointer
 from .client import ModelClient
-from .dashboard import Dashboard, spark_tasks
+from .dashboard import Dashboard
 from . import config as _config
 from .config import MAX_WAIT_SECONDS, ServerConfig
 from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError,
@@ -197,7 +197,7 @@ class DeepDist:
         self._context_id = uuid.uuid4().hex
         self._dashboard = None
         if self.dashboard:
-            self._dashboard = Dashboard(self.store, name=self._context_id[:12], tasks=lambda: spark_tasks(self.sc))
+            self._dashboard = Dashboard(self.store, name=self._context_id[:12])
         app = create_app(self.store, self.secret, max_body, dashboard=self._dashboard)
         if _is_wildcard(bind):
             log.warning("the model server listens on every interface (%r, as spark.driver.bindAddress or "

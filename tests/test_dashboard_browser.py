@@ -74,6 +74,39 @@ def _local(url):
     return rest.split("/")[0].rsplit(":", 1)[0] == "127.0.0.1"
 
 
+class _Notebook:
+    """A page holding ``html`` (what a notebook's output cell shows), served on 127.0.0.1."""
+
+    def __init__(self, html):
+        import http.server
+
+        body = f"<!doctype html><html><body><h1>notebook</h1>{html}</body></html>".encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
 def _shots(tmp):
     directory = os.environ.get("DEEPDIST_SCREENSHOTS") or str(tmp)
     os.makedirs(directory, exist_ok=True)
@@ -103,7 +136,7 @@ def watched(sc, tmp_path_factory):
             while trainer.is_alive():
                 seen["loss_points"].append(_points(driver, "metric:loss"))
                 seen["retries"] = max(seen["retries"], _retries(driver, FAILING_PARTITION))
-                if "live" not in seen["screenshots"] and seen["retries"] >= 1 and seen["loss_points"][-1] >= 6:
+                if "live" not in seen["screenshots"] and seen["retries"] >= 1 and seen["loss_points"][-1] >= 9:
                     path = os.path.join(shots, "dashboard_live.png")
                     driver.save_screenshot(path)
                     seen["screenshots"]["live"] = path
@@ -126,6 +159,14 @@ def watched(sc, tmp_path_factory):
             driver.get(base + "dashboard/data")
             driver.get(login)
             seen["without"] = chromium.network_events(driver)
+            # Jupyter: the output cell's iframe, in a page from another port of the same host
+            with _Notebook(dd._repr_html_()) as notebook:
+                driver.get(notebook.url)
+                driver.switch_to.frame(0)
+                WebDriverWait(driver, 10).until(lambda d: _points(d, "metric:loss") >= 1)
+                seen["in_iframe"] = _points(driver, "metric:loss")
+                driver.switch_to.default_content()
+            seen["notebook"] = chromium.network_events(driver)
             seen["history"] = dd.history()
         seen["report"], seen["report_json"] = dd.save_report(str(tmp / "report.html"))
         seen["shots"] = shots
@@ -167,8 +208,13 @@ def test_the_cookie_does_not_open_the_model_or_status(watched):
     assert statuses == [401, 401]
 
 
+def test_in_jupyter_the_context_shows_the_live_page_inline(watched):
+    # a notebook served from the same host (another port): the frame logs in and draws the curves
+    assert watched["in_iframe"] >= 1
+
+
 def test_no_request_leaves_the_machine(watched):
-    urls = [url for _, url, _ in watched["urls"] + watched["cookie_on_model"] + watched["without"]]
+    urls = [url for _, url, _ in watched["urls"] + watched["cookie_on_model"] + watched["without"] + watched["notebook"]]
     assert any(url.startswith("http://127.0.0.1:") for url in urls)
     assert all(_local(url) for url in urls), [url for url in urls if not _local(url)]
 

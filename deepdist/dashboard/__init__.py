@@ -26,12 +26,12 @@ import os
 import sys
 import time
 
-from .history import MetricHistory, spark_tasks
+from .history import MetricHistory
 from .page import _finite, render
 from .partitions import PartitionBoard
 from .sessions import SessionStore
 
-__all__ = ["Dashboard", "MetricHistory", "PartitionBoard", "SessionStore", "render", "spark_tasks"]
+__all__ = ["Dashboard", "MetricHistory", "PartitionBoard", "SessionStore", "render"]
 
 log = logging.getLogger("deepdist")
 
@@ -43,7 +43,6 @@ class Dashboard:
         store: the :class:`~deepdist.store.ParameterStore` whose status it shows.
         name: distinguishes this server's cookie from another's on the same host (cookies
             ignore ports).
-        tasks: optional ``() -> dict`` of Spark's task counts (:func:`spark_tasks`).
         interval: seconds between samples of the history.
 
     Example::
@@ -54,12 +53,12 @@ class Dashboard:
         'http://127.0.0.1:8000/?token=...'
     """
 
-    def __init__(self, store, *, name: str, tasks=None, interval: float | None = None, title: str = "DeepDist"):
+    def __init__(self, store, *, name: str, interval: float | None = None, title: str = "DeepDist"):
         self.store = store
         self.title = title
         self.cookie = f"deepdist-{name}"
         self.sessions = SessionStore()
-        self.history = MetricHistory(store.status, tasks, **({} if interval is None else {"interval": interval}))
+        self.history = MetricHistory(store.status, **({} if interval is None else {"interval": interval}))
         self.partitions = PartitionBoard()
         self.base_url: str | None = None
         self.live = False

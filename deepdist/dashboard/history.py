@@ -1,8 +1,8 @@
 """The metric history behind the dashboard's curves: the server's counters sampled over time.
 
 A sampler thread reads the store's status once a ``interval`` (and the driver adds a sample
-at every epoch's end). Each point holds the cumulative counters (updates, bytes, rejections),
-the queue depth, Spark's task counts, and for every task-reported metric
+as every epoch starts and ends). Each point holds the cumulative counters (updates, bytes,
+rejections), the queue depth, and for every task-reported metric
 (:func:`deepdist.report`, or a value the driver added, like the Gibbs log-likelihood) the mean
 of the values reported since the point before. The history is bounded: past ``max_points``
 neighbouring points are merged in pairs, so a long fit keeps its whole course at a coarser
@@ -11,8 +11,11 @@ step (counters keep the later value; metric means are weighted by their counts).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+
+log = logging.getLogger(__name__)
 
 #: Seconds between samples.
 SAMPLE_SECONDS = 1.0
@@ -22,20 +25,6 @@ MAX_POINTS = 2000
 MAX_MARKS = 2000
 #: Metrics a task reports for the progress line and the partitions table, not for a curve.
 _NOT_CURVES = frozenset({"epoch", "epochs", "progress"})
-
-
-def spark_tasks(sc) -> dict:
-    """``{"done", "total", "running", "failed"}`` over Spark's active stages."""
-    tracker = sc.statusTracker()
-    counts = {"done": 0, "total": 0, "running": 0, "failed": 0}
-    for stage_id in tracker.getActiveStageIds():
-        info = tracker.getStageInfo(stage_id)
-        if info is not None:
-            counts["done"] += info.numCompletedTasks
-            counts["total"] += info.numTasks
-            counts["running"] += info.numActiveTasks
-            counts["failed"] += info.numFailedTasks
-    return counts
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -54,7 +43,8 @@ def _merge(a: dict, b: dict) -> dict:
 class MetricHistory:
     """Points sampled from a store's ``status()``, bounded; and the epochs' start and end marks.
 
-    ``tasks`` is an optional ``() -> dict`` of Spark's task counts (:func:`spark_tasks`).
+    (Spark's own task counts are not sampled: its status tracker lags its tasks by seconds; the
+    partitions table has what the server saw, as it happened.)
 
     Example::
 
@@ -64,8 +54,8 @@ class MetricHistory:
         120
     """
 
-    def __init__(self, status, tasks=None, interval: float = SAMPLE_SECONDS, max_points: int = MAX_POINTS):
-        self._status, self._tasks = status, tasks
+    def __init__(self, status, interval: float = SAMPLE_SECONDS, max_points: int = MAX_POINTS):
+        self._status = status
         self.interval, self.max_points = interval, max_points
         self.started = time.time()
         self._t0 = time.monotonic()
@@ -73,7 +63,6 @@ class MetricHistory:
         self._points: list = []
         self._marks: list = []
         self._seen: dict = {}       # metric name -> (total, count) at the last sample
-        self._failed: dict = {}     # Spark stage -> its failed tasks, the largest seen
         self._n = 0                 # the last point's number
         self.generation = 0         # bumped when points merge: readers take the whole history again
         self._stop = threading.Event()
@@ -96,8 +85,8 @@ class MetricHistory:
         while not self._stop.wait(self.interval):
             try:
                 self.sample()
-            except Exception:  # a Spark gateway shutting down under us: the next sample tries again
-                continue
+            except Exception:  # never let a sample stop the sampling
+                log.debug("dashboard sample failed", exc_info=True)
 
     # -- recording ---------------------------------------------------------------------------
     def now(self) -> float:
@@ -105,14 +94,8 @@ class MetricHistory:
         return round(time.monotonic() - self._t0, 3)
 
     def sample(self, status: dict | None = None) -> None:
-        """Add a point from ``status`` (the store's, by default) and Spark's task counts."""
+        """Add a point from ``status`` (the store's, by default)."""
         status = status if status is not None else self._status()
-        tasks = None
-        if self._tasks is not None:
-            try:
-                tasks = self._tasks()
-            except Exception:  # Spark stopped: the point goes without task counts
-                tasks = None
         with self._lock:
             metrics, counts = {}, {}
             for name, metric in status.get("metrics", {}).items():
@@ -131,8 +114,6 @@ class MetricHistory:
                      "applied": status.get("updates_applied", 0), "rejected": status.get("updates_rejected", 0),
                      "bytes_in": status.get("bytes_in", 0), "bytes_out": status.get("bytes_out", 0),
                      "queue": status.get("queue_depth", 0), "metrics": metrics, "counts": counts}
-            if tasks is not None:
-                point["tasks"] = tasks
             self._points.append(point)
             if len(self._points) > self.max_points:
                 self._compact()

@@ -4,6 +4,8 @@
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
   var POLL_MS = 1000;
+  var MIN_SPAN = 0.5;    // seconds: the shortest span a rate is taken over
+  var QUIET_S = 5;       // seconds without a request before a running partition shows as quiet
   var W = 420, H = 150, PAD = {l: 52, r: 10, t: 8, b: 20};
   var config = JSON.parse(document.getElementById("deepdist-config").textContent);
   var state = {points: [], marks: [], generation: null, last: 0, data: null, stopped: false};
@@ -53,10 +55,14 @@
     return {xs: xs, ys: ys};
   }
   function rateSeries(key) {
-    var xs = [], ys = [], pts = state.points;
+    // over spans of at least half a sample interval: the extra samples taken as an epoch starts
+    // and ends lie a few milliseconds apart, and a rate over those would be noise
+    var xs = [], ys = [], pts = state.points, anchor = pts[0];
     for (var i = 1; i < pts.length; i++) {
-      var dt = pts[i].t - pts[i - 1].t;
-      if (dt > 0) { xs.push(pts[i].t); ys.push(Math.max(0, pts[i][key] - pts[i - 1][key]) / dt); }
+      var dt = pts[i].t - anchor.t;
+      if (dt >= MIN_SPAN) {
+        xs.push(pts[i].t); ys.push(Math.max(0, pts[i][key] - anchor[key]) / dt); anchor = pts[i];
+      }
     }
     return {xs: xs, ys: ys};
   }
@@ -193,14 +199,17 @@
   }
 
   function summary(data) {
-    var s = data.status || {}, dl = document.getElementById("summary"), last = state.points[state.points.length - 1] || {};
-    var tasks = last.tasks;
+    var s = data.status || {}, dl = document.getElementById("summary");
     var mark = state.marks[state.marks.length - 1];
     var items = [["version", s.version], ["epoch", mark ? mark.label : "–"],
                  ["uptime", clock(s.uptime_seconds || 0)], ["updates", num(s.updates_applied) + " applied"],
                  ["rejected", num(s.updates_rejected)], ["in", bytes(s.bytes_in || 0)], ["out", bytes(s.bytes_out || 0)],
                  ["queue", s.queue_depth]];
-    if (tasks && tasks.total) items.push(["tasks", tasks.done + "/" + tasks.total + (tasks.failed ? " (" + tasks.failed + " failed)" : "")]);
+    var parts = data.partitions || [], job = parts.reduce(function (m, p) { return Math.max(m, p.epoch); }, 0);
+    var current = parts.filter(function (p) { return p.epoch === job; });
+    if (current.length) items.push(["partitions done", current.filter(function (p) { return p.state === "done"; }).length + "/" + current.length]);
+    var retries = parts.reduce(function (n, p) { return n + p.retries; }, 0);
+    items.push(["retries", retries]);
     dl.replaceChildren();
     items.forEach(function (kv) {
       var d = el("div", {"data-key": kv[0]}); d.appendChild(el("dt", {}, kv[0])); d.appendChild(el("dd", {}, kv[1] === undefined ? "–" : String(kv[1])));
@@ -246,7 +255,10 @@
       {title: "retries", key: "retries"}, {title: "pushes", key: "pushes"},
       {title: "progress", key: "progress", cell: function (r) { return r.progress === null ? r.epoch_pushes + " pushes" : progressBar(r.progress); }},
       {title: "last contact", key: "last_contact", cell: function (r) { return clock(now - r.last_contact) + " ago"; }},
-      {title: "state", key: "state", cell: function (r, td) { td.className = "state-" + r.state; return r.state; }}], parts);
+      {title: "state", key: "state", cell: function (r, td) {
+        var s = r.state === "running" && now - r.last_contact > QUIET_S ? "quiet" : r.state;
+        td.className = "state state-" + s; return s;
+      }}], parts);
     var pbox = document.getElementById("partitions");
     pbox.replaceChildren(parts.length ? ptable : el("div", {"class": "empty"}, "No task has pushed yet."));
 

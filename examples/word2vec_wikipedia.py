@@ -59,6 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--sync-epochs", action="store_true",
                         help="one Spark job per epoch (default: one job for all epochs when the partitions "
                              "fit on the executor cores)")
+    parser.add_argument("--training-loss", action="store_true",
+                        help="tasks report gensim's running training loss (a curve in report.html; a little slower)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     if args.hs:
@@ -169,6 +171,7 @@ def main(argv=None) -> dict:
         negative=args.negative, epochs=args.epochs, seed=args.seed, partitions=args.partitions,
         descent="adagrad" if args.adagrad else "add", adagrad_lr=args.adagrad_lr,
         sync_epochs=True if args.sync_epochs else None, progress=not args.quiet, spark=spark,
+        compute_loss=args.training_loss,
         # the training dashboard as a report, next to the vectors (deepdist.dashboard)
         server_options={"report": os.path.join(args.output, "report.html")})
     model = estimator.fit(train).model_

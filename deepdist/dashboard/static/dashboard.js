@@ -200,8 +200,10 @@
 
   function summary(data) {
     var s = data.status || {}, dl = document.getElementById("summary");
-    var mark = state.marks[state.marks.length - 1];
-    var items = [["version", s.version], ["epoch", mark ? mark.label : "–"],
+    var mark = state.marks[state.marks.length - 1], m = s.metrics || {}, label = mark ? mark.label : "–";
+    // tasks that run several epochs in one Spark job say which they are in (as on the progress line)
+    if (m.epoch && m.epochs && m.epoch.count) label = "epoch " + Math.round(m.epoch.last) + "/" + Math.round(m.epochs.last);
+    var items = [["version", s.version], ["epoch", label],
                  ["uptime", clock(s.uptime_seconds || 0)], ["updates", num(s.updates_applied) + " applied"],
                  ["rejected", num(s.updates_rejected)], ["in", bytes(s.bytes_in || 0)], ["out", bytes(s.bytes_out || 0)],
                  ["queue", s.queue_depth]];

@@ -244,7 +244,10 @@ class DeepDist:
             if self._dashboard is not None:
                 self._dashboard.stop()
                 if self.report:
-                    self.save_report(self.report)
+                    try:
+                        self.save_report(self.report)
+                    except OSError as err:  # the fit is done: a report that cannot be written must not undo it
+                        log.error("could not write the dashboard's report to %s: %s", self.report, err)
             if self._skeleton is not None:
                 self._skeleton.unpersist()
                 self._skeleton = None

@@ -201,3 +201,24 @@ def test_a_push_shows_in_the_partitions_table(served):
     store.drain()
     [row] = dashboard.data()["partitions"]
     assert (row["partition"], row["attempt"], row["pushes"]) == (3, 9, 1)
+
+
+def test_a_reader_gets_the_marks_from_its_last_on():
+    history = MetricHistory(lambda: _status(0, {}))
+    history.mark("epoch 1")
+    first = history.since(0)
+    history.end_mark("epoch 1")
+    history.mark("epoch 2")
+    later = history.since(first["last"], first["generation"], first["marks"][-1]["i"])
+    assert [(m["label"], m["end"] is not None) for m in later["marks"]] == [("epoch 1", True), ("epoch 2", False)]
+
+
+def test_the_live_page_shows_the_retried_and_silent_partitions_of_many(served):
+    _, dashboard, _ = served
+    for partition in range(300):
+        dashboard.partitions.contact(epoch=1, partition=partition, attempt=partition, pushed=True)
+    dashboard.partitions.contact(epoch=1, partition=299, attempt=1000, pushed=True)   # a retry
+    data = dashboard.data()
+    assert data["partitions_total"] == 300 and len(data["partitions"]) == 200
+    assert 299 in {r["partition"] for r in data["partitions"]} and 0 in {r["partition"] for r in data["partitions"]}
+    assert len(dashboard.data(max_partitions=None)["partitions"]) == 300

@@ -35,6 +35,9 @@ __all__ = ["Dashboard", "MetricHistory", "PartitionBoard", "SessionStore", "rend
 
 log = logging.getLogger("deepdist")
 
+#: Partitions the live page's table shows at most (the retried and longest silent first).
+MAX_PARTITIONS_SHOWN = 200
+
 
 class Dashboard:
     """The dashboard of one model server: its sessions, history and partitions board.
@@ -108,13 +111,20 @@ class Dashboard:
         self.history.end_mark(label)
 
     # -- what it shows -------------------------------------------------------------------------
-    def data(self, after: int = 0, generation: int | None = None) -> dict:
-        """Everything the page shows: the history after point ``after``, and the state now."""
+    def data(self, after: int = 0, generation: int | None = None, mark: int = 0,
+             max_partitions: int | None = MAX_PARTITIONS_SHOWN) -> dict:
+        """Everything the page shows: the history after point ``after`` (and mark ``mark``), and the
+        state now; at most ``max_partitions`` partitions, the retried and longest silent first."""
         status = self.store.status()
         params = [{"name": p.name, "shape": list(p.shape), "dtype": str(p.dtype), "bytes": p.nbytes}
                   for p in self.store.spec.values()]
-        return {"history": self.history.since(after, generation), "status": status,
-                "partitions": self.partitions.rows(), "params": params, "live": self.live,
+        partitions = self.partitions.rows()
+        shown = partitions
+        if max_partitions is not None and len(partitions) > max_partitions:
+            shown = sorted(partitions, key=lambda r: (-r["retries"], r["state"] == "done", r["last_contact"]))
+            shown = sorted(shown[:max_partitions], key=lambda r: r["partition"])
+        return {"history": self.history.since(after, generation, mark), "status": status,
+                "partitions": shown, "partitions_total": len(partitions), "params": params, "live": self.live,
                 "now": time.time(), "elapsed": self.history.now()}
 
     def page(self) -> tuple[str, str]:
@@ -123,13 +133,13 @@ class Dashboard:
 
     def report(self) -> str:
         """The page with the whole history embedded: it opens from a file, offline."""
-        data = self.data()
+        data = self.data(max_partitions=None)
         data["live"] = False
         return render(data, live=False, title=self.title)[0]
 
     def save_report(self, path: str) -> tuple[str, str]:
         """Write the report to ``path`` and the metric history as JSON beside it (``.json``)."""
-        data = self.data()
+        data = self.data(max_partitions=None)
         data["live"] = False
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)

@@ -64,6 +64,7 @@ class MetricHistory:
         self._marks: list = []
         self._seen: dict = {}       # metric name -> (total, count) at the last sample
         self._n = 0                 # the last point's number
+        self._marks_made = 0        # the last mark's number
         self.generation = 0         # bumped when points merge: readers take the whole history again
         self._stop = threading.Event()
         self._thread = None
@@ -131,7 +132,8 @@ class MetricHistory:
         one ended (a Gibbs job's log-likelihood, a tree's size), so each job's value gets its own point."""
         self.sample()
         with self._lock:
-            self._marks.append({"label": label, "start": self.now(), "end": None})
+            self._marks_made += 1
+            self._marks.append({"i": self._marks_made, "label": label, "start": self.now(), "end": None})
             del self._marks[:-MAX_MARKS]
 
     def end_mark(self, label: str) -> None:
@@ -144,12 +146,14 @@ class MetricHistory:
         self.sample()
 
     # -- reading ------------------------------------------------------------------------------
-    def since(self, after: int = 0, generation: int | None = None) -> dict:
+    def since(self, after: int = 0, generation: int | None = None, mark: int = 0) -> dict:
         """The points after point ``after`` of ``generation`` (all of them when the points were
-        merged since, and then ``"reset": true``), the marks, and where the reader is now."""
+        merged since, and then ``"reset": true``), the marks from mark number ``mark`` on (the
+        reader's last, which may have ended since; all of them on a reset), and where the reader is now."""
         with self._lock:
-            reset = generation is not None and generation != self.generation
-            points = self._points if reset or not after else [p for p in self._points if p["n"] > after]
-            return {"points": [dict(p) for p in points], "marks": [dict(m) for m in self._marks],
-                    "generation": self.generation, "last": self._n, "reset": reset or not after,
+            reset = generation is not None and generation != self.generation or not after
+            points = self._points if reset else [p for p in self._points if p["n"] > after]
+            marks = self._marks if reset else [m for m in self._marks if m["i"] >= mark]
+            return {"points": [dict(p) for p in points], "marks": [dict(m) for m in marks],
+                    "generation": self.generation, "last": self._n, "reset": reset,
                     "started": self.started}

@@ -2,8 +2,9 @@
 
 * ``GET /``: the live page. ``/?token=T`` exchanges a one-time token for a session cookie and
   redirects to ``/`` (the token leaves the address bar and the history).
-* ``GET /dashboard/data?after=N&generation=G``: the metric history after point N, the status,
-  the partitions and the parameters, as JSON (what the page polls).
+* ``GET /dashboard/data?after=N&generation=G&mark=M``: the metric history after point N (and
+  the epoch marks from mark M on), the status, the partitions and the parameters, as JSON
+  (what the page polls).
 
 Both also answer a request that carries the context's secret as a bearer, like every route.
 """
@@ -53,14 +54,14 @@ def register(app, dashboard) -> None:
 
     def data():
         try:
-            after = int(request.args.get("after", 0))
+            after, mark = int(request.args.get("after", 0)), int(request.args.get("mark", 0))
             generation = request.args.get("generation")
             generation = None if generation is None else int(generation)
         except ValueError:
-            response = jsonify({"error": "after and generation must be integers"})
+            response = jsonify({"error": "after, mark and generation must be integers"})
             response.status_code = 400
             return response
-        response = jsonify(dashboard.data(after, generation))
+        response = jsonify(dashboard.data(after, generation, mark))
         response.headers.update(_NO_STORE)
         return response
 

@@ -263,6 +263,10 @@
       }}], parts);
     var pbox = document.getElementById("partitions");
     pbox.replaceChildren(parts.length ? ptable : el("div", {"class": "empty"}, "No task has pushed yet."));
+    if (data.partitions_total > parts.length) {
+      pbox.appendChild(el("div", {"class": "empty"}, "Showing " + parts.length + " of " + data.partitions_total +
+                          " partitions: the retried and the longest silent first."));
+    }
 
     var params = data.params || [];
     var total = params.reduce(function (n, p) { return n + p.bytes; }, 0);
@@ -279,7 +283,8 @@
   function absorb(data) {
     var h = data.history;
     if (h.reset) state.points = h.points; else state.points = state.points.concat(h.points);
-    state.marks = h.marks;
+    if (h.reset || !h.marks.length) state.marks = h.reset ? h.marks : state.marks;
+    else state.marks = state.marks.filter(function (m) { return m.i < h.marks[0].i; }).concat(h.marks);
     state.generation = h.generation;
     state.last = h.last;
     state.data = data;
@@ -293,7 +298,9 @@
 
   function poll() {
     if (state.stopped) return;
-    var url = "dashboard/data?after=" + state.last + (state.generation === null ? "" : "&generation=" + state.generation);
+    var lastMark = state.marks.length ? state.marks[state.marks.length - 1].i : 0;
+    var url = "dashboard/data?after=" + state.last + "&mark=" + lastMark +
+              (state.generation === null ? "" : "&generation=" + state.generation);
     fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
       if (r.status === 401 || r.status === 403) {
         state.stopped = true;

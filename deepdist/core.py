@@ -476,7 +476,9 @@ class DeepDist:
             url = html.escape(self.dashboard_url(), quote=True)
             return (f'<iframe src="{url}" width="100%" height="720" style="border:0"></iframe>'
                     f'<div><a href="{html.escape(self.dashboard_url(), quote=True)}" target="_blank" '
-                    'rel="noopener noreferrer">open the dashboard in a new tab</a></div>')
+                    'rel="noopener noreferrer">open the dashboard in a new tab</a> (the frame needs the notebook '
+                    'on the same host name as the driver: browsers keep a strict cookie out of other sites\' '
+                    'frames)</div>')
         report = html.escape(self._dashboard.report(), quote=True)
         return f'<iframe srcdoc="{report}" width="100%" height="720" style="border:0"></iframe>'
 

@@ -16,7 +16,7 @@ from deepdist.dnt import DNT, DNTModel, DNTTimeline
 from deepdist.dnt import fit as fit_
 from deepdist.dnt import variational as vi
 from deepdist.dnt.synthetic import synthetic_tree_corpus
-from deepdist.dnt.timeline import pseudo_statistics
+from deepdist.dnt.timeline import pseudo_statistics, split_epochs
 from deepdist.dnt.tree import Tree
 from deepdist.errors import ConfigurationError
 
@@ -31,7 +31,8 @@ def _bows(counts):
 @pytest.fixture(scope="module")
 def series():
     """Three epochs of 400 training documents and 150 held-out ones each, all from one tree."""
-    corpus = synthetic_tree_corpus(n_docs=3 * 550, vocab_size=V, kind="counts", seed=5, alpha=4.0, gamma=2.0)
+    corpus = synthetic_tree_corpus(n_docs=3 * 550, vocab_size=V, kind="counts", seed=5, alpha=4.0, gamma=2.0,
+                                   node_kappa=300.0)  # children far enough from parents for 400 documents to show them
     bows = _bows(corpus.counts)
     order = np.random.default_rng(0).permutation(len(bows))
     train, held = {}, {}
@@ -130,6 +131,16 @@ def test_a_list_of_rdds_is_one_rdd_per_epoch(sc, series):
     train = series[0]
     timeline = DNT(**_params(epochs=2)).fit([sc.parallelize(train[t], 2) for t in (1, 2)], id2word=ID2WORD).model_
     assert timeline.times_ == [0, 1] and timeline.tree_at(1).n_nodes_ >= 1
+
+
+def test_each_epoch_of_time_ordered_pairs_is_spread_over_all_partitions(sc, series):
+    # the pairs in time order put epoch 1 in partition 0 alone; its fit must not be one task
+    epochs = split_epochs(_pairs(sc, series[0]))
+    assert [label for label, _ in epochs] == [1, 2, 3]
+    for label, rdd in epochs:
+        sizes = rdd.glom().map(len).collect()
+        assert len(sizes) == 2 and min(sizes) >= 0.4 * len(series[0][label]), (label, sizes)
+        assert sorted(map(str, rdd.collect())) == sorted(map(str, series[0][label]))
 
 
 def test_history_needs_epochs(sc, series):

@@ -52,7 +52,8 @@ FORMAT = "deepdist.dnt.DNTTimeline/1"
 # -- fitting ------------------------------------------------------------------------------------
 def split_epochs(docs, spark=None) -> list:
     """``[(epoch, rdd of documents)]`` in order, from a list (or dict) of RDDs, one per epoch, or
-    from one RDD (or local list) of ``(epoch, document)`` pairs."""
+    from one RDD (or local list) of ``(epoch, document)`` pairs (each epoch then spread over as
+    many partitions as that RDD has)."""
     if isinstance(docs, dict):
         return [(label, docs[label]) for label in sorted(docs)]
     if isinstance(docs, (list, tuple)) and docs and all(hasattr(d, "mapPartitions") for d in docs):
@@ -64,7 +65,12 @@ def split_epochs(docs, spark=None) -> list:
     else:
         _check_pairs(docs.take(1))
     labels = sorted(docs.keys().distinct().collect())
-    return [(label, docs.filter(lambda pair, label=label: pair[0] == label).values()) for label in labels]
+    # Pairs usually arrive in time order, so each epoch's documents sit in one or two of the
+    # RDD's partitions; a partition is a shard of the fit, and an epoch left as it is would be
+    # fitted by one task. Spread each epoch over all the partitions instead.
+    width = docs.getNumPartitions()
+    return [(label, docs.filter(lambda pair, label=label: pair[0] == label).values().repartition(width))
+            for label in labels]
 
 
 def _check_pairs(first) -> None:

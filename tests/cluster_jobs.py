@@ -162,7 +162,76 @@ def job_dnt(sc) -> dict:
             "largest_fall": max(falls, default=0.0), "big_matched": float((cosine.max(axis=1)[big] >= 0.9).mean())}
 
 
-JOBS = {"train": job_train, "gibbs": job_gibbs, "online": job_online, "word2vec": job_word2vec, "dnt": job_dnt}
+def _bows(counts):
+    return [[(int(w), int(n)) for w, n in zip(np.flatnonzero(row), row[row > 0])] for row in counts]
+
+
+def job_dnt_time(sc) -> dict:
+    """Dependent trees over three epochs (DNT(history=1)) from (epoch, document) pairs in time
+    order, against one tree per epoch alone, both scored on the epoch's held-out documents."""
+    from deepdist.dnt import DNT
+    from deepdist.dnt.synthetic import synthetic_tree_corpus
+
+    corpus = synthetic_tree_corpus(n_docs=3 * 550, vocab_size=400, kind="counts", seed=5, alpha=4.0, gamma=2.0,
+                                   node_kappa=300.0)
+    bows = _bows(corpus.counts)
+    params = dict(epochs=4, beta=300.0, kappa1=300.0, births_per_pass=3, progress=False, seed=1)
+    id2word = [f"w{i}" for i in range(400)]
+    train = {t: bows[(t - 1) * 550:(t - 1) * 550 + 400] for t in (1, 2, 3)}
+    held = {t: bows[(t - 1) * 550 + 400:t * 550] for t in (1, 2, 3)}
+    pairs = sc.parallelize([(t, d) for t in (1, 2, 3) for d in train[t]], 2)
+    dnt = DNT(history=1, kappa2=300.0, max_nodes=16, verify="full", **params).fit(pairs, id2word=id2word)
+    timeline = dnt.model_
+    out = {"nodes": [int(timeline.tree_at(t).n_nodes_) for t in (1, 2, 3)], "repairs": dnt.repairs_,
+           "memo_errors": [float(r["memo_error"]) for r in dnt.history_], "dependent": [], "independent": []}
+    for t in (2, 3):
+        alone = DNT(max_nodes=int(timeline.tree_at(t).n_nodes_), **params).fit(
+            sc.parallelize(train[t], 2), id2word=id2word).model_
+        out["dependent"].append(timeline.score(held[t], t, kind="vmf"))
+        out["independent"].append(alone.score(held[t], kind="vmf"))
+    return out
+
+
+class _FailFirstProposal:
+    """The first structure task of partition 1 fails once it has made its proposals."""
+
+    def __init__(self, marker_dir):
+        self.marker_dir = marker_dir
+
+    def __call__(self, *, partition, records):
+        marker = os.path.join(self.marker_dir, f"failed-{partition}")
+        if partition == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("injected failure in the structure phase")
+
+
+def job_dnt_parallel(sc) -> dict:
+    """Model-parallel births on the executors (a structure task failing once) against the same
+    proposals confirmed on the driver (structure="batch"): the same tree, node for node."""
+    import tempfile
+
+    from deepdist.dnt import DNT
+    from deepdist.dnt.synthetic import synthetic_tree_corpus
+
+    bows = _bows(synthetic_tree_corpus(n_docs=1500, vocab_size=400, kind="counts", seed=2, alpha=4.0,
+                                       gamma=2.0).counts)
+    params = dict(max_nodes=24, epochs=6, beta=300.0, kappa1=300.0, births_per_pass=6, birth_children=2,
+                  verify="full", progress=False, seed=3)
+    id2word = [f"w{i}" for i in range(400)]
+    batch = DNT(structure="batch", **params).fit(sc.parallelize(bows, 2), id2word=id2word).model_
+    marker = tempfile.mkdtemp(prefix="dnt-structure-")
+    parallel = DNT(structure="parallel", **params)
+    parallel._structure_hook = _FailFirstProposal(marker)
+    parallel.fit(sc.parallelize(bows, 2), id2word=id2word)
+    tree = parallel.model_
+    same_shape = batch.n_nodes_ == tree.n_nodes_ and bool(np.array_equal(batch.tree_, tree.tree_))
+    return {"nodes": int(tree.n_nodes_), "same_tree": same_shape, "failed": sorted(os.listdir(marker)),
+            "mean_diff": float(np.abs(batch.mean_directions_ - tree.mean_directions_).max()) if same_shape else None,
+            "births": sum(r["births"] for r in parallel.history_), "repairs": parallel.repairs_}
+
+
+JOBS = {"train": job_train, "gibbs": job_gibbs, "online": job_online, "word2vec": job_word2vec, "dnt": job_dnt,
+        "dnt_time": job_dnt_time, "dnt_parallel": job_dnt_parallel}
 
 
 def main(argv=None) -> int:

@@ -92,6 +92,15 @@ def test_every_entry_point_runs_on_the_executors_with_local_quality(cluster, tmp
     dnt = r["dnt"]
     assert dnt["nodes"] > 1 and dnt["repairs"] == 0 and max(dnt["memo_errors"]) < 1e-9, dnt
     assert dnt["largest_fall"] < 1e-13 and dnt["big_matched"] >= 0.9, dnt
+    # dependent trees over time: grown over the epochs, exact, and above a tree per epoch alone
+    time_ = r["dnt_time"]
+    assert time_["nodes"][2] > time_["nodes"][0] > 1 and time_["repairs"] == 0, time_
+    assert max(time_["memo_errors"]) <= 1e-9 * 400, time_
+    assert all(d >= i for d, i in zip(time_["dependent"], time_["independent"])), time_
+    # model-parallel births on the executors, one structure task failing: the driver's tree
+    parallel = r["dnt_parallel"]
+    assert parallel["failed"] == ["failed-1"] and parallel["same_tree"] and parallel["nodes"] > 6, parallel
+    assert parallel["mean_diff"] <= 1e-12 and parallel["births"] >= 6 and parallel["repairs"] == 0, parallel
     w2v = r["word2vec"]
     assert w2v["loss"] < 0.9 * w2v["untrained_loss"], w2v
     assert w2v["loss"] <= 1.1 * w2v["reference_loss"], w2v

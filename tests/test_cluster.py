@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from deepdist.testing import bare_python
@@ -149,6 +150,26 @@ def test_cli_lda_on_the_cluster_with_bare_executors(cluster, bare, plain_conf, t
     lines = (out / "topics.txt").read_text().splitlines()
     found = sorted(sorted(line.split(": ")[1].split()) for line in lines)
     assert found == sorted([sorted(FRUIT), sorted(TRANSPORT)])
+
+
+def test_cli_dnt_over_time_on_the_cluster_with_bare_executors(cluster, bare, plain_conf, tmp_path):
+    from test_cli_dnt import FAST, check_epochs, word
+
+    from deepdist.dnt.synthetic import synthetic_tree_corpus
+
+    counts = synthetic_tree_corpus(n_docs=400, vocab_size=300, kind="counts", seed=0).counts
+    with open(tmp_path / "docs.tsv", "w") as f:
+        for i, row in enumerate(counts):
+            f.write(f"doc{i}\t{1990 + 10 * (3 * i // len(counts))}\t"
+                    + " ".join(word(w) for w in np.repeat(np.arange(row.size), row)) + "\n")
+    out = tmp_path / "out"
+    options = [a for a in FAST if a not in ("--master", "local[2]")]
+    result = run(cluster, [os.path.join(BIN, "deepdist"), "dnt", "--master", cluster.url, "--input",
+                           str(tmp_path / "docs.tsv"), "--epoch-column", "1", "--history", "1",
+                           "--output", str(out), *options], python=bare, conf_dir=plain_conf)
+    assert result.returncode == 0, result.stderr[-4000:]
+    timeline = check_epochs(out, [1990, 2000, 2010], heldout=False)
+    assert timeline.tree_at(2010).n_nodes_ >= 2
 
 
 def test_a_daemon_that_needs_deepdist_on_bare_executors_is_one_clear_error(cluster, bare, tmp_path):

@@ -76,6 +76,6 @@ class ChangeLog:
                 if not isinstance(part, SparseRows):
                     return None
                 parts.setdefault(name, []).append(part)
-        return {name: SparseRows(np.concatenate([p.indices for p in ps]),
-                                 np.concatenate([p.values for p in ps]), ps[0].shape)
+        return {name: ps[0] if len(ps) == 1 else SparseRows(np.concatenate([p.indices for p in ps]),
+                                                            np.concatenate([p.values for p in ps]), ps[0].shape)
                 for name, ps in parts.items()}

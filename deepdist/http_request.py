@@ -85,16 +85,17 @@ class RequestBody:
     def _allowed(self, size) -> int:
         return self.remaining if size is None or size < 0 else min(size, self.remaining)
 
-    def read(self, size: int = -1):
-        """Up to ``size`` bytes (bytes; a read-only memoryview for reads over 1 MiB, which saves
-        a copy of a model-sized body); fewer when the client stalls past the deadline or leaves."""
+    def read(self, size: int = -1, view: bool = False):
+        """Up to ``size`` bytes (bytes; a read-only memoryview for reads over 1 MiB, or any with
+        ``view``, which saves a copy of the body); fewer when the client stalls past the deadline
+        or leaves."""
         size = self._allowed(size)
         if size <= 0:
             return b""
         if self._continue:  # the client waits for this before it sends the body
             self._continue = False
             send_all(self._conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n", self._deadline)
-        buf = bytearray(size)
+        as_view, buf = view, bytearray(size)
         view = memoryview(buf)
         got = 0
         pending = self._conn.buf
@@ -123,7 +124,7 @@ class RequestBody:
             return bytes(buf[:got])
         self.remaining -= got
         del view
-        return memoryview(buf).toreadonly() if size > (1 << 20) else bytes(buf)
+        return memoryview(buf).toreadonly() if as_view or size > (1 << 20) else bytes(buf)
 
     def readline(self, size: int = -1) -> bytes:
         size = self._allowed(size)

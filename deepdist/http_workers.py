@@ -85,6 +85,17 @@ def run_app(app, environ: dict, request: Request):
     return status, headers, chunks, False
 
 
+def run_direct(direct, request: Request, body: RequestBody):
+    """``direct(request, body)`` as :func:`run_app`'s ``(status, headers, chunks, close)``, or None
+    when it leaves the request to the app; a failing handler gets a clean 500."""
+    try:
+        answer = direct(request, body)
+    except Exception:  # noqa: BLE001 - as run_app: answer 500 and drop the connection
+        log.exception("error while serving %s %s", request.method, request.target)
+        return "500 Internal Server Error", [("Content-Type", "text/plain")], [b"internal error"], True
+    return None if answer is None else (*answer, False)
+
+
 def respond(sock, request: Request, status: str, headers: list, chunks: list, close: bool,
             allowance) -> None:
     """Send the answer, within ``allowance(size)`` seconds for all of it."""

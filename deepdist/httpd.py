@@ -26,6 +26,9 @@ idle or hostile, can hold:
   listening socket is set aside for ``FD_PAUSE`` seconds (or until a connection closes)
   instead of spinning on an ``accept`` that keeps failing: waiting clients stay in the
   backlog and are served when descriptors free up;
+* ``direct``, if given, answers some requests itself before the WSGI app is called (see
+  :class:`deepdist.direct_routes.DirectRoutes`): called in the worker with the parsed request
+  and its unread body, it returns ``(status, headers, chunks)``, or None to pass the request on;
 * with an ``ssl_context`` the server speaks TLS (the handshake is made by the I/O thread,
   under the header deadline);
 * the I/O thread sleeps until a socket is ready or a deadline falls due; on a driver whose
@@ -55,7 +58,7 @@ import threading
 import time
 
 from .http_request import MAX_HEADER_BYTES, REASONS, MalformedRequest, Request, RequestBody, parse_head
-from .http_workers import WorkerPool, make_environ, respond, run_app
+from .http_workers import WorkerPool, make_environ, respond, run_app, run_direct
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,9 @@ class WSGIServer:
 
     def __init__(self, address, app, idle_timeout: float = 60.0, *, max_workers: int = 512,
                  header_timeout: float = 10.0, body_timeout: float = 30.0, min_rate: float = 1 << 20,
-                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG):
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG, direct=None):
         self.app = app
+        self.direct = direct
         self.idle_timeout = idle_timeout
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
@@ -415,9 +419,12 @@ class WSGIServer:
             conn.sock.setblocking(True)
             body = RequestBody(conn, request.length, request.expect_continue,
                                time.monotonic() + self.allowance(request.length))
-            scheme = "https" if self.ssl_context is not None else "http"
-            environ = make_environ(self.server_address, scheme, conn.address, request, body)
-            status, headers, chunks, close = run_app(self.app, environ, request)
+            answer = None if self.direct is None else run_direct(self.direct, request, body)
+            if answer is None:
+                scheme = "https" if self.ssl_context is not None else "http"
+                environ = make_environ(self.server_address, scheme, conn.address, request, body)
+                answer = run_app(self.app, environ, request)
+            status, headers, chunks, close = answer
             close = close or not request.keep_alive or body.failed
             if body.remaining > MAX_DISCARD_BYTES:
                 close = True

@@ -40,6 +40,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from . import wire
 from .config import MAX_WAIT_SECONDS
+from .direct_routes import DirectRoutes
 from .errors import (ConfigurationError, DescentFailedError, InvalidUpdateError,
                      SupersededAttemptError, WireFormatError)
 from .httpd import WSGIServer
@@ -105,6 +106,9 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int, dashboar
     # checked on the headers, before Flask (or anything) reads the body: an unauthenticated
     # request commits no memory and no body byte is read (the server skips or drops it)
     app.wsgi_app = BearerAuth(app.wsgi_app, secret, admit)
+    # the binary routes a task calls every step, answered by the HTTP server without Flask (same
+    # checks and answers; ServerThread hands them over)
+    app.direct_routes = DirectRoutes(store, secret, max_body_bytes, dashboard)
     return app
 
 
@@ -320,6 +324,7 @@ class ServerThread:
     """
 
     def __init__(self, app, host: str, port: int = 0, ssl_context=None, **options):
+        options.setdefault("direct", getattr(app, "direct_routes", None))  # direct=None: all through the app
         self._server = WSGIServer((host, port), app, ssl_context=ssl_context, **options)
         self.host = host
         self.port = self._server.server_port

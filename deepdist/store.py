@@ -336,32 +336,33 @@ class ParameterStore:
             params = self.params
             return self.version, wire.encode({n: params[n] for n in names}, self.frame_meta())
 
-    def rows(self, wanted: dict, **meta) -> tuple[int, bytes]:
+    def rows(self, wanted: dict, parts: bool = False, **meta) -> tuple[int, bytes]:
         """Selected rows ``{name: indices}`` of the latest model, encoded (``meta`` joins the frame's).
 
-        Only the copy of the rows holds the model lock; the frame is encoded after it.
+        Only the copy of the rows holds the model lock; the frame is encoded after it. With
+        ``parts``, the frame is a list of buffers to send one after the other (not joined: a copy less).
         """
         with self.lock:
             params = self.params
             picked = {name: SparseRows(rows, np.take(params[name], rows, axis=0), params[name].shape)
                       for name, rows in wanted.items()}
             version, frame_meta = self.version, {**self.frame_meta(), **meta}
-        return version, wire.encode(picked, frame_meta)
+        return version, (wire.encode_parts if parts else wire.encode)(picked, frame_meta)
 
-    def changes(self, since: int, partition: int, attempt: int) -> tuple[int, bytes]:
+    def changes(self, since: int, partition: int, attempt: int, parts: bool = False) -> tuple[int, bytes]:
         """What the other tasks added after version ``since``, as sparse rows (repeats add up), encoded.
 
         Additive mode only: a task holding the model at ``since`` plus its own updates (those
         of ``(partition, attempt)`` are left out: it has them) reaches the latest version by
         adding these. The frame's meta says ``"full": true`` (and holds no arrays) when that
         is not possible (see :meth:`deepdist.changelog.ChangeLog.since`, and any non-additive
-        model); the task then pulls the model.
+        model); the task then pulls the model. ``parts``: as in :meth:`rows`.
         """
         with self.lock:
             merged = self._changelog.since(since, partition, attempt) if self._additive else None
             version, meta = self.version, {**self.frame_meta(), "full": merged is None}
-        # the merged rows are fresh arrays: encoding them needs no lock
-        return version, wire.encode(merged or {}, meta)
+        # the merged rows are fresh arrays, or logged ones no one writes to: encoding needs no lock
+        return version, (wire.encode_parts if parts else wire.encode)(merged or {}, meta)
 
     def frame_meta(self) -> dict:
         """The meta every served frame carries: the model's version and the running epoch."""

@@ -191,3 +191,30 @@ def test_a_superseded_attempt_gets_the_same_409(twins):
     assert _same(direct, flask, "POST", "/update", _push(update, 0, attempt=1))[0] == 202
     status, _, content, _ = _same(direct, flask, "POST", "/update?since=0", _push(update, 0, attempt=0))
     assert status == 409 and b"superseded" in content
+
+
+def test_a_failing_direct_handler_is_a_clean_500_and_the_server_goes_on():
+    store = ParameterStore({"w": np.zeros(3)})
+    failing = {"calls": 0}
+
+    def direct(request, body):
+        failing["calls"] += 1
+        if failing["calls"] == 1:
+            raise RuntimeError("boom")
+        return None  # then: to the app
+
+    thread = ServerThread(create_app(store, SECRET, LIMIT), "127.0.0.1", 0, direct=direct)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", thread.port, timeout=10)
+        conn.request("GET", "/health", headers=AUTH)
+        response = conn.getresponse()
+        assert response.status == 500 and response.read() == b"internal error" and response.will_close
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", thread.port, timeout=10)
+        conn.request("GET", "/health", headers=AUTH)
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        thread.stop()
+        store.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 
 from .errors import DeepDistError
@@ -156,3 +157,33 @@ def send_all(sock, data, deadline: float) -> None:
             raise socket.timeout("the client did not take the answer in time")
         sock.settimeout(left)
         sent += sock.send(view[sent:sent + (4 << 20)])
+
+
+#: Buffers one ``sendmsg`` takes at most (the usual IOV_MAX).
+_IOV_MAX = 1024
+
+
+def send_parts(sock, parts, deadline: float) -> None:
+    """Send the buffers ``parts`` one after the other by ``deadline``: one ``sendmsg`` for all of
+    them where the socket allows (a frame's parts are sent without joining them, and without a
+    system call each); a TLS socket, which has no ``sendmsg``, sends them one by one."""
+    if isinstance(sock, ssl.SSLSocket):
+        for part in parts:
+            send_all(sock, part, deadline)
+        return
+    views = [view for view in (memoryview(part).cast("B") for part in parts) if view.nbytes]
+    first = 0
+    while first < len(views):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the client did not take the answer in time")
+        sock.settimeout(left)
+        sent = sock.sendmsg(views[first:first + _IOV_MAX])
+        while sent:  # drop what went, and cut the buffer it stopped in
+            size = views[first].nbytes
+            if sent >= size:
+                sent -= size
+                first += 1
+            else:
+                views[first] = views[first][sent:]
+                sent = 0

@@ -11,7 +11,7 @@ import threading
 import time
 from urllib.parse import unquote
 
-from .http_request import Request, RequestBody, send_all
+from .http_request import Request, RequestBody, send_all, send_parts
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,7 @@ def respond(sock, request: Request, status: str, headers: list, chunks: list, cl
     elif size <= (64 << 10):
         send_all(sock, head + b"".join(chunks), deadline)
     else:
-        send_all(sock, head, deadline)
-        for chunk in chunks:
-            send_all(sock, chunk, deadline)
+        send_parts(sock, [head, *chunks], deadline)
 
 
 def make_environ(server_address, scheme: str, address, request: Request, body: RequestBody) -> dict:

@@ -218,3 +218,29 @@ def test_a_failing_direct_handler_is_a_clean_500_and_the_server_goes_on():
     finally:
         thread.stop()
         store.stop()
+
+
+def test_send_parts_delivers_every_byte_in_order_through_partial_sends():
+    import socket
+    import time
+
+    from deepdist.http_request import send_parts
+
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for size in (0, 1, 7, 300_000, 5, 2_000_000, 64)]
+    parts.append(memoryview(np.arange(1000, dtype=np.int32)).cast("B"))
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # many partial sends
+    got = bytearray()
+
+    def read():
+        while chunk := b.recv(1 << 16):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    send_parts(a, parts, time.monotonic() + 30)
+    a.close()
+    reader.join(30)
+    b.close()
+    assert bytes(got) == b"".join(bytes(p) for p in parts)

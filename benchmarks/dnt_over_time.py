@@ -6,13 +6,15 @@ three fits on one ``local[2]`` SparkSession, every score on each epoch's own hel
 1. **dependent**: ``DNT(history=h)`` over the epochs in order (each tree starts from the last;
    :mod:`deepdist.dnt.timeline`);
 2. **independent**: one ``DNT`` per epoch on that epoch's titles alone, with ``max_nodes`` = the
-   dependent tree's node count in that epoch (same size, or smaller if it stops growing);
+   dependent tree's node count in that epoch (same size, or smaller if it stops growing), and
+   enough passes to reach that size (:func:`peer_passes`);
 3. **pooled**: one ``DNT`` on the titles of all ten epochs, ``max_nodes`` = the largest
    dependent tree, scored on every epoch's held-out titles. It has seen every epoch's titles,
    the later epochs' included, when it scores an early one;
 4. **pooled up to t**: for each epoch t, one ``DNT`` on the titles of epochs 1..t pooled,
-   ``max_nodes`` = the dependent tree's node count at t: the same titles as the dependent tree
-   has seen by then, without the dependence (``--no-pooled-to-date`` skips these fits).
+   ``max_nodes`` = the dependent tree's node count at t and enough passes to reach it: the same
+   titles as the dependent tree has seen by then, without the dependence (``--no-pooled-to-date``
+   skips these fits).
 
 Both scores of the DNT issue per epoch: the paper's (β µ_zᵀx, z the most probable node) and the
 normalised vMF log-likelihood per document. Printed: the per-epoch table, the means over the
@@ -82,6 +84,16 @@ def load(args) -> dict:
     return {"train": train, "held": held, "id2word": vocabulary}
 
 
+def peer_passes(size: int, passes: int) -> int:
+    """Passes for a tree fitted from its root to be able to reach ``size`` nodes: a birth pass at
+    most doubles the tree (one child per node), and births follow the first two thirds of the
+    passes (DNT's ``grow_epochs``), so log2(size) birth passes, one more for the merges; at least
+    ``passes``. With the dependent fit's own passes per epoch a tree stops near 2^4 nodes, while
+    the dependent tree has grown over all the epochs before."""
+    growth = int(np.ceil(np.log2(max(size, 2)))) + 1
+    return max(passes, int(np.ceil(1.5 * growth)))
+
+
 def scores(model, docs) -> dict:
     return {"paper": model.score(docs, kind="paper"), "vmf": model.score(docs, kind="vmf")}
 
@@ -117,7 +129,7 @@ def run(args) -> dict:
             rdd = sc.parallelize(data["train"][e], args.partitions).cache()
             rdd.count()
             started = time.perf_counter()
-            alone = DNT(max_nodes=max(tree.n_nodes_, 2), epochs=args.passes, **common).fit(
+            alone = DNT(max_nodes=max(tree.n_nodes_, 2), epochs=peer_passes(tree.n_nodes_, args.passes), **common).fit(
                 rdd, id2word=data["id2word"]).model_
             out["independent_seconds"] += time.perf_counter() - started
             rdd.unpersist()
@@ -140,7 +152,8 @@ def run(args) -> dict:
             rdd = sc.parallelize([d for past in epochs[:t + 1] for d in data["train"][past]], args.partitions).cache()
             rdd.count()
             started = time.perf_counter()
-            to_date = DNT(max_nodes=max(out["epochs"][e]["dependent_nodes"], 2), epochs=args.passes, **common).fit(
+            size = out["epochs"][e]["dependent_nodes"]
+            to_date = DNT(max_nodes=max(size, 2), epochs=peer_passes(size, args.passes), **common).fit(
                 rdd, id2word=data["id2word"]).model_
             out["pooled_to_date_seconds"] += time.perf_counter() - started
             rdd.unpersist()

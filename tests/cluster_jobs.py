@@ -192,24 +192,14 @@ def job_dnt_time(sc) -> dict:
     return out
 
 
-class _FailFirstProposal:
-    """The first structure task of partition 1 fails once it has made its proposals."""
-
-    def __init__(self, marker_dir):
-        self.marker_dir = marker_dir
-
-    def __call__(self, *, partition, records):
-        marker = os.path.join(self.marker_dir, f"failed-{partition}")
-        if partition == 1 and not os.path.exists(marker):
-            open(marker, "w").close()
-            raise RuntimeError("injected failure in the structure phase")
-
-
 def job_dnt_parallel(sc) -> dict:
     """Model-parallel births on the executors (a structure task failing once) against the same
     proposals confirmed on the driver (structure="batch"): the same tree, node for node."""
     import tempfile
 
+    from pyspark import cloudpickle
+
+    import dnt_hooks
     from deepdist.dnt import DNT
     from deepdist.dnt.synthetic import synthetic_tree_corpus
 
@@ -219,9 +209,11 @@ def job_dnt_parallel(sc) -> dict:
                   verify="full", progress=False, seed=3)
     id2word = [f"w{i}" for i in range(400)]
     batch = DNT(structure="batch", **params).fit(sc.parallelize(bows, 2), id2word=id2word).model_
+    # the executors cannot import the tests' module: its hook travels by value
+    cloudpickle.register_pickle_by_value(dnt_hooks)
     marker = tempfile.mkdtemp(prefix="dnt-structure-")
     parallel = DNT(structure="parallel", **params)
-    parallel._structure_hook = _FailFirstProposal(marker)
+    parallel._structure_hook = dnt_hooks.FailFirstProposal(marker)
     parallel.fit(sc.parallelize(bows, 2), id2word=id2word)
     tree = parallel.model_
     same_shape = batch.n_nodes_ == tree.n_nodes_ and bool(np.array_equal(batch.tree_, tree.tree_))

@@ -16,6 +16,20 @@ class FailOnce:
             raise RuntimeError("injected failure after a push")
 
 
+class FailFirstProposal:
+    """``DNT._structure_hook``: the first structure task of partition 1 fails once it has made its
+    proposals (model-parallel births)."""
+
+    def __init__(self, marker_dir):
+        self.marker_dir = marker_dir
+
+    def __call__(self, *, partition, records):
+        marker = os.path.join(self.marker_dir, f"failed-{partition}")
+        if partition == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("injected failure in the structure phase")
+
+
 class HoldFitState:
     """``DNT._fit_hook``: keep the fit state (the server, the shards) for a callback to look at."""
 

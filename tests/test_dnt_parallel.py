@@ -8,25 +8,13 @@ import os
 
 import numpy as np
 import pytest
+from dnt_hooks import FailFirstProposal
 
 from deepdist.dnt import DNT
 from deepdist.dnt.synthetic import synthetic_tree_corpus
 
 V = 400
 ID2WORD = [f"w{i}" for i in range(V)]
-
-
-class FailFirstProposal:
-    """Test hook: the first structure task of partition 1 fails once it has made its proposals."""
-
-    def __init__(self, marker_dir):
-        self.marker_dir = marker_dir
-
-    def __call__(self, *, partition, records):
-        marker = os.path.join(self.marker_dir, f"failed-{partition}")
-        if partition == 1 and not os.path.exists(marker):
-            open(marker, "w").close()
-            raise RuntimeError("injected failure in the structure phase")
 
 
 @pytest.fixture(scope="module")

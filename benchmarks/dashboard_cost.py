@@ -22,6 +22,7 @@ and how many polls the client made.
 import argparse
 import http.cookiejar
 import json
+import os
 import statistics
 import threading
 import time
@@ -114,6 +115,7 @@ def main(argv=None):
     corpus, _ = synthetic_lda_corpus(args.docs, args.vocab, args.topics, args.doc_length, alpha=0.1, beta=0.01,
                                      seed=args.seed)
     docs = [d.tolist() for d in corpus]
+    load_before = os.getloadavg()[0]
     tokens = sum(len(d) for d in docs)
     warm = argparse.Namespace(**{**vars(args), "epochs": args.sweeps_per_job})
     fit_once(sc, docs, warm, "quiet")   # numba compiles, Python workers start: not timed
@@ -143,6 +145,8 @@ def main(argv=None):
     print(f"polled / off (all of the dashboard):             {median['polled'] / median['off']:.4f} "
           f"({100 * (median['polled'] / median['off'] - 1):+.2f}%)")
     print(f"polls per polled fit: {polls}")
+    print(f"load average (1 min) at the start and the end: {load_before:.2f}, {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} cores (other work on the machine slows all modes alike, on average)")
 
 
 if __name__ == "__main__":

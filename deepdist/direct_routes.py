@@ -40,8 +40,8 @@ from .errors import (ConfigurationError, DeepDistError, DescentFailedError, Inva
 
 log = logging.getLogger(__name__)
 
-_ROUTES = {("POST", "/update"): "post_update", ("GET", "/changes"): "get_changes",
-           ("GET", "/model"): "get_model", ("POST", "/model"): "get_rows"}
+ROUTES = {("POST", "/update"): "post_update", ("GET", "/changes"): "get_changes",
+          ("GET", "/model"): "get_model", ("POST", "/model"): "get_rows"}
 
 
 class Refusal(DeepDistError):
@@ -87,19 +87,25 @@ class DirectRoutes:
 
     def __call__(self, request, body):
         path, _, query = request.target.partition("?")
-        route = _ROUTES.get((request.method, path))
+        route = ROUTES.get((request.method, path))
         if route is None:
             return None
         header = request.headers.get("authorization")
         # the same comparison as BearerAuth; a refusal (and its wording) is left to it
         if not header or not hmac.compare_digest(header.encode("latin-1", "replace"), self._expected):
             return None
+        return self.answer(route, _query(query), request, body)
+
+    def answer(self, route: str, args: dict, request, body):
+        """``(status, headers, chunks)`` of ``route`` (a value of :data:`ROUTES`) for a request
+        already authenticated: ``request.length`` is its body's length, ``body.read(n, view=)``
+        reads it. The Flask app's twins of these routes call this too (:mod:`deepdist.server`)."""
         try:
-            return getattr(self, route)(_query(query), request, body)
+            return getattr(self, route)(args, request, body)
         except Refusal as refusal:
             return _json(refusal.status, {"error": refusal.message, **refusal.extra}, refusal.headers)
 
-    # -- routes (each one as its Flask twin in deepdist.server) ----------------------------------
+    # -- routes ----------------------------------------------------------------------------------
     def get_model(self, args: dict, request, body):
         names = args.get("names")
         wanted = names.split(",") if names else None

@@ -32,19 +32,14 @@ import functools
 import hmac
 import json
 import logging
-import math
 import threading
 
-from flask import Flask, Response, abort, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
-from . import wire
-from .config import MAX_WAIT_SECONDS
-from .direct_routes import DirectRoutes
-from .errors import (ConfigurationError, DescentFailedError, InvalidUpdateError,
-                     SupersededAttemptError, WireFormatError)
+from .direct_routes import ROUTES, DirectRoutes
 from .httpd import WSGIServer
-from .store import ParameterStore, QueueFullError
+from .store import ParameterStore
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +91,8 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int, dashboar
     """
     app = Flask("deepdist")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
-    _Handlers(store, max_body_bytes, dashboard).register(app)
+    direct = DirectRoutes(store, secret, max_body_bytes, dashboard)
+    _Handlers(store, max_body_bytes, direct).register(app)
     admit = None
     if dashboard is not None:
         from .dashboard import routes as dashboard_routes
@@ -108,38 +104,32 @@ def create_app(store: ParameterStore, secret: str, max_body_bytes: int, dashboar
     app.wsgi_app = BearerAuth(app.wsgi_app, secret, admit)
     # the binary routes a task calls every step, answered by the HTTP server without Flask (same
     # checks and answers; ServerThread hands them over)
-    app.direct_routes = DirectRoutes(store, secret, max_body_bytes, dashboard)
+    app.direct_routes = direct
     return app
 
 
-def _refuse(status: int, message: str, **headers):
-    """Stop the request with ``{"error": message}`` and ``status``."""
-    abort(_error(status, message, **headers))
-
-
 class _Handlers:
-    """The routes' handlers, over what they share: the store and the request-size limit."""
+    """The Flask routes: health, status, and the binary routes, which :class:`DirectRoutes`
+    answers here too (one implementation; the HTTP server hands it authenticated requests for
+    them before Flask sees them, and Flask keeps them for ``direct=None`` and the test client)."""
 
-    def __init__(self, store: ParameterStore, max_body_bytes: int, dashboard=None):
+    def __init__(self, store: ParameterStore, max_body_bytes: int, routes: DirectRoutes):
         self.store = store
         self.max_body_bytes = max_body_bytes
-        self.dashboard = dashboard   # told of every task's contact (its partitions table)
+        self.routes = routes
 
     def register(self, app: Flask) -> None:
         app.register_error_handler(RequestEntityTooLarge, self.too_large)
         app.register_error_handler(HTTPException, self.http_error)
         app.get("/health")(self.health)
         app.get("/status")(self.status)
-        app.get("/model")(self.get_model)
-        app.post("/model")(self.get_rows)
-        app.get("/changes")(self.get_changes)
-        app.post("/update")(self.post_update)
+        for (method, path), route in ROUTES.items():
+            app.add_url_rule(path, endpoint=route, view_func=functools.partial(self.binary, route),
+                             methods=[method])
 
     # -- errors --------------------------------------------------------------------------------
     @staticmethod
     def http_error(err: HTTPException):
-        if err.response is not None:   # a refusal that brought its own answer (_refuse)
-            return err.response
         return _error(err.code or 500, err.description or err.name)
 
     def too_large(self, err: RequestEntityTooLarge):
@@ -157,141 +147,28 @@ class _Handlers:
     def status(self):
         return jsonify(self.store.status())
 
-    def get_model(self):
-        """``GET /model[?names=a,b]``: the latest snapshot, or some of its parameters."""
-        names = request.args.get("names")
-        wanted = names.split(",") if names else None
-        unknown = [n for n in wanted or () if n not in self.store.spec]
-        if unknown:
-            _refuse(400, f"unknown parameter(s) {unknown}; the model has {sorted(self.store.spec)}")
-        self._wait_for_own_updates()
-        version, body = self.store.snapshot(wanted)
-        return self._frame(body, version)
-
-    def get_rows(self):
-        """``POST /model``: the rows the body's frame names, once the model is ready if asked."""
-        wanted = self._decode(self._parse_rows, _body())
-        self._wait_for_own_updates()
-        ready = True
-        if "wait" in request.args:
-            ready = self.store.wait_for(*self._wait_args())
-        version, body = self.store.rows(wanted, ready=ready)
-        return self._frame(body, version)
-
-    def get_changes(self):
-        """``GET /changes?since=V&partition=P&attempt=A``: the other tasks' updates after V."""
-        try:
-            since, partition, attempt = (int(request.args[k]) for k in ("since", "partition", "attempt"))
-        except (KeyError, ValueError):
-            _refuse(400, "/changes needs integer since, partition and attempt")
-        version, body = self.store.changes(since, partition, attempt)
-        if self.dashboard is not None:
-            self.dashboard.contacted(self.store.epoch, partition, attempt)
-        return self._frame(body, version)
-
-    def post_update(self):
-        """``POST /update[?since=V|?then=rows]``: queue an update; answer with the sender's next read."""
-        then = request.args.get("then")
-        body = _body()
-        if then not in (None, "rows"):
-            _refuse(400, f"then must be 'rows', got {then!r}")
-        meta, update, wanted = self._decode(self._parse_update, body, then, counted=True)
-        since = _since()
-        self._submit(update, meta, len(body))
-        if self.dashboard is not None:
-            self.dashboard.pushed(meta)
-        if wanted is not None:  # the sender's next pull, after its own update (read your own writes)
-            self._wait_until_applied(meta.epoch, meta.partition, meta.attempt, meta.seq)
-            version, rows = self.store.rows(wanted)
-            return self._frame(rows, version, status=202)
-        if since is not None:  # the sender's /changes in the same round trip
-            version, changes = self.store.changes(since, meta.partition, meta.attempt)
-            return self._frame(changes, version, status=202)
-        return jsonify({"queued": True, "version": self.store.version}), 202
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _decode(self, parse, *args, counted: bool = False):
-        """``parse(*args)``, with a malformed or unfitting body answered 400 (and counted as a
-        refused update when ``counted``)."""
-        try:
-            return parse(*args)
-        except (WireFormatError, InvalidUpdateError) as err:
-            if counted:
-                self.store.count_rejected("invalid")
-                log.warning("refused an update: %s", err)
-            _refuse(400, str(err))
-
-    def _parse_rows(self, body: bytes) -> dict:
-        return wire.validate_row_request(wire.decode(body), self.store.spec)
-
-    def _parse_update(self, body: bytes, then: str | None):
-        """``(meta, update, rows wanted after it or None)`` from an update frame."""
-        frame = wire.decode(body)
-        meta = wire.parse_update_meta(frame.meta)
-        frame, pull = wire.split_row_request(frame) if then else (frame, None)
-        update = wire.validate_update(frame, self.store.spec)
-        wanted = None if pull is None else wire.validate_row_request(pull, self.store.spec)
-        return meta, update, wanted
-
-    def _submit(self, update: dict, meta: wire.UpdateMeta, nbytes: int) -> None:
-        """Queue the update, or answer why not: 409 (superseded, no descent), 503 (full, failed)."""
-        try:
-            self.store.submit(update, meta, nbytes=nbytes)
-        except SupersededAttemptError as err:
-            _refuse(409, str(err))
-        except QueueFullError as err:
-            _refuse(503, f"{err}; retry later", **{"Retry-After": "1"})
-        except DescentFailedError as err:
-            _refuse(503, str(err))
-        except ConfigurationError as err:
-            _refuse(409, str(err))
-
-    def _frame(self, body: bytes, version: int, status: int = 200):
-        self.store.count_bytes_out(len(body))
-        response = Response(body, status=status, mimetype=wire.CONTENT_TYPE)
-        response.headers["X-DeepDist-Version"] = str(version)
-        return response
-
-    def _wait_for_own_updates(self) -> None:
-        """``?after=EPOCH:PARTITION:ATTEMPT:SEQ``: answer once that sender's update SEQ is applied."""
-        after = request.args.get("after")
-        if after is None:
-            return
-        try:
-            epoch, partition, attempt, seq = (int(part) for part in after.split(":"))
-        except ValueError as err:
-            raise BadRequest("after must be EPOCH:PARTITION:ATTEMPT:SEQ (integers)") from err
-        self._wait_until_applied(epoch, partition, attempt, seq)
-
-    def _wait_until_applied(self, epoch: int, partition: int, attempt: int, seq: int) -> None:
-        """Hold the answer until that sender's update ``seq`` is applied (at most MAX_WAIT_SECONDS)."""
-        if not self.store.wait_finished(epoch, partition, attempt, seq, MAX_WAIT_SECONDS):
-            log.warning("update %d:%d:%d:%d was not applied within %gs; answering anyway",
-                        epoch, partition, attempt, seq, MAX_WAIT_SECONDS)
-
-    def _wait_args(self) -> tuple[str, float, float]:
-        """``?wait=NAME&at_least=X&timeout=T``: answer once ``NAME[0] >= X``, or after T seconds."""
-        args = request.args
-        name = args["wait"]
-        if name not in self.store.spec:
-            raise BadRequest(f"wait: unknown parameter {name!r}; the model has {sorted(self.store.spec)}")
-        try:
-            at_least, timeout = float(args.get("at_least", "")), float(args.get("timeout", ""))
-        except ValueError as err:
-            raise BadRequest("wait needs numeric at_least and timeout query arguments") from err
-        if not math.isfinite(at_least) or not 0.0 <= timeout <= MAX_WAIT_SECONDS:
-            raise BadRequest(f"wait: at_least must be finite and timeout in [0, {MAX_WAIT_SECONDS:g}] seconds, "
-                             f"got {at_least!r} and {timeout!r}")
-        return name, at_least, timeout
+    def binary(self, route: str):
+        """``POST /update``, ``GET /changes``, ``GET /model`` or ``POST /model`` (see the module)."""
+        body = _FlaskBody()
+        status, headers, chunks = self.routes.answer(route, request.args.to_dict(), body, body)
+        return Response(b"".join(chunks), status=int(status.split(" ", 1)[0]), headers=headers)
 
 
-def _since() -> int | None:
-    """``?since=V`` of ``POST /update``, if given."""
-    since = request.args.get("since")
-    try:
-        return None if since is None else int(since)
-    except ValueError:
-        _refuse(400, f"since must be an integer, got {since!r}")
+class _FlaskBody:
+    """The current Flask request as :meth:`DirectRoutes.answer` reads one: its body's length and
+    one read of the body (413 beyond ``MAX_CONTENT_LENGTH``, werkzeug's checks when chunked)."""
+
+    def __init__(self):
+        self._data = None
+
+    @property
+    def length(self) -> int:
+        return request.content_length if request.content_length is not None else len(self.read(0))
+
+    def read(self, size: int, view: bool = False) -> bytes:  # noqa: ARG002 - the whole body, once
+        if self._data is None:
+            self._data = _body()
+        return self._data
 
 
 def _body() -> bytes:

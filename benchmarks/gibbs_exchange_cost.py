@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import socket
 import socketserver
 import struct
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from procstat import read_stat
+from procstat import thread_cpu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -51,15 +50,7 @@ def _deltas(rng, size, entries, count=8):
 
 def _thread_cpu() -> dict:
     """CPU seconds of this process's live threads, by Python thread name."""
-    names = {t.native_id: "request threads" if "process_request" in t.name else t.name
-             for t in threading.enumerate()}
-    cpu = {}
-    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        stat = read_stat(f"/proc/{os.getpid()}/task/{tid}/stat")
-        if stat is not None:
-            name = names.get(int(tid), "other")
-            cpu[name] = cpu.get(name, 0.0) + stat[2]
-    return cpu
+    return thread_cpu(lambda name: "request threads" if "process_request" in name else name)
 
 
 # -- clients (one process per partition) ------------------------------------------------------

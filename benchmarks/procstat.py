@@ -7,6 +7,6 @@
 
 from __future__ import annotations
 
-from deepdist.procstat import read_stat
+from deepdist.procstat import read_stat, thread_cpu
 
-__all__ = ["read_stat"]
+__all__ = ["read_stat", "thread_cpu"]

@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deepdist.procstat import read_stat  # noqa: E402
+from deepdist.procstat import read_stat, thread_cpu  # noqa: E402
 
 SECRET = "bench-secret"
 
@@ -60,17 +60,7 @@ _GROUPS = {"deepdist-server": "I/O thread", "deepdist-applier": "applier", "deep
 
 def _thread_cpu() -> dict:
     """CPU seconds of this process's threads: the I/O thread, the request threads, the applier."""
-    import threading
-
-    names = {t.native_id: next((g for prefix, g in _GROUPS.items() if t.name.startswith(prefix)), "other")
-             for t in threading.enumerate()}
-    cpu: dict = {}
-    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        stat = read_stat(f"/proc/{os.getpid()}/task/{tid}/stat")
-        if stat is not None:
-            group = names.get(int(tid), "other")
-            cpu[group] = cpu.get(group, 0.0) + stat[2]
-    return cpu
+    return thread_cpu(lambda name: next((g for prefix, g in _GROUPS.items() if name.startswith(prefix)), "other"))
 
 
 # -- the server (one process per shard) ---------------------------------------------------------

@@ -23,6 +23,21 @@ def read_stat(path: str) -> tuple[str, int, float] | None:
     return stat[stat.index("(") + 1:stat.rindex(")")], int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def thread_cpu(group_of) -> dict:
+    """CPU seconds of this process's threads, summed by ``group_of(name)`` of each live Python
+    thread's name; threads Python does not know (the JVM's, a library's) count as ``"other"``."""
+    import threading
+
+    names = {t.native_id: group_of(t.name) for t in threading.enumerate()}
+    cpu: dict = {}
+    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+        stat = read_stat(f"/proc/{os.getpid()}/task/{tid}/stat")
+        if stat is not None:
+            group = names.get(int(tid), "other")
+            cpu[group] = cpu.get(group, 0.0) + stat[2]
+    return cpu
+
+
 def descendants(pid: int) -> list[int]:
     """Every descendant of process ``pid``, deepest last."""
     kids: dict[int, list[int]] = {}

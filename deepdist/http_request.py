@@ -147,15 +147,20 @@ class RequestBody:
             yield line
 
 
+def _arm(sock, deadline: float) -> None:
+    """Give ``sock`` what is left of ``deadline`` for its next send (socket.timeout once it passed)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("the client did not take the answer in time")
+    sock.settimeout(left)
+
+
 def send_all(sock, data, deadline: float) -> None:
     """Send ``data`` by ``deadline`` (one deadline for the whole answer, not per send)."""
     view = memoryview(data).cast("B")
     sent = 0
     while sent < len(view):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("the client did not take the answer in time")
-        sock.settimeout(left)
+        _arm(sock, deadline)
         sent += sock.send(view[sent:sent + (4 << 20)])
 
 
@@ -174,10 +179,7 @@ def send_parts(sock, parts, deadline: float) -> None:
     views = [view for view in (memoryview(part).cast("B") for part in parts) if view.nbytes]
     first = 0
     while first < len(views):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("the client did not take the answer in time")
-        sock.settimeout(left)
+        _arm(sock, deadline)
         sent = sock.sendmsg(views[first:first + _IOV_MAX])
         while sent:  # drop what went, and cut the buffer it stopped in
             size = views[first].nbytes

@@ -89,10 +89,13 @@ def _voluntary_switches(tid: int) -> int:
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_the_accept_loop_sleeps_until_a_client_comes(server):
     # a polling loop wakes every few ms; on the driver each wake-up preempts a sampling task
+    # (a loop that polls every 5-50 ms wakes 20-200 times a second; the bound of 3 leaves room
+    # for start-up still settling and for the GIL hand-offs of a loaded CI machine)
     tid = server.native_id
+    time.sleep(0.2)
     before = _voluntary_switches(tid)
-    time.sleep(0.5)
-    assert _voluntary_switches(tid) - before <= 1
+    time.sleep(1.0)
+    assert _voluntary_switches(tid) - before <= 3
     conn = _connection(server)  # and a client is still answered at once
     conn.request("GET", "/health", headers=AUTH)
     assert conn.getresponse().status == 200

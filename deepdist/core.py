@@ -16,6 +16,7 @@ import html
 import ipaddress
 import logging
 import secrets
+import threading
 import time
 import uuid
 
@@ -26,10 +27,12 @@ from . import config as _config
 from .config import MAX_WAIT_SECONDS, ServerConfig
 from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError,
                      find_tagged_error)
-from .params import DictAdapter, adapter_for
+from .params import DictAdapter, ModelSpec, adapter_for
 from .progress import ProgressLine
 from . import tls as _tls
 from .server import ServerThread, create_app
+from .shard_server import ShardError, ShardGroup
+from .shards import ShardedClient, ShardLayout
 from .session import spark_context, use_driver_python  # noqa: F401  (spark_context: its old home)
 from .executors import ensure_executors, failure_cause
 from .store import ParameterStore
@@ -104,6 +107,12 @@ class DeepDist:
             driver logs its login URL once, at start, and :meth:`dashboard_url` mints another.
         report: a path to write the dashboard's report to (:meth:`save_report`) when the
             context closes.
+        servers: split every parameter by rows over this many model servers (shards), each
+            a process of its own with its own port, ledger and applier, on the driver's host;
+            tasks send each shard its rows, in parallel (:mod:`deepdist.shards`). Shard 0 is
+            the driver's own server. The descent runs in each shard on that shard's rows
+            (``{name: rows}``), so it must work row by row; one that needs the whole model says
+            so with an attribute ``needs_whole_model = True`` and is refused here.
 
     Attributes:
         url: the server's base URL (set on entry).
@@ -130,7 +139,7 @@ class DeepDist:
                  max_staleness: int | None = ServerConfig.max_staleness, queue_size: int = ServerConfig.queue_size,
                  max_body_bytes: int | None = ServerConfig.max_body_bytes, checkpoint=None, resume: bool = False,
                  progress: bool = True, client_options: dict | None = None, tls: bool | None = None,
-                 dashboard: bool = True, report: str | None = None):
+                 dashboard: bool = True, report: str | None = None, servers: int = 1):
         self._model = model
         self.params = params
         self.spark = spark
@@ -146,6 +155,13 @@ class DeepDist:
         self.tls = tls
         self.dashboard = dashboard
         self.report = report
+        if not isinstance(servers, int) or isinstance(servers, bool) or servers < 1:
+            raise ConfigurationError(f"servers must be an integer >= 1, got {servers!r}")
+        self.servers = servers
+        self._shards: ShardGroup | None = None
+        self._layout: ShardLayout | None = None
+        self._urls: list = []
+        self._shard_versions = 0
         self._dashboard = None
         self.url: str | None = None
         self.secret: str | None = None
@@ -171,8 +187,16 @@ class DeepDist:
         self._require_open()
         return self._client(**self.client_options)
 
-    def _client(self, **options) -> ModelClient:
-        return ModelClient(self.url, self.secret, fingerprint=self.fingerprint, **options)
+    def _client(self, **options):
+        if self._layout is None:
+            return ModelClient(self.url, self.secret, fingerprint=self.fingerprint, **options)
+        return ShardedClient([ModelClient(url, self.secret, fingerprint=self.fingerprint, **options)
+                              for url in self._urls], self._layout)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The whole model's parameter shapes and dtypes (over every shard)."""
+        return self._spec
 
     # -- context ---------------------------------------------------------------------
     def __enter__(self) -> "DeepDist":
@@ -185,13 +209,23 @@ class DeepDist:
         if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
             checkpointer = Checkpointer(checkpointer)
         self.checkpointer = checkpointer
-        self.store = ParameterStore(self._model, adapter, self.config, checkpointer)
+        self._adapter = adapter
+        self._spec = ModelSpec.of(adapter.get(self._model))
+        if self.servers > 1:
+            # shard 0's store holds views of the user's arrays: its rows train in place. Its
+            # periodic checkpoints would hold one shard: epoch-end ones hold the whole model
+            self._layout = ShardLayout(self._spec, self.servers)
+            self.store = ParameterStore(self._layout.slices(adapter.get(self._model), 0), DictAdapter(),
+                                        self.config, None)
+        else:
+            self._layout = None
+            self.store = ParameterStore(self._model, adapter, self.config, checkpointer)
         self._job_group = f"deepdist-{uuid.uuid4().hex[:12]}"
         # a failed descent makes the rest of the epoch pointless: stop its tasks now
         self.store.on_error = lambda exc: self.sc.cancelJobGroup(self._job_group)
         if self.resume:
             self._resume()
-        max_body = self.config.body_limit(self.store.spec.nbytes)
+        max_body = self.config.body_limit(self._spec.nbytes)
         bind, advertise = driver_addresses(self.sc, self.config.host)
         self.secret = secrets.token_urlsafe(32)
         self._context_id = uuid.uuid4().hex
@@ -204,22 +238,38 @@ class DeepDist:
                         "host asks); executors call %s. Every request needs the context's secret%s",
                         bind, advertise, "" if self.tls is False else ", over TLS")
         use_tls = self.tls if self.tls is not None else not (is_loopback(bind) and is_loopback(advertise))
-        ssl_context = None
+        ssl_context = pem = None
         self.fingerprint = None
         if use_tls:
             cert, key, self.fingerprint = _tls.self_signed(advertise)
             ssl_context = _tls.server_context(cert, key)
+            pem = (cert, key)
         try:
             self._server = ServerThread(app, bind, self.config.port, ssl_context=ssl_context)
         except OSError as err:
             raise ConfigurationError(f"cannot start the model server on {bind}:{self.config.port}: {err}") from err
         host = f"[{advertise}]" if ":" in advertise else advertise
-        self.url = f"{'https' if use_tls else 'http'}://{host}:{self._server.port}"
+        scheme = "https" if use_tls else "http"
+        self.url = f"{scheme}://{host}:{self._server.port}"
+        self._urls = [self.url]
         self.store.start()
         self._server.start()
+        if self._layout is not None:
+            self._shards = ShardGroup(self._layout, adapter.get(self._model), self.config, self.secret,
+                                      max_body, bind, pem)
+            try:
+                self._shards.start()
+            except BaseException:
+                self._shards = None
+                self.store.stop()
+                self._server.stop()
+                self._server = None
+                raise
+            self._urls += self._shards.urls(scheme, host)
         self._wait_until_up()
-        log.info("DeepDist model server at %s (%d parameters, %.1f MB)", self.url,
-                 len(self.store.spec), self.store.spec.nbytes / 1e6)
+        log.info("DeepDist model server at %s (%d parameters, %.1f MB%s)", self.url,
+                 len(self._spec), self._spec.nbytes / 1e6,
+                 f"; {self.servers} shards: {', '.join(self._urls)}" if self._layout is not None else "")
         if self._dashboard is not None:
             self._dashboard.start(self.url)
             self._dashboard.announce(tty_too=self.progress)
@@ -237,10 +287,19 @@ class DeepDist:
             return
         try:
             self.store.drain(timeout=_config.CLOSE_DRAIN_TIMEOUT)
+            if self._shards is not None:
+                try:
+                    self._shards.drain(_config.CLOSE_DRAIN_TIMEOUT)
+                    self._shards.gather()
+                except ShardError as err:
+                    log.error("%s; the model keeps that shard's rows as they were at the last epoch's end", err)
         finally:
             self.store.stop()
             self._server.stop()
             self._server = None
+            if self._shards is not None:
+                self._shards.stop()
+                self._shards = None
             if self._dashboard is not None:
                 self._dashboard.stop()
                 if self.report:
@@ -275,8 +334,8 @@ class DeepDist:
         if frame is None:
             log.info("no checkpoint in %s; starting fresh", self.checkpointer.directory)
             return
-        params = self.store.params
-        for name, spec in self.store.spec.items():
+        params = self._adapter.get(self._model)   # the whole model: shards start from it
+        for name, spec in self._spec.items():
             array = frame.arrays.get(name)
             if array is None or array.shape != spec.shape:
                 raise ModelShapeError(f"checkpoint in {self.checkpointer.directory} does not fit the model: "
@@ -289,8 +348,8 @@ class DeepDist:
 
     # -- training ---------------------------------------------------------------------
     def _broadcast_skeleton(self):
-        if self._skeleton is None and not isinstance(self.store.adapter, DictAdapter):
-            with self.store.adapter.stripped(self._model) as skeleton:
+        if self._skeleton is None and not isinstance(self._adapter, DictAdapter):
+            with self._adapter.stripped(self._model) as skeleton:
                 self._skeleton = self.sc.broadcast(skeleton)
         return self._skeleton
 
@@ -366,7 +425,7 @@ class DeepDist:
             raise ConfigurationError(f"wait_timeout must be in (0, {MAX_WAIT_SECONDS:g}] seconds, got {wait_timeout!r}")
         if not callable(gradient):
             raise ConfigurationError(f"gradient must be callable, got {type(gradient).__name__}")
-        self.store.set_descent(descent, additive=additive)
+        self.set_descent(descent, additive=additive)
         if not check_reachable:
             self._checked_reachable = True
         skeleton = self._broadcast_skeleton()
@@ -374,8 +433,8 @@ class DeepDist:
         first, self._epochs_done = self._epochs_done, 0
         for epoch in range(first, epochs):
             trainer = PartitionTrainer(
-                channel=self.channel(epoch), context_id=self._context_id, spec=self.store.spec,
-                adapter=self.store.adapter, skeleton=skeleton, gradient=gradient, batch_size=batch_size,
+                channel=self.channel(epoch), context_id=self._context_id, spec=self._spec,
+                adapter=self._adapter, skeleton=skeleton, gradient=gradient, batch_size=batch_size,
                 fetch_every=fetch_every, push_every=push_every, rows=rows, wait_for=wait_for,
                 wait_timeout=wait_timeout)
             reports.append(self.run_epoch(epoch, lambda: rdd.mapPartitions(trainer).collect(),
@@ -409,6 +468,8 @@ class DeepDist:
             self.check_reachable()
         wire_epoch = self._wire_epoch(epoch)
         self.store.epoch = wire_epoch
+        if self._shards is not None:
+            self._shards.set_epoch(wire_epoch)
         started = time.perf_counter()
         if self._dashboard is not None:
             self._dashboard.epoch_started(label or f"epoch {epoch + 1}")
@@ -417,27 +478,56 @@ class DeepDist:
             results = self._collect(action)
             winners = {r["partition"]: (r["attempt"], r["pushed"]) for r in results}
             self._wire_epochs.pop(epoch, None)
-            self.store.end_epoch(wire_epoch, winners)
+            self._end_epoch(wire_epoch, winners)
             if self._dashboard is not None:
                 self._dashboard.epoch_ended(label or f"epoch {epoch + 1}", wire_epoch, results)
         if self.store.error is not None:
             raise self.store.error
         if self.checkpointer is not None:
-            self.checkpointer.write(self.store, epochs_completed=epoch + 1)
+            self.checkpointer.write(self.store if self._shards is None else _WholeModel(self),
+                                    epochs_completed=epoch + 1)
         log.info("%s done in %.2fs: %d partitions, %d updates, model version %d",
                  label or f"epoch {epoch + 1}", time.perf_counter() - started, len(results),
-                 sum(r["pushed"] for r in results), self.store.version)
+                 sum(r["pushed"] for r in results), self.version)
         return results
+
+    def _end_epoch(self, wire_epoch: int, winners: dict) -> None:
+        """Settle the epoch on every shard (all at once), then copy the shards' rows into the model."""
+        if self._shards is None:
+            self.store.end_epoch(wire_epoch, winners)
+            return
+        self._shards.send_end_epoch(wire_epoch, winners)
+        self.store.end_epoch(wire_epoch, winners)
+        errors = self._shards.finish_end_epoch()
+        self._shard_versions = self._shards.gather()
+        for shard, error in enumerate(errors, start=1):
+            if error is not None and self.store.error is None:
+                raise TrainingFailedError(f"the descent failed on model server shard {shard}: {error}")
+
+    @property
+    def version(self) -> int:
+        """The model's version: how many changes it has seen (summed over the shards)."""
+        if self._shards is None:
+            return self.store.version
+        return self.store.version + getattr(self, "_shard_versions", 0)
 
     def set_descent(self, descent, additive: bool = False) -> None:
         """Set the driver's ``descent(model, update)`` for the epochs that follow."""
         self._require_open()
+        if self._shards is not None and getattr(descent, "needs_whole_model", False):
+            raise ConfigurationError(f"{type(descent).__name__} needs the whole model in one place "
+                                     f"(needs_whole_model = True): use servers=1, not {self.servers}")
         self.store.set_descent(descent, additive=additive)
+        if self._shards is not None:
+            self._shards.set_descent(descent, additive)
 
     def status(self) -> dict:
         """The server's counters (as ``GET /status`` returns them)."""
         self._require_open()
-        return self.store.status()
+        if self._shards is None:
+            return self.store.status()
+        shards = [self.store.status()] + self._shards.status()
+        return {**shards[0], "version": sum(s["version"] for s in shards), "shards": shards}
 
     # -- dashboard ------------------------------------------------------------------------
     def _require_dashboard(self):
@@ -482,3 +572,13 @@ class DeepDist:
         report = html.escape(self._dashboard.report(), quote=True)
         return f'<iframe srcdoc="{report}" width="100%" height="720" style="border:0"></iframe>'
 
+
+
+class _WholeModel:
+    """What a checkpoint reads of a sharded model: the user's arrays, every shard's rows copied in."""
+
+    def __init__(self, dd: DeepDist):
+        self.lock = threading.Lock()
+        self.version = dd.version
+        self.params = dd._adapter.get(dd._model)
+        self.additive = dd.store.additive

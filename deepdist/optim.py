@@ -130,7 +130,20 @@ def _rows_and_values(part):
     return part.indices, part.values
 
 
-class AdaGrad:
+class _Shippable:
+    """A rule whose lock stays behind when it is pickled (to a shard's process): the copy makes its own."""
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class AdaGrad(_Shippable):
     """AdaGrad (Duchi et al. 2011): rates ``lr / sqrt(eps + sum g^2)``, per element or per row.
 
     The squared-gradient accumulators live on the driver; sparse-row updates touch only their

@@ -24,13 +24,13 @@ import threading
 import numpy as np
 
 from .errors import ConfigurationError
-from .optim import _check_rule, _rows_and_values, stepped
+from .optim import _Shippable, _check_rule, _rows_and_values, stepped
 from .validation import check_bool, check_real
 
 __all__ = ["Adam", "AdamW", "Momentum"]
 
 
-class _StatefulRule:
+class _StatefulRule(_Shippable):
     """Shared plumbing: state arrays made on first sight of a parameter, saved and loaded by name."""
 
     rule = ""

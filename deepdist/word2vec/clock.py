@@ -96,4 +96,10 @@ class _Clocked:
 
     def __call__(self, served, update: dict) -> None:
         self.descent(served, update)
-        self.clock.after_push()
+        if self.clock is not None:
+            self.clock.after_push()
+
+    def __getstate__(self):
+        # sent to another shard's process (servers > 1): the clock reads the counters, which live
+        # whole on shard 0, the driver's; the other shards only descend
+        return {"descent": self.descent, "clock": None}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..optim import AdaGrad, add
+from ..params import get_param
 from ..sparse import SparseRows
 
 __all__ = ["AddDeltas", "RowAdaGrad"]
@@ -39,7 +40,7 @@ def _row_scales(served, update: dict, name: str, part: SparseRows) -> np.ndarray
     average of the concurrent deltas instead of their sum, which overshoots.
     """
     seen_name = _seen_name(name)
-    counts = getattr(served, seen_name)
+    counts = get_param(served, seen_name)   # an attribute of the model, or a shard's rows of it
     seen = update.get(seen_name)
     scales = None
     if seen is not None:

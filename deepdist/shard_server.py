@@ -1,0 +1,248 @@
+"""Model servers in processes of their own: shards 1 … N−1 of ``DeepDist(model, servers=N)``.
+
+Shard 0 is the driver's own server (its store holds views of the user's arrays, so it updates
+the model in place). Every other shard is a child process started by ``multiprocessing`` with
+the ``spawn`` method (the driver runs a JVM gateway and threads: forking it is unsafe). A child
+runs the same parts as the driver's server (a :class:`~deepdist.store.ParameterStore` with its
+ledger and applier, the keep-alive HTTP server, the same secret and TLS certificate) over its
+rows, on its own port, under its own GIL. The driver steers it over a pipe: the descent (pickled
+by value, as Spark ships closures; the pipe is the driver's own, never the network), the running
+epoch, settling an epoch with Spark's winning attempts, and copying its rows back into the model.
+
+Example::
+
+    >>> group = ShardGroup(layout, params, config, secret, max_body, "127.0.0.1")  # doctest: +SKIP
+    >>> group.start(); group.urls("http")                                           # doctest: +SKIP
+    ['http://127.0.0.1:40111']
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+
+import numpy as np
+
+from .config import STARTUP_TIMEOUT, ServerConfig
+from .errors import ConfigurationError, DeepDistError
+
+log = logging.getLogger(__name__)
+
+
+class ShardError(DeepDistError, RuntimeError):
+    """A shard's server process failed, or refused what the driver asked of it."""
+
+
+def _serve(conn, shard: int, arrays: dict, config: dict, secret: str, max_body: int, bind: str,
+           pem, log_level: int) -> None:
+    """The child process: serve ``arrays`` until the driver says stop (or goes away)."""
+    logging.basicConfig(level=log_level, format=f"%(asctime)s shard {shard} %(name)s %(levelname)s %(message)s")
+    from . import tls
+    from .params import DictAdapter
+    from .server import ServerThread, create_app
+    from .store import ParameterStore
+
+    store = ParameterStore(arrays, DictAdapter(), ServerConfig(**config))
+    app = create_app(store, secret, max_body)
+    server = ServerThread(app, bind, config["port"], ssl_context=tls.server_context(*pem) if pem else None)
+    store.start()
+    server.start()
+    conn.send(("ok", server.port))
+    commands = _Commands(store)
+    try:
+        while True:
+            try:
+                name, args = conn.recv()
+            except (EOFError, OSError):   # the driver is gone: nobody will ask for these rows again
+                break
+            if name == "stop":
+                break
+            try:
+                conn.send(("ok", getattr(commands, name)(*args)))
+            except Exception as exc:  # noqa: BLE001 - the driver re-raises it with the shard's number
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        try:
+            store.drain(timeout=30)
+        finally:
+            store.stop()
+            server.stop()
+            try:
+                conn.send(("ok", None))
+            except OSError:
+                pass
+
+
+class _Commands:
+    """What the driver may ask of a shard's process."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def set_descent(self, blob: bytes, additive: bool) -> None:
+        self.store.set_descent(pickle.loads(blob), additive=additive)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.store.epoch = epoch
+
+    def end_epoch(self, epoch: int, winners: dict):
+        self.store.end_epoch(epoch, winners)
+        return None if self.store.error is None else repr(self.store.error)
+
+    def drain(self, timeout) -> None:
+        self.store.drain(timeout)
+
+    def params(self) -> tuple[int, dict]:
+        with self.store.lock:
+            return self.store.version, {name: np.array(a) for name, a in self.store.params.items()}
+
+    def load(self, arrays: dict, version: int) -> None:
+        with self.store.lock:
+            for name, array in arrays.items():
+                self.store.params[name][...] = array
+            self.store.version = version
+        self.store.bump()
+
+    def status(self) -> dict:
+        return self.store.status()
+
+
+class _Shard:
+    def __init__(self, shard: int, process, conn):
+        self.shard = shard
+        self.process = process
+        self.conn = conn
+        self.port = None
+
+    def send(self, name: str, *args) -> None:
+        try:
+            self.conn.send((name, args))
+        except (OSError, EOFError) as err:
+            raise ShardError(self._gone(err)) from None
+
+    def receive(self, timeout: float | None = None):
+        try:
+            if timeout is not None and not self.conn.poll(timeout):
+                raise ShardError(f"model server shard {self.shard} did not answer within {timeout:g}s")
+            status, value = self.conn.recv()
+        except (OSError, EOFError) as err:
+            raise ShardError(self._gone(err)) from None
+        if status != "ok":
+            raise ShardError(f"model server shard {self.shard}: {value}")
+        return value
+
+    def _gone(self, err) -> str:
+        code = self.process.exitcode
+        return (f"model server shard {self.shard} (pid {self.process.pid}) is gone"
+                f"{f' (exit code {code})' if code is not None else ''}: {err}")
+
+
+class ShardGroup:
+    """Shards 1 … N−1 of a sharded model, each a server process over its rows of ``params``.
+
+    Calls go to every shard at once and wait for all answers (a pipe each), so settling an epoch
+    or copying the rows back costs one round, not N.
+    """
+
+    def __init__(self, layout, params: dict, config: ServerConfig, secret: str, max_body: int, bind: str,
+                 pem: tuple | None = None):
+        self.layout = layout
+        self.params = params
+        self.config = config
+        self.secret = secret
+        self.max_body = max_body
+        self.bind = bind
+        self.pem = pem
+        self.shards: list = []
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        config = {name: getattr(self.config, name) for name in
+                  ("port", "max_body_bytes", "queue_size", "backpressure_timeout", "staleness", "max_staleness")}
+        try:
+            for shard in range(1, self.layout.n):
+                ours, theirs = ctx.Pipe()
+                config_s = {**config, "port": self.config.port + shard if self.config.port else 0}
+                arrays = {name: np.array(a) for name, a in self.layout.slices(self.params, shard).items()}
+                process = ctx.Process(target=_serve, name=f"deepdist-shard-{shard}", daemon=True,
+                                      args=(theirs, shard, arrays, config_s, self.secret, self.max_body,
+                                            self.bind, self.pem, logging.getLogger("deepdist").getEffectiveLevel()))
+                process.start()
+                theirs.close()
+                self.shards.append(_Shard(shard, process, ours))
+            for s in self.shards:
+                s.port = s.receive(STARTUP_TIMEOUT + 60)
+        except BaseException as err:
+            self.stop()
+            if isinstance(err, ShardError):
+                raise ConfigurationError(f"cannot start the model server shards: {err}") from None
+            raise
+
+    def urls(self, scheme: str, host: str) -> list:
+        return [f"{scheme}://{host}:{s.port}" for s in self.shards]
+
+    def _all(self, name: str, *args, timeout: float | None = None) -> list:
+        for s in self.shards:
+            s.send(name, *args)
+        return [s.receive(timeout) for s in self.shards]
+
+    def set_descent(self, descent, additive: bool) -> None:
+        from pyspark import cloudpickle   # by value, as Spark ships a closure: __main__ functions too
+
+        try:
+            blob = cloudpickle.dumps(descent)
+        except Exception as err:  # noqa: BLE001 - what cloudpickle raises varies
+            raise ConfigurationError(f"servers > 1 sends the descent to each shard's process, but it cannot be "
+                                     f"pickled: {err}") from None
+        self._all("set_descent", blob, additive)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._all("set_epoch", epoch)
+
+    def send_end_epoch(self, epoch: int, winners: dict) -> None:
+        for s in self.shards:
+            s.send("end_epoch", epoch, winners)
+
+    def finish_end_epoch(self) -> list:
+        """Each shard's descent error (repr) or None, after :meth:`send_end_epoch`."""
+        return [s.receive() for s in self.shards]
+
+    def drain(self, timeout: float | None = None) -> None:
+        self._all("drain", timeout)
+
+    def gather(self) -> int:
+        """Copy every shard's rows into ``params`` (the user's arrays); return the shards' versions' sum."""
+        total = 0
+        for s, (version, arrays) in zip(self.shards, self._all("params")):
+            total += version
+            for name, array in arrays.items():
+                lo, hi = self.layout.ranges(name)[s.shard]
+                self.params[name][lo:hi] = array
+        return total
+
+    def load(self, version: int) -> None:
+        """Send every shard its rows of ``params`` again (after a resume), at ``version``."""
+        for s in self.shards:
+            s.send("load", {name: np.array(a) for name, a in self.layout.slices(self.params, s.shard).items()},
+                   version)
+        for s in self.shards:
+            s.receive()
+
+    def status(self) -> list:
+        return self._all("status")
+
+    def stop(self) -> None:
+        for s in self.shards:
+            try:
+                s.send("stop")
+            except ShardError:
+                pass
+        for s in self.shards:
+            s.process.join(60)
+            if s.process.is_alive():
+                log.warning("model server shard %d did not stop; terminating it", s.shard)
+                s.process.terminate()
+                s.process.join(5)
+            s.conn.close()
+        self.shards = []

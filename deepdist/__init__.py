@@ -12,7 +12,7 @@ from .core import DeepDist, TrainingFailedError
 from .estimator import Estimator
 from .errors import (AuthenticationError, ConfigurationError, DeepDistError, DescentFailedError,
                      InvalidUpdateError, ModelShapeError, NotFittedError, ServerError,
-                     ServerUnreachableError, SupersededAttemptError, WireFormatError)
+                     ServerUnreachableError, ShardError, SupersededAttemptError, WireFormatError)
 from .optim import SGD, AdaGrad
 from .optim_adaptive import Adam, AdamW, Momentum
 from .descent_checkpoint import DescentCheckpointer
@@ -49,6 +49,6 @@ __all__ = [
     "AdaGrad", "Adam", "AdamW", "DescentCheckpointer", "Momentum", "AuthenticationError", "Checkpointer", "ConfigurationError", "DeepDist", "DeepDistError",
     "DNT", "DNTModel", "DNTTimeline", "DescentFailedError", "DistributedWord2Vec", "Estimator", "GibbsLDA", "GibbsLDAModel", "InvalidUpdateError",
     "ModelClient", "ModelShapeError", "NotFittedError", "OnlineLDA", "ParamAdapter", "SGD", "ServerConfig",
-    "ServerError", "ServerUnreachableError", "SparseRows", "SupersededAttemptError", "TaskChannel",
+    "ServerError", "ServerUnreachableError", "ShardError", "SparseRows", "SupersededAttemptError", "TaskChannel",
     "TrainingFailedError", "Vocabulary", "WireFormatError", "build_dictionary", "build_vocabulary", "report",
 ]

@@ -25,13 +25,13 @@ from .client import ModelClient
 from .dashboard import Dashboard
 from . import config as _config
 from .config import MAX_WAIT_SECONDS, ServerConfig
-from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError,
+from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError, ShardError,
                      find_tagged_error)
 from .params import DictAdapter, ModelSpec, adapter_for
 from .progress import ProgressLine
 from . import tls as _tls
 from .server import ServerThread, create_app
-from .shard_server import ShardError, ShardGroup
+from .shard_server import ShardGroup
 from .shards import ShardedClient, ShardLayout
 from .session import spark_context, use_driver_python  # noqa: F401  (spark_context: its old home)
 from .executors import ensure_executors, failure_cause

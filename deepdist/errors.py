@@ -60,6 +60,10 @@ class ServerError(DeepDistError, RuntimeError):
     """The model server answered with an error."""
 
 
+class ShardError(DeepDistError, RuntimeError):
+    """A model server shard's process (``DeepDist(servers=N)``) died, or refused what the driver asked."""
+
+
 class SupersededAttemptError(DeepDistError, RuntimeError):
     """A newer attempt of the same Spark task has taken over this partition."""
 

@@ -25,13 +25,9 @@ import pickle
 import numpy as np
 
 from .config import STARTUP_TIMEOUT, ServerConfig
-from .errors import ConfigurationError, DeepDistError
+from .errors import ConfigurationError, ShardError
 
 log = logging.getLogger(__name__)
-
-
-class ShardError(DeepDistError, RuntimeError):
-    """A shard's server process failed, or refused what the driver asked of it."""
 
 
 def _serve(conn, shard: int, arrays: dict, config: dict, secret: str, max_body: int, bind: str,

@@ -111,3 +111,10 @@ def check_mapping(name: str, value, *, none: bool = True) -> dict:
     if not isinstance(value, dict):
         raise ConfigurationError(f"{name} must be {'None or ' if none else ''}a dict, got {type(value).__name__}")
     return value
+
+
+def check_one_server(options: dict, family: str, why: str) -> None:
+    """Refuse ``server_options={"servers": N > 1}`` for a family whose driver needs the whole model."""
+    servers = options.get("servers", 1)
+    if servers != 1:
+        raise ConfigurationError(f"{family} runs on one model server (servers=1), got servers={servers!r}: {why}")

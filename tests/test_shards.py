@@ -9,7 +9,7 @@ from pyspark import TaskContext
 
 from deepdist import AdaGrad, DeepDist, SGD, SparseRows
 from deepdist.errors import ConfigurationError, ServerUnreachableError
-from deepdist.shard_server import ShardError
+from deepdist.errors import ShardError
 from deepdist.optim import add
 from deepdist.params import ModelSpec
 from deepdist import shards
@@ -234,20 +234,26 @@ def test_a_task_whose_shard_died_names_the_shard_it_could_not_reach(sc, regressi
 
 
 # -- model families ------------------------------------------------------------------------------
-from test_word2vec import articles, corpus  # noqa: E402,F401  (module fixtures: the shipped dump's slice)
+@pytest.fixture(scope="module")
+def sentences(sc):
+    """Sentences of <= 1000 tokens from the first articles of the Wikipedia dump gensim ships."""
+    from deepdist.datasets.wikipedia import read_articles
+    from test_word2vec import DUMP
+
+    articles = sorted(read_articles(sc, DUMP, partitions=4).collect())[:30]
+    return [tokens[i:i + 1000] for _, tokens in articles for i in range(0, len(tokens), 1000)][:40]
 
 
 @pytest.mark.parametrize("sync_epochs", [True, False], ids=["job-per-epoch", "one-job"])
-def test_word2vec_trains_the_same_vectors_on_two_shards(sc, corpus, monkeypatch, sync_epochs):
+def test_word2vec_trains_the_same_vectors_on_two_shards(sc, sentences, monkeypatch, sync_epochs):
     from deepdist.word2vec import DistributedWord2Vec
 
     monkeypatch.setattr(shards, "WHOLE_BELOW_ROWS", 100)   # the vectors split; the word counters stay whole
-    train, _ = corpus
     fits = []
     for servers in (1, 2):
         estimator = DistributedWord2Vec(vector_size=16, epochs=2, partitions=1, progress=False, spark=sc,
                                         sync_epochs=sync_epochs, server_options={"servers": servers})
-        fits.append(estimator.fit(train[:40]))
+        fits.append(estimator.fit(sentences))
     one, two = fits
     assert len(one.model_.wv) > 100
     # one partition: the same pushes in the same order, so the same vectors to the last bit
@@ -255,3 +261,15 @@ def test_word2vec_trains_the_same_vectors_on_two_shards(sc, corpus, monkeypatch,
     np.testing.assert_array_equal(one.model_.syn1neg, two.model_.syn1neg)
     assert [r["words_done"] for r in one.history_] == [r["words_done"] for r in two.history_]
     assert [r["alpha_mean"] for r in one.history_] == [r["alpha_mean"] for r in two.history_]
+
+
+@pytest.mark.parametrize("family", ["GibbsLDA", "OnlineLDA", "DNT"])
+def test_families_whose_driver_needs_the_whole_model_refuse_shards_before_spark_runs(sc, family):
+    from deepdist.dnt import DNT
+    from deepdist.lda import GibbsLDA, OnlineLDA
+
+    estimator = {"GibbsLDA": GibbsLDA, "OnlineLDA": OnlineLDA, "DNT": DNT}[family](
+        server_options={"servers": 2}, progress=False)
+    docs = sc.parallelize([[(0, 1), (1, 2)], [(1, 1)]], 1)
+    with pytest.raises(ConfigurationError, match=f"{family} runs on one model server .*servers=2"):
+        estimator.fit(docs)

@@ -29,7 +29,7 @@ from ..errors import ConfigurationError
 from ..estimator import Estimator
 from ..executors import ensure_executors
 from ..session import spark_context
-from ..validation import check_bool, check_choice, check_int, check_mapping, check_real
+from ..validation import check_bool, check_choice, check_int, check_mapping, check_one_server, check_real
 from ..vocabulary import Vocabulary, build_vocabulary, vocabulary_from_id2word
 from . import fit as fit_
 from . import variational as vi
@@ -162,6 +162,8 @@ class DNT(Estimator):
         check_choice("structure", self.structure, ("driver", "parallel", "batch"))
         check_bool("progress", self.progress)
         options = check_mapping("server_options", self.server_options)
+        check_one_server(options, "DNT", "the driver's global step and structure moves read every node's "
+                                          "statistics over the whole vocabulary")
         if "spark" in options or "progress" in options:
             raise ConfigurationError("server_options must not hold spark or progress: they are DNT's own "
                                      f"parameters, got {sorted(options)}")

@@ -68,7 +68,7 @@ from ..errors import ConfigurationError
 from ..estimator import Estimator
 from ..executors import ensure_executors
 from ..session import task_slots
-from ..validation import check_bool, check_callable, check_int, check_mapping, check_real
+from ..validation import check_bool, check_callable, check_int, check_mapping, check_one_server, check_real
 from .online_steps import _EStep, _LdaParams, _MStep, _Rounds, _Shell
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,8 @@ class OnlineLDA(Estimator):
         check_real("gamma_threshold", self.gamma_threshold, minimum=0)
         check_int("seed", self.seed, minimum=0, none=True)
         check_bool("progress", self.progress)
-        check_mapping("server_options", self.server_options)
+        check_one_server(check_mapping("server_options", self.server_options), "OnlineLDA",
+                         "gensim's M-step normalises every topic over the whole vocabulary")
         for name in ("alpha", "eta"):
             if isinstance(getattr(self, name), str) and getattr(self, name) == "auto":
                 raise ConfigurationError(f"{name}='auto' is not supported: learning the prior needs every "

@@ -1,8 +1,10 @@
 """Model servers in processes of their own: shards 1 … N−1 of ``DeepDist(model, servers=N)``.
 
 Shard 0 is the driver's own server (its store holds views of the user's arrays, so it updates
-the model in place). Every other shard is a child process started by ``multiprocessing`` with
-the ``spawn`` method (the driver runs a JVM gateway and threads: forking it is unsafe). A child
+the model in place). Every other shard is a child process, ``python -m deepdist.shard_server``
+with the driver's interpreter and ``sys.path`` (forking a driver that runs a JVM gateway and
+threads is unsafe, and ``multiprocessing``'s spawn would run a ``spark-submit`` script's top-level
+code again in every child). A child
 runs the same parts as the driver's server (a :class:`~deepdist.store.ParameterStore` with its
 ledger and applier, the keep-alive HTTP server, the same secret and TLS certificate) over its
 rows, on its own port, under its own GIL. The driver steers it over a pipe: the descent (pickled
@@ -19,8 +21,12 @@ Example::
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
 import pickle
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
 
 import numpy as np
 
@@ -104,6 +110,12 @@ class _Commands:
         return self.store.status()
 
 
+def main(argv=None) -> None:
+    """The child's entry point: ``python -m deepdist.shard_server FD`` (FD: its end of a socket pair)."""
+    conn = Connection(int((argv or sys.argv[1:])[0]))
+    _serve(conn, *conn.recv())
+
+
 class _Shard:
     def __init__(self, shard: int, process, conn):
         self.shard = shard
@@ -129,7 +141,7 @@ class _Shard:
         return value
 
     def _gone(self, err) -> str:
-        code = self.process.exitcode
+        code = self.process.poll()
         return (f"model server shard {self.shard} (pid {self.process.pid}) is gone"
                 f"{f' (exit code {code})' if code is not None else ''}: {err}")
 
@@ -153,20 +165,25 @@ class ShardGroup:
         self.shards: list = []
 
     def start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
         config = {name: getattr(self.config, name) for name in
                   ("port", "max_body_bytes", "queue_size", "backpressure_timeout", "staleness", "max_staleness")}
+        # the child imports what the driver imports, from where the driver found it (--py-files,
+        # a notebook's sys.path edits), as multiprocessing's spawn would
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
             for shard in range(1, self.layout.n):
-                ours, theirs = ctx.Pipe()
+                ours, theirs = socket.socketpair()
+                try:
+                    process = subprocess.Popen([sys.executable, "-m", "deepdist.shard_server", str(theirs.fileno())],
+                                               pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+                finally:
+                    theirs.close()
+                s = _Shard(shard, process, Connection(ours.detach()))
+                self.shards.append(s)
                 config_s = {**config, "port": self.config.port + shard if self.config.port else 0}
                 arrays = {name: np.array(a) for name, a in self.layout.slices(self.params, shard).items()}
-                process = ctx.Process(target=_serve, name=f"deepdist-shard-{shard}", daemon=True,
-                                      args=(theirs, shard, arrays, config_s, self.secret, self.max_body,
-                                            self.bind, self.pem, logging.getLogger("deepdist").getEffectiveLevel()))
-                process.start()
-                theirs.close()
-                self.shards.append(_Shard(shard, process, ours))
+                s.conn.send((shard, arrays, config_s, self.secret, self.max_body, self.bind, self.pem,
+                             logging.getLogger("deepdist").getEffectiveLevel()))
             for s in self.shards:
                 s.port = s.receive(STARTUP_TIMEOUT + 60)
         except BaseException as err:
@@ -235,10 +252,15 @@ class ShardGroup:
             except ShardError:
                 pass
         for s in self.shards:
-            s.process.join(60)
-            if s.process.is_alive():
+            try:
+                s.process.wait(60)
+            except subprocess.TimeoutExpired:
                 log.warning("model server shard %d did not stop; terminating it", s.shard)
                 s.process.terminate()
-                s.process.join(5)
+                s.process.wait(5)
             s.conn.close()
         self.shards = []
+
+
+if __name__ == "__main__":
+    main()

@@ -214,7 +214,7 @@ def test_a_dead_shard_is_one_clear_error(sc, regression):
     with DeepDist({"w": np.zeros(10)}, spark=sc, servers=2, progress=False) as dd:
         shard = dd._shards.shards[0]
         os.kill(shard.process.pid, signal.SIGKILL)
-        shard.process.join(10)
+        shard.process.wait(10)
         with pytest.raises(ShardError, match=r"shard 1 \(pid \d+\) is gone \(exit code -9\)"):
             dd.train(sc.parallelize(rows, 1), squared_error_gradient, SGD(lr=0.1), batch_size=100)
     assert dd._shards is None   # closing stopped what was left
@@ -228,7 +228,7 @@ def test_a_task_whose_shard_died_names_the_shard_it_could_not_reach(sc, regressi
         shard = dd._shards.shards[0]
         client = dd.client   # what a task holds
         os.kill(shard.process.pid, signal.SIGKILL)
-        shard.process.join(10)
+        shard.process.wait(10)
         with pytest.raises(ServerUnreachableError, match=f"127.0.0.1:{shard.port}"):
             client.pull()
 

@@ -105,6 +105,12 @@ def test_every_entry_point_runs_on_the_executors_with_local_quality(cluster, tmp
     w2v = r["word2vec"]
     assert w2v["loss"] < 0.9 * w2v["untrained_loss"], w2v
     assert w2v["loss"] <= 1.1 * w2v["reference_loss"], w2v
+    # DeepDist(servers=N): two server processes on the driver's host, exact counts under a retry,
+    # and the same table whether its rows live on one, two or three shards
+    shards = r["shards"]
+    assert len(set(shards["urls"])) == 2 and all(u.startswith("http://127.0.0.1:") for u in shards["urls"]), shards
+    assert shards["counts_exact"] and shards["same_tables"] and shards["table_changed"], shards
+    assert shards["applied"][0] == shards["applied"][1] > 2 * 4 * 10, shards   # every push reached both
 
 
 def test_linear_regression_example_ships_deepdist_to_bare_executors(cluster, bare, plain_conf, tmp_path):

@@ -14,10 +14,12 @@ bottleneck. Two workloads, as the models use the server:
 The server (``ParameterStore`` + ``create_app`` + ``ServerThread``, the additive ``add`` descent
 ``GibbsLDA`` uses) runs in a process of its own, so its CPU time is read from ``/proc`` alone:
 server CPU per exchange is that time over the exchanges served. Latency is per exchange, as a
-client sees it (``full`` pulls included). ``--shards N`` starts N server processes and splits
-the rows of every matrix over them in contiguous ranges (n_k lives on shard 0); each client
-sends every shard its part, one after the other. This is a split made by the benchmark, the
-way ``DeepDist(servers=N)`` is meant to split, to see whether capacity grows with processes.
+client sees it (``full`` pulls included). ``--shards N`` starts N server processes, each with
+its rows of every matrix as ``DeepDist(servers=N)`` splits them (:class:`deepdist.shards.ShardLayout`:
+contiguous row ranges, n_k whole on shard 0), and every client talks to them through
+:class:`deepdist.shards.ShardedClient`, which sends each shard its piece of an exchange in parallel,
+as a task of a sharded model does. (The servers are the benchmark's processes, not ``DeepDist``'s,
+which needs a Spark context: the same store and HTTP server as a shard's process.)
 
 ``--paths flask,direct`` serves the binary routes through Flask (the route every request took
 before the direct path) and through the server's direct path, in the same run: on a shared
@@ -49,10 +51,19 @@ from deepdist.procstat import read_stat, thread_cpu  # noqa: E402
 SECRET = "bench-secret"
 
 
-def _ranges(size: int, shards: int) -> list:
-    """Contiguous ``[lo, hi)`` row ranges of ``size`` rows over ``shards`` shards."""
-    edges = np.linspace(0, size, shards + 1).round().astype(int)
-    return list(zip(edges[:-1], edges[1:]))
+def _model(args, workload: str) -> dict:
+    """The whole model of ``workload`` (n_wk flat, as GibbsLDA's tasks address it, and n_k; or the
+    word2vec matrix)."""
+    if workload == "gibbs":
+        return {"word_topic_flat": np.zeros(args.words * args.topics, np.int32),
+                "topic_totals": np.zeros(args.topics, np.int64)}
+    return {"vectors": np.random.default_rng(0).normal(size=(args.vocab, args.dim)).astype(np.float32)}
+
+
+def _layout(args, workload: str):
+    from deepdist.shards import ShardLayout
+
+    return ShardLayout.of(_model(args, workload), args.shards)
 
 
 _GROUPS = {"deepdist-server": "I/O thread", "deepdist-applier": "applier", "deepdist-http": "request threads"}
@@ -69,14 +80,8 @@ def serve(args, workload: str, shard: int, path: str, pipe) -> None:
     from deepdist.server import ServerThread, create_app
     from deepdist.store import ParameterStore
 
-    (w_lo, w_hi), (r_lo, r_hi) = _ranges(args.words, args.shards)[shard], _ranges(args.vocab, args.shards)[shard]
-    if workload == "gibbs":  # one model a workload: the change log is bounded by the model's size
-        word_topic = np.zeros((w_hi - w_lo, args.topics), np.int32)
-        model = {"word_topic": word_topic, "word_topic_flat": word_topic.reshape(-1)}
-        if shard == 0:
-            model["topic_totals"] = np.zeros(args.topics, np.int64)
-    else:
-        model = {"vectors": np.random.default_rng(shard).normal(size=(r_hi - r_lo, args.dim)).astype(np.float32)}
+    # one model a workload: the change log is bounded by the model's size
+    model = {name: np.array(a) for name, a in _layout(args, workload).slices(_model(args, workload), shard).items()}
     store = ParameterStore(model)
     store.set_descent(add, additive=True)  # as GibbsLDA: the attempt ledger books every push
     store.start()
@@ -95,7 +100,7 @@ def serve(args, workload: str, shard: int, path: str, pipe) -> None:
 
 # -- the clients (one process each: a task) -----------------------------------------------------
 def _gibbs_parts(args, partition: int) -> list:
-    """``--deltas`` pushes of this partition, each split by shard: ``[[update of shard s]]``."""
+    """``--deltas`` pushes of this partition (the client splits them by shard)."""
     from deepdist.lda.gibbs_task import _coo
 
     rng = np.random.default_rng(1000 + partition)
@@ -104,35 +109,26 @@ def _gibbs_parts(args, partition: int) -> list:
     for _ in range(args.deltas):
         index = np.sort(rng.choice(args.words * K, args.entries, replace=False)).astype(np.int64)
         value = rng.choice(np.array([-2, -1, 1, 2], np.int32), args.entries)
-        parts = []
-        for shard, (lo, hi) in enumerate(_ranges(args.words, args.shards)):
-            keep = (index >= lo * K) & (index < hi * K)
-            update = _coo(index[keep] - lo * K, value[keep], (hi - lo) * K, K)
-            if shard > 0:
-                del update["topic_totals"]
-            parts.append(update)
-        out.append(parts)
+        out.append(_coo(index, value, args.words * K, K))
     return out
 
 
 def _row_parts(args, partition: int) -> list:
     rng = np.random.default_rng(2000 + partition)
-    out = []
-    for _ in range(args.deltas):
-        rows = np.sort(rng.choice(args.vocab, args.rows, replace=False))
-        out.append([{"vectors": rows[(rows >= lo) & (rows < hi)] - lo} for lo, hi in _ranges(args.vocab, args.shards)])
-    return out
+    return [{"vectors": np.sort(rng.choice(args.vocab, args.rows, replace=False))} for _ in range(args.deltas)]
 
 
 def client(args, workload: str, ports: list, partition: int, start_at, barrier, out) -> None:
     from deepdist import wire
     from deepdist.client import ModelClient
+    from deepdist.shards import ShardedClient
 
     clients = [ModelClient(f"http://127.0.0.1:{port}", SECRET) for port in ports]
+    # one server: the plain client, as DeepDist(servers=1) gives its tasks
+    c = clients[0] if len(clients) == 1 else ShardedClient(clients, _layout(args, workload))
     parts = _gibbs_parts(args, partition) if workload == "gibbs" else _row_parts(args, partition)
-    versions, seqs = [0] * len(clients), [0] * len(clients)
-    for c in clients:
-        c.health()
+    version, seq = 0, 0
+    c.health()
     barrier.wait()
     while not start_at.value or time.time() < start_at.value:  # the parent sets it once all are ready
         time.sleep(0.001)
@@ -142,17 +138,16 @@ def client(args, workload: str, ports: list, partition: int, start_at, barrier, 
     n = 0
     while time.time() < deadline:
         t0 = time.perf_counter()
-        for shard, c in enumerate(clients):
-            update = parts[n % len(parts)][shard]
-            if workload == "rows":
-                c.pull_rows(update)
-                continue
-            meta = wire.UpdateMeta(version=versions[shard], epoch=0, partition=partition, attempt=0, seq=seqs[shard])
-            seqs[shard] += 1
-            _, versions[shard], changes = c.push_pull_changes(update, meta, versions[shard])
+        update = parts[n % len(parts)]
+        if workload == "rows":
+            c.pull_rows(update)
+        else:
+            meta = wire.UpdateMeta(version=version, epoch=0, partition=partition, attempt=0, seq=seq)
+            seq += 1
+            _, version, changes = c.push_pull_changes(update, meta, version)
             if changes is None:  # as a Gibbs task: the server cannot tell, so pull the counts
                 full += 1
-                versions[shard], _ = c.pull(["word_topic", "topic_totals"] if shard == 0 else ["word_topic"])
+                version, _ = c.pull(["word_topic_flat", "topic_totals"])
             elif "word_topic_flat" in changes:
                 entries += len(changes["word_topic_flat"].indices)
         latencies.append(time.perf_counter() - t0)
@@ -198,9 +193,11 @@ def run(args, workload: str, path: str, m: int) -> dict:
     latencies = np.concatenate([r[2] for r in results]) * 1e3
     return {"workload": workload, "path": path, "M": m, "N": args.shards, "n": n, "per_s": n / wall,
             "server_ms": sum(server_cpu) / n * 1e3, "busiest": max(server_cpu) / wall,
+            # the most exchanges a second the busiest server process could serve with a core of its own
+            "ceiling": n / max(server_cpu),
             "client_ms": sum(r[1] for r in results) / n * 1e3,
             "p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
-            "entries": sum(r[3] for r in results) / n, "full": sum(r[4] for r in results) / n / args.shards,
+            "entries": sum(r[3] for r in results) / n, "full": sum(r[4] for r in results) / n,
             "rejected": sum(c["rejected"] for c in counts),
             "threads": {g: v / n * 1e3 for g, v in threads.items()}}
 
@@ -237,7 +234,7 @@ def _projection(rows: list, partitions: int) -> list:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", default="1,2,4,8,16,32,64", help="client process counts M")
-    p.add_argument("--shards", default="1", help="server process counts N (rows split by the benchmark)")
+    p.add_argument("--shards", default="1", help="server process counts N (rows split as DeepDist(servers=N) splits)")
     p.add_argument("--paths", default="flask,direct", help="flask: binary routes through Flask; direct: skip it")
     p.add_argument("--workloads", default="gibbs,rows")
     p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per configuration")
@@ -256,9 +253,9 @@ def main(argv=None):
     print(f"# server_scale: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start; "
           f"gibbs: V={args.words:,} K={args.topics} {args.entries:,} entries a push; rows: {args.rows:,} of "
           f"{args.vocab:,} x {args.dim} float32; {args.seconds:g} s a configuration, best of {args.repeat}\n")
-    print("| workload | path | N | M | exchanges/s | server CPU ms/exch | busiest server core | client CPU ms/exch "
-          "| p50 ms | p99 ms | entries back | full pulls |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| workload | path | N | M | exchanges/s | server CPU ms/exch | busiest server core | ceiling exch/s "
+          "| client CPU ms/exch | p50 ms | p99 ms | entries back | full pulls |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for workload in args.workloads.split(","):
         for shards in (int(s) for s in shard_counts.split(",")):
             args.shards = shards
@@ -267,7 +264,7 @@ def main(argv=None):
                     r = min((run(args, workload, path, m) for _ in range(args.repeat)), key=lambda r: r["server_ms"])
                     rows.append(r)
                     print(f"| {workload} | {path} | {r['N']} | {m} | {r['per_s']:,.0f} | {r['server_ms']:.3f} | "
-                          f"{r['busiest']:.0%} | {r['client_ms']:.2f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+                          f"{r['busiest']:.0%} | {r['ceiling']:,.0f} | {r['client_ms']:.2f} | {r['p50']:.1f} | {r['p99']:.1f} | "
                           f"{r['entries']:,.0f} | {r['full']:.0%} |", flush=True)
     print("\nserver CPU by thread, ms/exchange:")
     for r in rows:
@@ -283,6 +280,17 @@ def main(argv=None):
                 if base is not None:
                     print(f"  {r['workload']:<6} N={r['N']} M={r['M']:<3} {r['server_ms'] / base['server_ms']:.2f}x "
                           f"(exchanges/s {r['per_s'] / base['per_s']:.2f}x)")
+    sharded = [r for r in rows if r["N"] > 1]
+    if sharded:
+        print("\nN shards against one server (same run): exchanges/s on these cores, and the ceiling (the busiest "
+              "server process's CPU per exchange: what it could serve with a core of its own):")
+        for r in sharded:
+            base = next((b for b in rows if b["N"] == 1 and (b["workload"], b["path"], b["M"]) ==
+                         (r["workload"], r["path"], r["M"])), None)
+            if base is not None:
+                print(f"  {r['workload']:<6} {r['path']:<7} N={r['N']} M={r['M']:<3} exchanges/s "
+                      f"{r['per_s'] / base['per_s']:.2f}x, ceiling {r['ceiling'] / base['ceiling']:.2f}x, client CPU "
+                      f"{r['client_ms'] / base['client_ms']:.2f}x")
     print(f"\nprojection to {args.project:,} partitions (one server, the measured CPU per exchange):")
     print("\n".join(_projection(rows, args.project)))
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")

@@ -87,6 +87,22 @@ class ShardLayout:
             out[name] = params[name][lo:hi]
         return out
 
+    def _cuts(self, name: str, indices: np.ndarray):
+        """Per shard, the ``indices`` it owns: ``[(shard, lo, selector)]``, where the selector is a
+        slice when the indices are sorted (what tasks send: no mask, no copy) and a mask otherwise."""
+        edges = self.edges[name]
+        if indices.size < 2 or bool((indices[1:] >= indices[:-1]).all()):
+            bounds = np.searchsorted(indices, edges)
+            return [(s, int(edges[s]), slice(int(bounds[s]), int(bounds[s + 1])))
+                    for s in range(self.n) if bounds[s + 1] > bounds[s]]
+        owner = np.searchsorted(edges, indices, side="right") - 1
+        out = []
+        for s in range(self.n):
+            mask = owner == s
+            if edges[s + 1] > edges[s] and mask.any():
+                out.append((s, int(edges[s]), mask))
+        return out
+
     def split_update(self, update: dict) -> list:
         """``update`` cut into one update per shard, row indices made local to each shard.
 
@@ -103,13 +119,11 @@ class ShardLayout:
                 if tuple(part.shape) != param.shape:
                     raise InvalidUpdateError(f"sparse rows for {name!r} claim shape {part.shape}, "
                                              f"the parameter is {param.shape}")
-                owner = np.searchsorted(self.edges[name], part.indices, side="right") - 1
-                for shard, (lo, hi) in enumerate(ranges):
-                    if hi > lo:
-                        mask = owner == shard
-                        if mask.any():
-                            pieces[shard][name] = SparseRows(part.indices[mask] - lo, part.values[mask],
-                                                             (hi - lo,) + param.shape[1:])
+                for shard, lo, pick in self._cuts(name, part.indices):
+                    hi = ranges[shard][1]
+                    indices = part.indices[pick]
+                    pieces[shard][name] = SparseRows(indices - indices.dtype.type(lo) if lo else indices,
+                                                     part.values[pick], (hi - lo,) + param.shape[1:])
             else:
                 part = np.asarray(part)
                 if part.shape != param.shape:
@@ -136,14 +150,12 @@ class ShardLayout:
             if name not in self.spec:
                 raise InvalidUpdateError(f"unknown parameter {name!r}; the model has {sorted(self.spec)}")
             idx = np.asarray(idx)
-            owner = np.searchsorted(self.edges[name], idx, side="right") - 1
-            positions = []
-            for shard, (lo, hi) in enumerate(self.ranges(name)):
-                mask = owner == shard
-                if hi > lo and mask.any():
-                    pieces[shard][name] = idx[mask] - lo
-                    positions.append(np.flatnonzero(mask))
-            order[name] = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+            cuts = self._cuts(name, idx)
+            for shard, lo, pick in cuts:
+                pieces[shard][name] = idx[pick] - lo if lo else idx[pick]
+            # sorted rows come back in order by shard: nothing to put back
+            order[name] = (None if all(isinstance(pick, slice) for _, _, pick in cuts)
+                           else np.concatenate([np.flatnonzero(pick) for _, _, pick in cuts]))
         return pieces, order
 
     def join_rows(self, rows: dict, order: dict, answers: list) -> dict:
@@ -153,11 +165,13 @@ class ShardLayout:
         for name, idx in rows.items():
             param = self.spec[name]
             parts = [answer[name].values for answer in answers if name in answer]
-            values = (np.concatenate(parts) if parts
+            values = (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
                       else np.zeros((0,) + param.shape[1:], param.dtype))
-            back = np.empty_like(values)
-            back[order[name]] = values
-            out[name] = SparseRows(np.asarray(idx), back, param.shape)
+            if order[name] is not None:
+                back = np.empty_like(values)
+                back[order[name]] = values
+                values = back
+            out[name] = SparseRows(np.asarray(idx), values, param.shape)
         return out
 
     def join_changes(self, answers: list) -> dict:

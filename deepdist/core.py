@@ -169,7 +169,8 @@ class DeepDist:
         self.store: ParameterStore | None = None
         self._server = None
         self._skeleton = None
-        self._epochs_done = 0
+        self._epochs_done = 0        # restored from a checkpoint: the next train() call skips them
+        self._epochs_completed = 0   # restored plus run in this context: what checkpoints record
         self._checked_reachable = False
         # a caller's epoch numbers repeat (each train() call counts from 0; Gibbs numbers its
         # jobs): on the wire every epoch gets its own serial, so the server's per-attempt
@@ -344,6 +345,7 @@ class DeepDist:
             params[name][...] = array
         self.store.version = int(frame.meta.get("version", 0))
         self._epochs_done = self.checkpointer.epochs_completed = int(frame.meta.get("epochs_completed", 0))
+        self._epochs_completed = self._epochs_done
         log.info("resumed from checkpoint version %s (%s epochs complete)", self.store.version, self._epochs_done)
 
     # -- training ---------------------------------------------------------------------
@@ -390,7 +392,7 @@ class DeepDist:
     def train(self, rdd, gradient, descent, *, epochs: int = 1, batch_size: int | None = None,
               fetch_every: int = 1, push_every: int = 1, additive: bool = False, rows=None,
               check_reachable: bool = True, wait_for=None,
-              wait_timeout: float = _config.WAIT_TIMEOUT) -> list:
+              wait_timeout: float = _config.WAIT_TIMEOUT, skip_completed: bool = True) -> list:
         """Train on ``rdd`` for ``epochs`` passes; return each epoch's task reports.
 
         Parameters:
@@ -412,6 +414,12 @@ class DeepDist:
                 rounds the driver keeps: stale-synchronous training. The server holds
                 the request, without polling, for at most ``wait_timeout`` seconds; after
                 a timeout the task logs a warning and stops waiting.
+            skip_completed: after ``resume=True``, the first call skips the epochs the
+                checkpoint completed (``train(epochs=10)`` finishes what a killed run began).
+                A loop of one-epoch calls passes False and starts from :attr:`epochs_completed`::
+
+                    for epoch in range(dd.epochs_completed, 10):
+                        dd.train(shuffled(rdd, epoch), gradient, descent, skip_completed=False)
         """
         self._require_open()
         for name, value in (("epochs", epochs), ("fetch_every", fetch_every), ("push_every", push_every)):
@@ -430,7 +438,7 @@ class DeepDist:
             self._checked_reachable = True
         skeleton = self._broadcast_skeleton()
         reports = []
-        first, self._epochs_done = self._epochs_done, 0
+        first, self._epochs_done = (self._epochs_done if skip_completed else 0), 0
         for epoch in range(first, epochs):
             trainer = PartitionTrainer(
                 channel=self.channel(epoch), context_id=self._context_id, spec=self._spec,
@@ -483,9 +491,10 @@ class DeepDist:
                 self._dashboard.epoch_ended(label or f"epoch {epoch + 1}", wire_epoch, results)
         if self.store.error is not None:
             raise self.store.error
+        self._epochs_completed += 1
         if self.checkpointer is not None:
             self.checkpointer.write(self.store if self._shards is None else _WholeModel(self),
-                                    epochs_completed=epoch + 1)
+                                    epochs_completed=self._epochs_completed)
         log.info("%s done in %.2fs: %d partitions, %d updates, model version %d",
                  label or f"epoch {epoch + 1}", time.perf_counter() - started, len(results),
                  sum(r["pushed"] for r in results), self.version)
@@ -503,6 +512,11 @@ class DeepDist:
         for shard, error in enumerate(errors, start=1):
             if error is not None and self.store.error is None:
                 raise TrainingFailedError(f"the descent failed on model server shard {shard}: {error}")
+
+    @property
+    def epochs_completed(self) -> int:
+        """Epochs complete: those a checkpoint restored (``resume=True``) plus those run since."""
+        return self._epochs_completed
 
     @property
     def version(self) -> int:

@@ -9,6 +9,8 @@ on the executors.
 
     python examples/image_classifier.py --epochs 5
     python examples/image_classifier.py --optimizer nesterov --lr 0.05 --push-every 4 --fetch-every 4
+    python examples/image_classifier.py --checkpoint ckpt/            # weights, batch-norm statistics
+    python examples/image_classifier.py --checkpoint ckpt/ --resume   # and Adam's moments, after a kill
     spark-submit --master spark://host:7077 examples/image_classifier.py --partitions 4
 """
 
@@ -22,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from deepdist import AdaGrad, Adam, AdamW, DeepDist, Momentum, SGD
+from deepdist import AdaGrad, Adam, AdamW, DeepDist, DescentCheckpointer, Momentum, SGD
 from deepdist.datasets.digits import load_mnist_5k
 from deepdist.session import describe_master, spark_session
 from deepdist.torch import evaluate, module_params, shuffle_within_partitions, torch_gradient
@@ -51,13 +53,16 @@ def load_rdds(sc, partitions: int):
 def run(spark, *, epochs: int = 5, batch_size: int = 32, partitions: int | None = None, optimizer: str = "adam",
         lr: float | None = None, fetch_every: int = 1, push_every: int = 1, local_lr: float | None = None,
         staleness: str = "apply", max_staleness: int | None = None, seed: int = 0, data=None,
-        target_accuracy: float | None = None, log=print) -> dict:
+        target_accuracy: float | None = None, checkpoint: str | None = None, resume: bool = False,
+        log=print) -> dict:
     """Train :func:`~deepdist.torch.models.small_cnn` and return the history and the totals.
 
     ``history`` holds, per epoch, the training time so far (``seconds``), the time since the call
     (``wall``: start-up included, evaluation after epochs excluded), the test accuracy and the
     bytes on the wire. With ``target_accuracy`` training stops
-    at the first epoch that reaches it.
+    at the first epoch that reaches it. With ``checkpoint`` (a directory) every epoch's end writes
+    the weights, the batch-norm statistics and the optimizer's state; ``resume`` starts from the
+    latest such checkpoint and runs the epochs it had not completed (``history`` holds those).
     """
     called = time.perf_counter()
     sc = spark.sparkContext
@@ -72,13 +77,17 @@ def run(spark, *, epochs: int = 5, batch_size: int = 32, partitions: int | None 
     history, training_seconds, evaluation_seconds, wire = [], 0.0, 0.0, (0, 0)
     options = {"staleness": staleness} if max_staleness is None else {"staleness": staleness,
                                                                        "max_staleness": max_staleness}
-    with DeepDist(net, params=module_params(net), spark=spark, progress=False, **options) as dd:
-        for epoch in range(epochs):
+    if checkpoint is not None:
+        options["checkpoint"] = DescentCheckpointer(checkpoint, descent)
+    with DeepDist(net, params=module_params(net), spark=spark, progress=False, resume=resume, **options) as dd:
+        if dd.epochs_completed:
+            log(f"resumed after epoch {dd.epochs_completed}: test accuracy {evaluate(net, test):.4f}")
+        for epoch in range(dd.epochs_completed, epochs):
             started = time.perf_counter()
             # a new order of each partition's digits every epoch, as PyTorch's DataLoader(shuffle=True)
             reports = dd.train(shuffle_within_partitions(train, seed, epoch), gradient, descent, epochs=1,
-                               batch_size=batch_size,
-                               fetch_every=fetch_every, push_every=push_every)
+                               batch_size=batch_size, fetch_every=fetch_every, push_every=push_every,
+                               skip_completed=False)
             finished = time.perf_counter()
             training_seconds += finished - started
             accuracy = evaluate(net, test)
@@ -96,6 +105,9 @@ def run(spark, *, epochs: int = 5, batch_size: int = 32, partitions: int | None 
             if target_accuracy is not None and accuracy >= target_accuracy:
                 break
         status = dd.status()
+    if not history:   # a resumed run that had nothing left to do
+        history.append({"epoch": dd.epochs_completed, "seconds": 0.0, "accuracy": evaluate(net, test), "wall": 0.0,
+                        "bytes_pushed": 0, "bytes_in": 0, "bytes_out": 0})
     return {"net": net, "history": history, "accuracy": history[-1]["accuracy"], "seconds": training_seconds,
             "updates": status["updates_applied"], "rejected": status["updates_rejected"],
             "staleness_histogram": status.get("staleness_histogram", {}), "partitions": partitions,
@@ -116,15 +128,20 @@ def main(argv=None):
     parser.add_argument("--local-lr", type=float, default=None, help="local SGD: step each task's copy too")
     parser.add_argument("--staleness", choices=["apply", "scale", "drop"], default="apply")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None, help="a directory: checkpoint every epoch there")
+    parser.add_argument("--resume", action="store_true", help="start from the latest checkpoint (needs --checkpoint)")
     parser.add_argument("--output", default=None, help="write the results to this JSON file")
     args = parser.parse_args(argv)
+    if args.resume and not args.checkpoint:
+        parser.error("--resume needs --checkpoint DIR")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
 
     spark = spark_session("deepdist-image-classifier", args.master)
     sc = spark.sparkContext
     result = run(spark, epochs=args.epochs, batch_size=args.batch_size, partitions=args.partitions,
                  optimizer=args.optimizer, lr=args.lr, fetch_every=args.fetch_every, push_every=args.push_every,
-                 local_lr=args.local_lr, staleness=args.staleness, seed=args.seed)
+                 local_lr=args.local_lr, staleness=args.staleness, seed=args.seed, checkpoint=args.checkpoint,
+                 resume=args.resume)
     print(f"\nSmallCNN on 4,000 MNIST digits by Downpour {args.optimizer} ({result['partitions']} partitions, "
           f"{args.epochs} epochs, {result['seconds']:.1f}s on {describe_master(sc)}, {result['updates']} updates)")
     print(f"  test accuracy (1,000 digits)   {result['accuracy']:.4f}")

@@ -87,40 +87,27 @@ def _sparse_count(model, batch):
     return {"counts": SparseRows(rows, counts.astype(np.int64), model["counts"].shape)}
 
 
-def _table_gradient(model, batch):
-    from deepdist import SparseRows
-
-    g = np.zeros_like(model["table"])
-    for i, j, target in batch:
-        residual = model["table"][i] @ model["table"][j] - target
-        g[i] += residual * model["table"][j]
-        g[j] += residual * model["table"][i]
-    touched = np.unique([r for i, j, _ in batch for r in (i, j)])
-    return {"table": SparseRows(touched, g[touched], model["table"].shape)}
-
-
-def _table_rows(batch):
-    return {"table": np.unique([r for i, j, _ in batch for r in (i, j)])}
-
-
 def job_shards(sc) -> dict:
     """DeepDist(servers=N): counts split over 2 shards with a task failing once, and a table of 2,000
     rows trained through row pulls on 1, 2 and 3 shards (one partition: the same steps)."""
+    from pyspark import cloudpickle
+
+    import shard_hooks
+
+    cloudpickle.register_pickle_by_value(shard_hooks)   # the executors have no tests/ directory
     rng = np.random.default_rng(5)
     words = rng.integers(0, 3000, size=20000)
     with DeepDist({"counts": np.zeros(3000, np.int64)}, spark=sc, progress=False, servers=2) as dd:
         dd.train(sc.parallelize(words.tolist(), 4), _sparse_count, add,
                  epochs=2, batch_size=500, additive=True)
         counts, urls, status = dd.model["counts"].copy(), list(dd._urls), dd.status()
-    truth = rng.normal(size=(2000, 4)) / 2
-    pairs = rng.integers(0, 2000, size=(4000, 2))
-    examples = [(int(i), int(j), float(truth[i] @ truth[j])) for i, j in pairs]
+    examples = shard_hooks.pairs_of(rng.normal(size=(2000, 4)) / 2, 4000, rng)
     start = rng.normal(size=(2000, 4)) / 2
     tables = []
     for servers in (1, 2, 3):
         with DeepDist({"table": start.copy()}, spark=sc, progress=False, servers=servers) as dd:
-            dd.train(sc.parallelize(examples, 1), _table_gradient, SGD(lr=0.05), epochs=2, batch_size=20,
-                     rows=_table_rows)
+            dd.train(sc.parallelize(examples, 1), shard_hooks.pair_gradient, SGD(lr=0.05), epochs=2,
+                     batch_size=20, rows=shard_hooks.pair_rows)
             tables.append(dd.model["table"])
     return {"counts_exact": bool(np.array_equal(counts, 2 * np.bincount(words, minlength=3000))), "urls": urls,
             "applied": [s["updates_applied"] for s in status["shards"]],

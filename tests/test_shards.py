@@ -15,6 +15,7 @@ from deepdist.params import ModelSpec
 from deepdist import shards
 from deepdist.shards import ShardLayout
 
+from shard_hooks import pair_gradient, pair_rows, pairs_of
 from test_train import _count_words, loss, squared_error_gradient
 
 
@@ -152,32 +153,15 @@ def test_retried_tasks_leave_exact_counts_on_every_shard(sc, tmp_path):
         assert shard["updates_applied"] > 2 * 40
 
 
-def _sparse_rows_gradient(model, batch):
-    # word2vec-like: each example touches two rows of a table; pulls only those rows
-    g = np.zeros_like(model["table"])
-    for i, j, target in batch:
-        residual = model["table"][i] @ model["table"][j] - target
-        g[i] += residual * model["table"][j]
-        g[j] += residual * model["table"][i]
-    touched = np.unique([r for i, j, _ in batch for r in (i, j)])
-    return {"table": SparseRows(touched, g[touched], model["table"].shape)}
-
-
-def _rows_of(batch):
-    return {"table": np.unique([r for i, j, _ in batch for r in (i, j)])}
-
-
 def test_row_pulls_and_sparse_pushes_route_to_their_shards(sc):
     rng = np.random.default_rng(3)
-    truth = rng.normal(size=(60, 4)) / 2
-    pairs = rng.integers(0, 60, size=(3000, 2))
-    examples = [(int(i), int(j), float(truth[i] @ truth[j])) for i, j in pairs]
+    examples = pairs_of(rng.normal(size=(60, 4)) / 2, 3000, rng)
     start = (rng.normal(size=(60, 4)) / 2).astype(np.float64)
     rdd = sc.parallelize(examples, 1)
     trained = []
     for servers in (1, 2, 4):
         with DeepDist({"table": start.copy()}, spark=sc, servers=servers, progress=False) as dd:
-            dd.train(rdd, _sparse_rows_gradient, SGD(lr=0.05), epochs=2, batch_size=20, rows=_rows_of)
+            dd.train(rdd, pair_gradient, SGD(lr=0.05), epochs=2, batch_size=20, rows=pair_rows)
         trained.append(dd.model["table"])
     np.testing.assert_array_equal(trained[0], trained[1])
     np.testing.assert_array_equal(trained[0], trained[2])

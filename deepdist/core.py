@@ -216,6 +216,9 @@ class DeepDist:
             # shard 0's store holds views of the user's arrays: its rows train in place. Its
             # periodic checkpoints would hold one shard: epoch-end ones hold the whole model
             self._layout = ShardLayout(self._spec, self.servers)
+            if checkpointer is not None and (checkpointer.every_updates or checkpointer.every_seconds):
+                log.warning("servers=%d: checkpoints are written at epoch ends only (every_updates and "
+                            "every_seconds would catch the shards at different instants)", self.servers)
             self.store = ParameterStore(self._layout.slices(adapter.get(self._model), 0), DictAdapter(),
                                         self.config, None)
         else:

@@ -261,3 +261,19 @@ def test_families_whose_driver_needs_the_whole_model_refuse_shards_before_spark_
     docs = sc.parallelize([[(0, 1), (1, 2)], [(1, 1)]], 1)
     with pytest.raises(ConfigurationError, match=f"{family} runs on one model server .*servers=2"):
         estimator.fit(docs)
+
+
+def test_shards_serve_tls_with_the_contexts_pinned_certificate(sc):
+    rng = np.random.default_rng(4)
+    words = rng.integers(0, 40, size=2000)
+
+    def count(model, batch):
+        counts = np.bincount(np.asarray(batch), minlength=40)
+        rows = np.flatnonzero(counts)
+        return {"n": SparseRows(rows, counts[rows].astype(np.int64), (40,))}
+
+    with DeepDist({"n": np.zeros(40, np.int64)}, spark=sc, servers=2, tls=True, progress=False) as dd:
+        assert all(url.startswith("https://127.0.0.1:") for url in dd._urls) and len(dd._urls) == 2
+        dd.train(sc.parallelize(words.tolist(), 2), count, add, epochs=2, batch_size=100, additive=True)
+        assert dd.status()["shards"][1]["updates_applied"] == 2 * 20
+    np.testing.assert_array_equal(dd.model["n"], 2 * np.bincount(words, minlength=40))

@@ -23,6 +23,8 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import threading
 
 import numpy as np
 
@@ -32,6 +34,23 @@ from .sparse import SparseRows, copy_rows
 from . import wire
 
 __all__ = ["ShardLayout", "ShardedClient"]
+
+# One pool of sender threads per process, shared by every client in it: a PySpark worker runs
+# task after task, each with a fresh client, and a pool per client would leave its threads behind
+_pool_lock = threading.Lock()
+_pool: tuple | None = None   # (pid, workers, executor)
+
+
+def _sender_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] < workers:
+            # a forked child must not use its parent's threads (they did not come with it)
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[2].shutdown(wait=False)
+            _pool = (os.getpid(), workers, concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="deepdist-shard-sender"))
+        return _pool[2]
 
 
 #: parameters of fewer rows live whole on shard 0 (the driver's): split, they would cost every push
@@ -209,12 +228,6 @@ class ShardedClient:
         self.clients = list(clients)
         self.layout = layout
         self._seen = [0] * layout.n
-        self._pool = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_pool"] = None
-        return state
 
     def __repr__(self) -> str:
         return f"ShardedClient({[c.url for c in self.clients]!r})"
@@ -225,10 +238,8 @@ class ShardedClient:
 
     def _each(self, calls: list) -> list:
         """Run ``calls`` (one zero-argument callable per shard) in parallel; their results in order."""
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.layout.n - 1),
-                                                               thread_name_prefix="deepdist-shard")
-        futures = [self._pool.submit(call) for call in calls[1:]]
+        pool = _sender_pool(max(1, self.layout.n - 1))
+        futures = [pool.submit(call) for call in calls[1:]]
         first = calls[0]()
         return [first] + [f.result() for f in futures]
 

@@ -277,3 +277,17 @@ def test_shards_serve_tls_with_the_contexts_pinned_certificate(sc):
         dd.train(sc.parallelize(words.tolist(), 2), count, add, epochs=2, batch_size=100, additive=True)
         assert dd.status()["shards"][1]["updates_applied"] == 2 * 20
     np.testing.assert_array_equal(dd.model["n"], 2 * np.bincount(words, minlength=40))
+
+
+def test_clients_share_one_pool_of_sender_threads_per_process(sc):
+    import threading
+
+    def senders():
+        return [t for t in threading.enumerate() if t.name.startswith("deepdist-shard-sender")]
+
+    before = len(senders())   # earlier tests' sharded clients in this process left their pool
+    with DeepDist({"w": np.zeros((30, 2))}, spark=sc, servers=3, progress=False) as dd:
+        for _ in range(6):   # as tasks in one Python worker: a fresh client each time
+            version, params = dd.client.pull()
+            assert params["w"].shape == (30, 2)
+    assert 1 <= len(senders()) <= max(before, 2)

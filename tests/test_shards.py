@@ -291,3 +291,31 @@ def test_clients_share_one_pool_of_sender_threads_per_process(sc):
             version, params = dd.client.pull()
             assert params["w"].shape == (30, 2)
     assert 1 <= len(senders()) <= max(before, 2)
+
+
+def test_a_wait_on_a_counter_is_answered_by_shard_zero_and_the_rows_come_from_every_shard(sc):
+    import threading
+
+    from deepdist import wire
+
+    with DeepDist({"w": np.zeros((40, 2)), "rounds": np.zeros(1)}, spark=sc, servers=2, progress=False) as dd:
+        dd.set_descent(add, additive=True)
+        client = dd.client
+        answers = []
+        waiter = threading.Thread(target=lambda: answers.append(
+            client.pull_rows_when({"w": [35, 1]}, "rounds", 2, timeout=30)))
+        waiter.start()
+        pusher = dd.client
+        for seq in range(2):
+            assert waiter.is_alive()   # not before the second round
+            # the rows first, applied on both shards; then the round that shard 0 counts
+            pusher.push({"w": np.ones((40, 2))}, wire.UpdateMeta(version=0, seq=2 * seq))
+            dd.store.drain(), dd._shards.drain(10)
+            pusher.push({"rounds": np.ones(1)}, wire.UpdateMeta(version=0, seq=2 * seq + 1))
+            dd.store.drain(), dd._shards.drain(10)
+        waiter.join(10)
+        version, arrays, ready = answers[0]
+        assert ready and arrays["w"].indices.tolist() == [35, 1] and arrays["w"].values.tolist() == [[2, 2]] * 2
+        # rows of shard 1 only: shard 0 still holds the wait (on a row nobody asked for)
+        version, arrays, ready = client.pull_rows_when({"w": [30]}, "rounds", 3, timeout=0.2)
+        assert not ready and arrays["w"].values.tolist() == [[2, 2]] and list(arrays) == ["w"]

@@ -77,10 +77,6 @@ def server_stats(fit: FitState) -> vi.Stats:
         return vi.Stats(params["mass"].copy(), np.ascontiguousarray(params["stats"].T), params["entropy"].copy())
 
 
-#: rank the lightest leaves (merge candidates) of a dependent fit by their mass with the history's
-LIGHT_WITH_HISTORY = True
-
-
 def effective_stats(fit: FitState, history: bool = True) -> vi.Stats:
     """S plus the extras of births not yet seen by their batches' memos, plus (``history``) the
     earlier epochs' pseudo-statistics of a dependent fit."""
@@ -214,10 +210,7 @@ def run_pass(dnt, fit: FitState, rng) -> dict:
                                   dnt.max_children, rng) if birth_pass else []
     if birth_pass and not fit.done and len(fit.tree) == 1 and dnt.max_depth > 1:
         targets = [0]  # the first pass starts with no statistics, and the root holds every document
-    # the lightest leaves are proposed for merging by their mass over the history window too: in
-    # a thin epoch, a node the epoch's few documents miss is dormant, not empty
-    light = stats_now.mass + fit.history.mass if LIGHT_WITH_HISTORY and fit.history is not None else stats_now.mass
-    candidates = moves.merge_candidates(fit.tree, fit.q, dnt.merge_candidates, light) if merge_pass else []
+    candidates = moves.merge_candidates(fit.tree, fit.q, dnt.merge_candidates, stats_now.mass) if merge_pass else []
     limit = -(-dnt.birth_docs // (fit.partitions * dnt.batches_per_partition)) if targets else 0
     bytes_out_before = fit.dd.store.status()["bytes_out"]
     collected, checks, reports = [], [], []

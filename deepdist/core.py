@@ -32,7 +32,7 @@ from .progress import ProgressLine
 from . import tls as _tls
 from .server import ServerThread, create_app
 from .shard_server import ShardGroup
-from .shards import ShardedClient, ShardLayout
+from .shards import WHOLE_BELOW_ROWS, ShardedClient, ShardLayout
 from .session import spark_context, use_driver_python  # noqa: F401  (spark_context: its old home)
 from .executors import ensure_executors, failure_cause
 from .store import ParameterStore
@@ -212,17 +212,20 @@ class DeepDist:
         self.checkpointer = checkpointer
         self._adapter = adapter
         self._spec = ModelSpec.of(adapter.get(self._model))
-        if self.servers > 1:
+        self._layout = ShardLayout(self._spec, self.servers) if self.servers > 1 else None
+        if self._layout is not None and self._layout.used == 1:
+            log.warning("servers=%d, but every parameter has fewer than %d rows and stays whole on shard 0: "
+                        "running one server", self.servers, WHOLE_BELOW_ROWS)
+            self._layout = None
+        if self._layout is not None:
             # shard 0's store holds views of the user's arrays: its rows train in place. Its
             # periodic checkpoints would hold one shard: epoch-end ones hold the whole model
-            self._layout = ShardLayout(self._spec, self.servers)
             if checkpointer is not None and (checkpointer.every_updates or checkpointer.every_seconds):
                 log.warning("servers=%d: checkpoints are written at epoch ends only (every_updates and "
                             "every_seconds would catch the shards at different instants)", self.servers)
             self.store = ParameterStore(self._layout.slices(adapter.get(self._model), 0), DictAdapter(),
                                         self.config, None)
         else:
-            self._layout = None
             self.store = ParameterStore(self._model, adapter, self.config, checkpointer)
         self._job_group = f"deepdist-{uuid.uuid4().hex[:12]}"
         # a failed descent makes the rest of the epoch pointless: stop its tasks now

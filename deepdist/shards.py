@@ -95,6 +95,11 @@ class ShardLayout:
         edges = self.edges[name]
         return edges[shard + 1] > edges[shard]
 
+    @property
+    def used(self) -> int:
+        """How many shards hold rows at all (1 when every parameter stays whole on shard 0)."""
+        return sum(1 for s in range(self.n) if self.names(s))
+
     def names(self, shard: int) -> list:
         return [name for name in self.spec if self.holds(shard, name)]
 
@@ -110,6 +115,9 @@ class ShardLayout:
         """Per shard, the ``indices`` it owns: ``[(shard, lo, selector)]``, where the selector is a
         slice when the indices are sorted (what tasks send: no mask, no copy) and a mask otherwise."""
         edges = self.edges[name]
+        if indices.size and (indices.min() < 0 or indices.max() >= edges[-1]):
+            raise InvalidUpdateError(f"row index out of range for {name!r}: rows must be in [0, {edges[-1]}), "
+                                     f"got [{indices.min()}, {indices.max()}]")
         if indices.size < 2 or bool((indices[1:] >= indices[:-1]).all()):
             bounds = np.searchsorted(indices, edges)
             return [(s, int(edges[s]), slice(int(bounds[s]), int(bounds[s + 1])))

@@ -319,3 +319,21 @@ def test_a_wait_on_a_counter_is_answered_by_shard_zero_and_the_rows_come_from_ev
         # rows of shard 1 only: shard 0 still holds the wait (on a row nobody asked for)
         version, arrays, ready = client.pull_rows_when({"w": [30]}, "rounds", 3, timeout=0.2)
         assert not ready and arrays["w"].values.tolist() == [[2, 2]] and list(arrays) == ["w"]
+
+
+def test_rows_out_of_range_are_refused_before_anything_is_sent():
+    from deepdist.errors import InvalidUpdateError
+
+    layout = ShardLayout.of({"w": np.zeros((10, 2))}, 2, whole_below=0)
+    for bad in ([3, 10], [-1, 2], [12, 1]):
+        with pytest.raises(InvalidUpdateError, match=r"row index out of range for 'w': rows must be in \[0, 10\)"):
+            layout.split_rows({"w": np.array(bad)})
+        with pytest.raises(InvalidUpdateError, match="row index out of range"):
+            layout.split_update({"w": SparseRows(np.array(bad), np.ones((2, 2)), (10, 2))})
+
+
+def test_a_model_too_small_to_split_runs_on_one_server_with_a_warning(sc, monkeypatch, caplog):
+    monkeypatch.setattr(shards, "WHOLE_BELOW_ROWS", 1024)
+    with DeepDist({"w": np.zeros(10)}, spark=sc, servers=2, progress=False) as dd:
+        assert dd._shards is None and len(dd._urls) == 1
+    assert "every parameter has fewer than 1024 rows" in caplog.text

@@ -12,6 +12,7 @@ each (header merging, URL parsing, hooks), on the same cores the samplers need.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import logging
@@ -32,6 +33,16 @@ log = logging.getLogger(__name__)
 
 _connections: dict = {}
 _connections_lock = threading.Lock()
+
+
+@atexit.register
+def _close_connections() -> None:
+    """Close the kept-alive connections when the process exits (left to the garbage collector,
+    each would warn of an unclosed socket)."""
+    with _connections_lock:
+        for conn in _connections.values():
+            conn.close()
+        _connections.clear()
 
 
 class _Response:

@@ -1,8 +1,8 @@
 """Model servers in processes of their own: shards 1 … N−1 of ``DeepDist(model, servers=N)``.
 
 Shard 0 is the driver's own server (its store holds views of the user's arrays, so it updates
-the model in place). Every other shard is a child process, ``python -m deepdist.shard_server``
-with the driver's interpreter and ``sys.path`` (forking a driver that runs a JVM gateway and
+the model in place). Every other shard is a child process running :func:`main` with the driver's
+interpreter and ``sys.path`` (forking a driver that runs a JVM gateway and
 threads is unsafe, and ``multiprocessing``'s spawn would run a ``spark-submit`` script's top-level
 code again in every child). A child
 runs the same parts as the driver's server (a :class:`~deepdist.store.ParameterStore` with its
@@ -111,7 +111,8 @@ class _Commands:
 
 
 def main(argv=None) -> None:
-    """The child's entry point: ``python -m deepdist.shard_server FD`` (FD: its end of a socket pair)."""
+    """The child's entry point, ``python -c "from deepdist.shard_server import main; main()" FD``
+    (FD: its end of a socket pair). Not ``-m``: the package imports this module itself."""
     conn = Connection(int((argv or sys.argv[1:])[0]))
     _serve(conn, *conn.recv())
 
@@ -174,7 +175,8 @@ class ShardGroup:
             for shard in range(1, self.layout.n):
                 ours, theirs = socket.socketpair()
                 try:
-                    process = subprocess.Popen([sys.executable, "-m", "deepdist.shard_server", str(theirs.fileno())],
+                    process = subprocess.Popen([sys.executable, "-c", "from deepdist.shard_server import main; main()",
+                                                str(theirs.fileno())],
                                                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
                 finally:
                     theirs.close()
@@ -261,6 +263,3 @@ class ShardGroup:
             s.conn.close()
         self.shards = []
 
-
-if __name__ == "__main__":
-    main()

@@ -49,6 +49,8 @@ def parse_args(argv=None):
     parser.add_argument("--adagrad", action="store_true", help="AdaGrad with per-row accumulators on the driver")
     parser.add_argument("--adagrad-lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--servers", type=int, default=1,
+                        help="model servers: the vectors split by rows over this many (DeepDist(servers=N))")
     parser.add_argument("--output", default="word2vec-output", help="output directory")
     parser.add_argument("--max-articles", type=int, default=None, help="use only the first N articles")
     parser.add_argument("--heldout", type=float, default=0.1,
@@ -173,7 +175,7 @@ def main(argv=None) -> dict:
         sync_epochs=True if args.sync_epochs else None, progress=not args.quiet, spark=spark,
         compute_loss=args.training_loss,
         # the training dashboard as a report, next to the vectors (deepdist.dashboard)
-        server_options={"report": os.path.join(args.output, "report.html")})
+        server_options={"report": os.path.join(args.output, "report.html"), "servers": args.servers})
     model = estimator.fit(train).model_
     wv = model.wv
     train.unpersist()

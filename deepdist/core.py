@@ -12,11 +12,11 @@ order (Downpour SGD, Dean et al. 2012, as in the original DeepDist).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import ipaddress
 import logging
 import secrets
-import threading
 import time
 import uuid
 
@@ -33,6 +33,7 @@ from . import tls as _tls
 from .server import ServerThread, create_app
 from .shard_server import ShardGroup
 from .shards import WHOLE_BELOW_ROWS, ShardedClient, ShardLayout
+from .validation import check_int
 from .session import spark_context, use_driver_python  # noqa: F401  (spark_context: its old home)
 from .executors import ensure_executors, failure_cause
 from .store import ParameterStore
@@ -155,9 +156,7 @@ class DeepDist:
         self.tls = tls
         self.dashboard = dashboard
         self.report = report
-        if not isinstance(servers, int) or isinstance(servers, bool) or servers < 1:
-            raise ConfigurationError(f"servers must be an integer >= 1, got {servers!r}")
-        self.servers = servers
+        self.servers = check_int("servers", servers)
         self._shards: ShardGroup | None = None
         self._layout: ShardLayout | None = None
         self._urls: list = []
@@ -529,7 +528,7 @@ class DeepDist:
         """The model's version: how many changes it has seen (summed over the shards)."""
         if self._shards is None:
             return self.store.version
-        return self.store.version + getattr(self, "_shard_versions", 0)
+        return self.store.version + self._shard_versions
 
     def set_descent(self, descent, additive: bool = False) -> None:
         """Set the driver's ``descent(model, update)`` for the epochs that follow."""
@@ -593,12 +592,13 @@ class DeepDist:
         return f'<iframe srcdoc="{report}" width="100%" height="720" style="border:0"></iframe>'
 
 
-
 class _WholeModel:
-    """What a checkpoint reads of a sharded model: the user's arrays, every shard's rows copied in."""
+    """What a checkpoint reads of a sharded model: the user's arrays, every shard's rows copied in.
+
+    It is read at an epoch's end, once the shards are drained and gathered: nothing else writes
+    those arrays then, so there is no lock to take."""
 
     def __init__(self, dd: DeepDist):
-        self.lock = threading.Lock()
+        self.lock = contextlib.nullcontext()
         self.version = dd.version
         self.params = dd._adapter.get(dd._model)
-        self.additive = dd.store.additive

@@ -10,11 +10,12 @@ ledger and applier, the keep-alive HTTP server, the same secret and TLS certific
 rows, on its own port, under its own GIL. The driver steers it over a pipe: the descent (pickled
 by value, as Spark ships closures; the pipe is the driver's own, never the network), the running
 epoch, settling an epoch with Spark's winning attempts, and copying its rows back into the model.
+A shard starts from the user's arrays as they are, so after ``resume=True`` from the checkpoint.
 
 Example::
 
     >>> group = ShardGroup(layout, params, config, secret, max_body, "127.0.0.1")  # doctest: +SKIP
-    >>> group.start(); group.urls("http")                                           # doctest: +SKIP
+    >>> group.start(); group.urls("http", "127.0.0.1")                              # doctest: +SKIP
     ['http://127.0.0.1:40111']
 """
 
@@ -83,6 +84,8 @@ class _Commands:
         self.store = store
 
     def set_descent(self, blob: bytes, additive: bool) -> None:
+        # the blob comes from the driver over the socket pair it started this process with;
+        # nothing that arrives over HTTP is ever unpickled
         self.store.set_descent(pickle.loads(blob), additive=additive)
 
     def set_epoch(self, epoch: int) -> None:
@@ -98,13 +101,6 @@ class _Commands:
     def params(self) -> tuple[int, dict]:
         with self.store.lock:
             return self.store.version, {name: np.array(a) for name, a in self.store.params.items()}
-
-    def load(self, arrays: dict, version: int) -> None:
-        with self.store.lock:
-            for name, array in arrays.items():
-                self.store.params[name][...] = array
-            self.store.version = version
-        self.store.bump()
 
     def status(self) -> dict:
         return self.store.status()
@@ -183,8 +179,8 @@ class ShardGroup:
                 s = _Shard(shard, process, Connection(ours.detach()))
                 self.shards.append(s)
                 config_s = {**config, "port": self.config.port + shard if self.config.port else 0}
-                arrays = {name: np.array(a) for name, a in self.layout.slices(self.params, shard).items()}
-                s.conn.send((shard, arrays, config_s, self.secret, self.max_body, self.bind, self.pem,
+                # the slices are views of the user's arrays: pickling them copies their rows once
+                s.conn.send((shard, self.layout.slices(self.params, shard), config_s, self.secret, self.max_body, self.bind, self.pem,
                              logging.getLogger("deepdist").getEffectiveLevel()))
             for s in self.shards:
                 s.port = s.receive(STARTUP_TIMEOUT + 60)
@@ -197,10 +193,17 @@ class ShardGroup:
     def urls(self, scheme: str, host: str) -> list:
         return [f"{scheme}://{host}:{s.port}" for s in self.shards]
 
-    def _all(self, name: str, *args, timeout: float | None = None) -> list:
+    def _send_all(self, name: str, *args) -> None:
         for s in self.shards:
             s.send(name, *args)
-        return [s.receive(timeout) for s in self.shards]
+
+    def _receive_all(self) -> list:
+        return [s.receive() for s in self.shards]
+
+    def _all(self, name: str, *args) -> list:
+        """Ask every shard at once, then wait for every answer."""
+        self._send_all(name, *args)
+        return self._receive_all()
 
     def set_descent(self, descent, additive: bool) -> None:
         from pyspark import cloudpickle   # by value, as Spark ships a closure: __main__ functions too
@@ -216,12 +219,13 @@ class ShardGroup:
         self._all("set_epoch", epoch)
 
     def send_end_epoch(self, epoch: int, winners: dict) -> None:
-        for s in self.shards:
-            s.send("end_epoch", epoch, winners)
+        """Settle ``epoch`` on every shard; :meth:`finish_end_epoch` waits (the driver settles
+        shard 0 in between)."""
+        self._send_all("end_epoch", epoch, winners)
 
     def finish_end_epoch(self) -> list:
         """Each shard's descent error (repr) or None, after :meth:`send_end_epoch`."""
-        return [s.receive() for s in self.shards]
+        return self._receive_all()
 
     def drain(self, timeout: float | None = None) -> None:
         self._all("drain", timeout)
@@ -235,14 +239,6 @@ class ShardGroup:
                 lo, hi = self.layout.ranges(name)[s.shard]
                 self.params[name][lo:hi] = array
         return total
-
-    def load(self, version: int) -> None:
-        """Send every shard its rows of ``params`` again (after a resume), at ``version``."""
-        for s in self.shards:
-            s.send("load", {name: np.array(a) for name, a in self.layout.slices(self.params, s.shard).items()},
-                   version)
-        for s in self.shards:
-            s.receive()
 
     def status(self) -> list:
         return self._all("status")

@@ -31,6 +31,7 @@ import numpy as np
 from .errors import ConfigurationError, InvalidUpdateError
 from .params import ModelSpec
 from .sparse import SparseRows, copy_rows
+from .validation import check_int
 from . import wire
 
 __all__ = ["ShardLayout", "ShardedClient"]
@@ -70,10 +71,8 @@ class ShardLayout:
     """
 
     def __init__(self, spec: ModelSpec, n: int, whole_below: int | None = None):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigurationError(f"servers must be an integer >= 1, got {n!r}")
         self.spec = spec
-        self.n = n
+        self.n = check_int("servers", n)
         whole_below = WHOLE_BELOW_ROWS if whole_below is None else whole_below
         self.edges = {}
         for name, p in spec.items():

@@ -51,19 +51,29 @@ from deepdist.procstat import read_stat, thread_cpu  # noqa: E402
 SECRET = "bench-secret"
 
 
-def _model(args, workload: str) -> dict:
-    """The whole model of ``workload`` (n_wk flat, as GibbsLDA's tasks address it, and n_k; or the
-    word2vec matrix)."""
+def _shapes(args, workload: str) -> dict:
+    """``{name: (shape, dtype)}`` of the model of ``workload``: n_wk flat, as GibbsLDA's tasks address
+    it, and n_k; or the word2vec matrix."""
     if workload == "gibbs":
-        return {"word_topic_flat": np.zeros(args.words * args.topics, np.int32),
-                "topic_totals": np.zeros(args.topics, np.int64)}
-    return {"vectors": np.random.default_rng(0).normal(size=(args.vocab, args.dim)).astype(np.float32)}
+        return {"word_topic_flat": ((args.words * args.topics,), np.int32), "topic_totals": ((args.topics,), np.int64)}
+    return {"vectors": ((args.vocab, args.dim), np.float32)}
+
+
+def _model(args, workload: str) -> dict:
+    """The whole model of ``workload``: zero counts, or random vectors."""
+    if workload == "gibbs":
+        return {name: np.zeros(shape, dtype) for name, (shape, dtype) in _shapes(args, workload).items()}
+    (shape, dtype), = _shapes(args, workload).values()
+    return {"vectors": np.random.default_rng(0).normal(size=shape).astype(dtype)}
 
 
 def _layout(args, workload: str):
+    """The layout ``DeepDist(servers=N)`` would give the model; every client makes one, from the
+    shapes alone (``np.empty`` touches no memory)."""
     from deepdist.shards import ShardLayout
 
-    return ShardLayout.of(_model(args, workload), args.shards)
+    return ShardLayout.of({name: np.empty(shape, dtype) for name, (shape, dtype) in _shapes(args, workload).items()},
+                          args.shards)
 
 
 _GROUPS = {"deepdist-server": "I/O thread", "deepdist-applier": "applier", "deepdist-http": "request threads"}

@@ -6,28 +6,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 
-from deepdist import wire  # noqa: E402
-from deepdist.persist import MAX_FILE_HEADER_BYTES  # noqa: E402
+from deepdist.persist import read_frame  # noqa: E402
+from test_word2vec_example import ROOT, SPARK_SUBMIT, _env  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 sys.path.insert(0, str(ROOT / "examples"))
 
 
-def _env():
-    return {**os.environ, "SPARK_CONF_DIR": str(ROOT / "spark-conf"), "PYSPARK_PYTHON": sys.executable,
-            "PYSPARK_DRIVER_PYTHON": sys.executable}
-
-
 def _completed(path: str) -> int:
-    with open(path, "rb") as f:
-        return int(wire.decode(f.read(), max_header_bytes=MAX_FILE_HEADER_BYTES).meta["epochs_completed"])
+    return int(read_frame(path)[1]["epochs_completed"])
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ handler called in a loop at the end of a long history, timed by thread CPU time)
 import argparse
 import http.cookiejar
 import json
+import math
 import os
 import resource
 import signal
@@ -144,6 +145,22 @@ def fit_once(sc, docs, args, mode):
     return seconds, cpu, polls, lda.history_[-1]["ll_per_token"]
 
 
+def paired_ratio(a: list, b: list) -> tuple:
+    """Geometric mean of a[i]/b[i] over repeats, with a 95% t interval on the log scale.
+
+    Pairing by repeat takes out what drifts between repeats (other work on a shared machine),
+    which the medians of each mode keep.
+    """
+    logs = [math.log(x / y) for x, y in zip(a, b)]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), float("nan"), float("nan")
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def main(argv=None):
     from pyspark.sql import SparkSession
 
@@ -192,6 +209,10 @@ def main(argv=None):
           f"({100 * (median['quiet'] / median['off'] - 1):+.2f}%)")
     print(f"polled / off (all of the dashboard):             {median['polled'] / median['off']:.4f} "
           f"({100 * (median['polled'] / median['off'] - 1):+.2f}%)")
+    for a, b, what in (("polled", "quiet", "serving the page and its data"), ("polled", "off", "all of the dashboard")):
+        mean, low, high = paired_ratio(seconds[a], seconds[b])
+        print(f"{a} / {b} paired by repeat ({what}): geometric mean {mean:.4f} ({100 * (mean - 1):+.2f}%), "
+              f"95% interval {low:.4f} .. {high:.4f}")
     print(f"polls per polled fit: {polls}")
     print(f"driver CPU, polled - quiet: {cpu['polled'] - cpu['quiet']:+.2f} s per fit "
           f"({100 * (cpu['polled'] - cpu['quiet']) / median['quiet']:+.2f}% of a core over the quiet fit's wall time)")

@@ -50,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--docs-per-epoch", type=int, default=None, help="a random subset of each epoch's titles")
     p.add_argument("--history", type=int, default=3, help="h: the window of the sticks' counts")
     p.add_argument("--kappa2", type=float, default=None, help="default: DNT's own")
+    p.add_argument("--smooth", type=int, default=0,
+                   help="passes per epoch of the dependent fit's backward sweep (DNT(smooth=...)); the forward "
+                        "sweep's trees are scored too, as 'fwd'")
     p.add_argument("--max-nodes", type=int, default=400, help="the dependent trees' capacity")
     p.add_argument("--passes", type=int, default=10, help="passes per epoch (dependent, independent)")
     p.add_argument("--pooled-passes", type=int, default=20, help="passes of the pooled tree")
@@ -115,7 +118,8 @@ def run(args) -> dict:
         pairs = sc.parallelize([(e, d) for e in epochs for d in data["train"][e]], args.partitions).cache()
         pairs.count()
         started = time.perf_counter()
-        dependent = DNT(history=args.history, max_nodes=args.max_nodes, epochs=args.passes, **common)
+        dependent = DNT(history=args.history, max_nodes=args.max_nodes, epochs=args.passes, smooth=args.smooth,
+                        **common)
         timeline = dependent.fit(pairs, id2word=data["id2word"]).model_
         out["dependent_seconds"] = time.perf_counter() - started
         pairs.unpersist()
@@ -126,6 +130,9 @@ def run(args) -> dict:
             row = {"docs": len(data["train"][e]), "held": len(data["held"][e]), "dependent_nodes": tree.n_nodes_,
                    "dependent": scores(tree, data["held"][e]),
                    "births": len(timeline.births(e)), "merges": len(timeline.merges(e))}
+            if args.smooth:
+                forward = dependent.forward_model_.tree_at(e)
+                row["forward_nodes"], row["forward"] = forward.n_nodes_, scores(forward, data["held"][e])
             rdd = sc.parallelize(data["train"][e], args.partitions).cache()
             rdd.count()
             started = time.perf_counter()
@@ -170,6 +177,8 @@ def report(out) -> None:
     peers = [("independent", "indep"), ("pooled", "pooled")]
     if all("to_date" in r for r in rows.values()):
         peers.append(("to_date", "pool<=t"))
+    if all("forward" in r for r in rows.values()):
+        peers.append(("forward", "fwd"))
     names = "/".join(["dep"] + [short for _, short in peers])
     head = (f"{'epoch':>5} {'train':>6} {'held':>5} | {'nodes ' + names:>24} | "
             + " ".join(f"{'paper dep':>9}" if not i else f"{short:>9}" for i, short in enumerate(["dep"] + [s for _, s in peers]))
@@ -178,8 +187,8 @@ def report(out) -> None:
     print(head)
     print("-" * len(head))
     for e, r in rows.items():
-        nodes = [r["dependent_nodes"], r["independent_nodes"], out["pooled_nodes"]] + (
-            [r["to_date_nodes"]] if len(peers) == 3 else [])
+        nodes = [r["dependent_nodes"], r["independent_nodes"], out["pooled_nodes"]] + [
+            r[key + "_nodes"] for key, _ in peers[2:]]
         paper = " ".join(f"{r[k]['paper']:>9.1f}" for k in ["dependent"] + [k for k, _ in peers])
         vmf = " ".join(f"{r[k]['vmf']:>10.1f}" for k in ["dependent"] + [k for k, _ in peers])
         print(f"{e:>5} {r['docs']:>6} {r['held']:>5} | {'/'.join(map(str, nodes)):>24} | {paper} | {vmf} | "

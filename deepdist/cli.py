@@ -204,6 +204,8 @@ _DNT_OPTIONS = {
     "--kappa2": ("kappa2", float, "over epochs: each node's concentration about its own last mean"),
     "--history": ("history", int, "over epochs: epochs of document counts a node's sticks remember (given "
                                   "epochs, default 1)"),
+    "--smooth": ("smooth", int, "over epochs: passes per epoch of a backward sweep that refines each epoch's tree "
+                                "with the later epochs' nodes and means (default 0: none)"),
     "--max-depth": ("max_depth", int, "most levels of the tree (the root is level 1)"),
     "--births-per-pass": ("births_per_pass", int, "nodes that may each get a child after a pass"),
     "--batches-per-partition": ("batches_per_partition", int, "batches (Spark jobs) per pass"),
@@ -285,6 +287,8 @@ def _check_dnt_args(args) -> None:
             raise ConfigurationError(f"--epoch-column must be >= 0, got {args.epoch_column}")
     if args.history is not None and len(args.input) == 1 and args.epoch_column is None:
         raise ConfigurationError("--history fits a tree per epoch: give one --input per epoch, or --epoch-column")
+    if args.smooth and len(args.input) == 1 and args.epoch_column is None:
+        raise ConfigurationError("--smooth refines a tree per epoch: give one --input per epoch, or --epoch-column")
     if args.heldout and len(args.heldout) > 1 and len(args.heldout) != len(args.input):
         raise ConfigurationError(f"--heldout: give one file per --input epoch ({len(args.input)}), got "
                                  f"{len(args.heldout)}")

@@ -161,14 +161,17 @@ def test_cli_dnt_epoch_column(tmp_path, counts):
             text = " ".join(word(w) for w in np.repeat(np.arange(row.size), row))
             f.write(f"doc{i}\t{(2, 10)[i % 2]}\t{text}\n")  # numeric epochs sort as numbers: 2 before 10
     out = tmp_path / "out"
-    assert cli.main(["dnt", "--input", str(tmp_path / "docs.tsv"), "--epoch-column", "1", "--output", str(out),
-                     *FAST]) == 0
-    check_epochs(out, [2, 10], heldout=False)
+    assert cli.main(["dnt", "--input", str(tmp_path / "docs.tsv"), "--epoch-column", "1", "--smooth", "1",
+                     "--output", str(out), *FAST]) == 0
+    timeline = check_epochs(out, [2, 10], heldout=False)
+    assert timeline.params_["smooth"] == 1  # epoch 2 refined again from epoch 10's tree: the same nodes
+    assert set(timeline.nodes_at(2).tolist()) == set(timeline.nodes_at(10).tolist())
 
 
-def test_cli_dnt_history_without_epochs_is_refused_before_spark(tmp_path, capsys):
+@pytest.mark.parametrize("option", ["--history", "--smooth"])
+def test_cli_dnt_history_without_epochs_is_refused_before_spark(tmp_path, capsys, option):
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["dnt", "--input", str(tmp_path / "x.txt"), "--history", "2", "--output", str(tmp_path / "out")])
+        cli.main(["dnt", "--input", str(tmp_path / "x.txt"), option, "2", "--output", str(tmp_path / "out")])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--epoch-column" in err[0], err
+    assert len(err) == 1 and "--epoch-column" in err[0] and option in err[0], err

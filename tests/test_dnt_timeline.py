@@ -16,7 +16,7 @@ from deepdist.dnt import DNT, DNTModel, DNTTimeline
 from deepdist.dnt import fit as fit_
 from deepdist.dnt import variational as vi
 from deepdist.dnt.synthetic import synthetic_tree_corpus
-from deepdist.dnt.timeline import pseudo_statistics, split_epochs
+from deepdist.dnt.timeline import neighbour_statistics, pseudo_statistics, split_epochs
 from deepdist.dnt.tree import Tree
 from deepdist.errors import ConfigurationError
 
@@ -127,6 +127,36 @@ def test_dependent_trees_score_above_independent_ones_on_held_out_documents(sc, 
         assert timeline.score(held[t], t, kind="vmf") >= alone.score(held[t], kind="vmf")
 
 
+def test_smoothing_refines_each_epoch_from_the_next_and_learns_from_later_documents(sc, series, fitted):
+    """The backward sweep: every epoch ends with the last epoch's nodes, the forward sweep's trees
+    stay in ``forward_model_`` as they were, and an early epoch scores better on held-out
+    documents for having heard the later ones (the synthetic epochs share one tree)."""
+    train, held = series
+    dnt = DNT(smooth=2, **_params()).fit(_pairs(sc, train), id2word=ID2WORD)
+    smoothed, forward = dnt.model_, dnt.forward_model_
+    reference = fitted[0].model_
+    for t in (1, 2, 3):  # the forward sweep is the unsmoothed fit, tree for tree
+        np.testing.assert_array_equal(forward.nodes_at(t), reference.nodes_at(t))
+        np.testing.assert_allclose(forward.tree_at(t).mean_directions_, reference.tree_at(t).mean_directions_)
+    last = set(smoothed.nodes_at(3).tolist())
+    assert len(last) > 1
+    for t in (1, 2):
+        assert set(smoothed.nodes_at(t).tolist()) == last  # the last tree's nodes, identities aligned
+        parents = {int(i): int(smoothed.nodes_at(t)[p]) if p >= 0 else -1
+                   for i, p in zip(smoothed.nodes_at(t), smoothed.tree_at(t).tree_)}
+        assert parents == {int(i): int(smoothed.nodes_at(3)[p]) if p >= 0 else -1
+                           for i, p in zip(smoothed.nodes_at(3), smoothed.tree_at(3).tree_)}
+        assert smoothed.tree_at(t).mass_.sum() == pytest.approx(len(train[t]), rel=1e-9)
+    np.testing.assert_allclose(smoothed.tree_at(3).mean_directions_, forward.tree_at(3).mean_directions_)
+    assert smoothed.score(held[1], 1, kind="vmf") > forward.score(held[1], 1, kind="vmf")
+    assert smoothed.score(held[1], 1, kind="paper") > forward.score(held[1], 1, kind="paper")
+    # the backward passes are in the history, two per refined epoch, and no move was made in them
+    backward = dnt.history_[3 * 4:]
+    assert [r["time"] for r in backward] == [2, 2, 1, 1]
+    assert all(r["births"] == r["merges"] == r["moves"] == 0 for r in backward)
+    assert dnt.repairs_ == 0 and smoothed.params_["smooth"] == 2
+
+
 def test_a_list_of_rdds_is_one_rdd_per_epoch(sc, series):
     train = series[0]
     timeline = DNT(**_params(epochs=2)).fit([sc.parallelize(train[t], 2) for t in (1, 2)], id2word=ID2WORD).model_
@@ -196,3 +226,22 @@ def test_pseudo_statistics_are_the_last_means_and_the_windows_counts_and_merges_
     np.testing.assert_allclose(current.history.sums[a], 0.5 * (np.eye(dim)[1] + np.eye(dim)[2]), atol=1e-5)
     assert current.past[1][a] == 11 and current.past[1][b] == 0
     assert current.ids[b] == -1 and current.events == [("merge", 8, 7)]
+
+
+def test_neighbour_statistics_match_slots_by_identity():
+    cap, dim = 5, 4
+    tree = Tree(cap)
+    a, b = tree.add_child(0), tree.add_child(0)
+    hyper = vi.Hyper(0.5, 0.5, 1.0, 1.0, 10.0, dim, np.eye(dim)[0])
+    fit = fit_.FitState(None, hyper, tree, vi.Globals.empty(cap, dim), {}, None, 0, 1)
+    fit.ids[[a, b]] = [7, 9]
+    # a neighbour whose nodes come in another order, one of them (id 4) unknown to this tree
+    neighbour = DNTModel(np.array([-1, 0, 0, 0]), np.eye(dim), np.full(4, 1e6), np.zeros(4), np.ones(4), 10.0,
+                         [f"w{i}" for i in range(dim)])
+    history = neighbour_statistics(fit, [(neighbour, np.array([0, 9, 4, 7]))], [{0: 2.0, 7: 3.0, 4: 5.0}, {7: 1.0}],
+                                   0.5)
+    np.testing.assert_allclose(history.sums[0], 0.5 * np.eye(dim)[0], atol=1e-5)
+    np.testing.assert_allclose(history.sums[a], 0.5 * np.eye(dim)[3], atol=1e-5)  # id 7 was the neighbour's node 3
+    np.testing.assert_allclose(history.sums[b], 0.5 * np.eye(dim)[1], atol=1e-5)
+    assert not history.sums[3:].any()
+    np.testing.assert_allclose(history.mass, [2.0, 4.0, 0.0, 0.0, 0.0])

@@ -86,6 +86,11 @@ class DNT(Estimator):
             κ₁·(its parent's mean) + κ₂·(its own mean at t−1), and its sticks count the documents
             it held in epochs t−h … t−1 (0: the means depend, the sticks do not).
         kappa2: with ``history``, each node's concentration about its own mean of the last epoch.
+        smooth: with ``history``, passes per epoch of a backward sweep after the forward one
+            (0: none, the paper's online inference). Each epoch is refined again, from the next
+            epoch's refined tree, with both neighbours' means as priors: the smoothing posterior,
+            in which an epoch also learns from the documents after it and holds every node of the
+            last epoch's tree (:func:`deepdist.dnt.timeline._smooth`).
         id2word: the vocabulary when documents are word ids or bags of words (also a ``fit``
             argument); otherwise Spark builds it from the tokens with ``min_count``, ``max_df``,
             ``stop_words``, ``max_vocab``.
@@ -102,6 +107,8 @@ class DNT(Estimator):
             ``structure_seconds`` (the moves after the pass; ``birth_seconds`` of them the births),
             ``time`` (the epoch, in a fit with ``history``),
             and with held-out documents ``heldout_vmf`` and ``heldout_paper``.
+        forward_model_: with ``smooth``, the timeline of the forward sweep alone (each epoch's
+            tree as the documents up to it left it).
         elbo_trace_: the bound after every global step: ``(job, elbo, moved)``, ``moved`` when
             a structure move came before it.
         repairs_: times the server's statistics were rebuilt from the memos.
@@ -128,7 +135,7 @@ class DNT(Estimator):
                  births_per_pass: int = 50, birth_children: int = 1, birth_docs: int = 2000,
                  merge_candidates: int = 20, move_candidates: int = 20,
                  mean_sweeps: int = 2, verify: str = "sketch", structure: str = "driver", history: int | None = None,
-                 kappa2: float = 30000.0, id2word=None, min_count: int = 1,
+                 kappa2: float = 30000.0, smooth: int = 0, id2word=None, min_count: int = 1,
                  max_df: float = 1.0, stop_words=(), max_vocab: int | None = None, seed: int = 0, spark=None,
                  server_options: dict | None = None, progress: bool = True, callbacks=(), **renamed):
         self.alpha, self.gamma, self.kappa0, self.kappa1, self.beta = alpha, gamma, kappa0, kappa1, beta
@@ -138,7 +145,7 @@ class DNT(Estimator):
         self.birth_docs, self.merge_candidates, self.mean_sweeps = birth_docs, merge_candidates, mean_sweeps
         self.birth_children = birth_children
         self.move_candidates = move_candidates
-        self.history, self.kappa2 = history, kappa2
+        self.history, self.kappa2, self.smooth = history, kappa2, smooth
         self.structure = structure
         self.verify, self.id2word, self.min_count, self.max_df = verify, id2word, min_count, max_df
         self.stop_words, self.max_vocab, self.seed, self.spark = stop_words, max_vocab, seed, spark
@@ -154,7 +161,8 @@ class DNT(Estimator):
         for name in ("max_nodes", "max_depth", "max_children", "epochs", "batches_per_partition", "mean_sweeps",
                      "births_per_pass", "birth_children", "birth_docs"):
             check_int(name, getattr(self, name))
-        for name in ("birth_every", "merge_every", "merge_candidates", "move_candidates", "seed", "min_count"):
+        for name in ("birth_every", "merge_every", "merge_candidates", "move_candidates", "seed", "min_count",
+                     "smooth"):
             check_int(name, getattr(self, name), minimum=0)
         check_int("grow_epochs", self.grow_epochs, minimum=0, none=True)
         check_real("max_df", self.max_df, above=0)
@@ -192,6 +200,7 @@ class DNT(Estimator):
         self._begin_fit()
         self.__dict__.pop("model_", None)
         self.repairs_, self.elbo_trace_ = 0, []
+        self.__dict__.pop("forward_model_", None)
         if self.history is not None:
             from .timeline import fit_over_time
 

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 
@@ -108,13 +109,74 @@ def fit_over_time(dnt, docs, id2word, heldout):
             own[slots] = dnt.model_.mass_
             fit.past = (fit.past + [own])[-dnt.history:] if dnt.history else []
             previous = fit
+        params = {name: getattr(dnt, name) for name in ("alpha", "gamma", "kappa0", "kappa1", "kappa2", "history",
+                                                         "smooth", "max_nodes", "max_depth", "epochs", "seed")}
+        times = [label for label, _ in epochs]
+        if dnt.smooth and len(epochs) > 1:
+            dnt.forward_model_ = DNTTimeline(times, list(models), list(ids), events, params=params)
+            _smooth(dnt, epochs, vocabulary, heldout, models, ids, previous)
     except BaseException:
         dnt.__dict__.pop("model_", None)
         raise
-    params = {name: getattr(dnt, name) for name in ("alpha", "gamma", "kappa0", "kappa1", "kappa2", "history",
-                                                     "max_nodes", "max_depth", "epochs", "seed")}
-    dnt.model_ = DNTTimeline([label for label, _ in epochs], models, ids, events, params=params)
+    dnt.model_ = DNTTimeline(times, models, ids, events, params=params)
     return dnt
+
+
+def _smooth(dnt, epochs, vocabulary, heldout, models, ids, last) -> None:
+    """The backward sweep of ``DNT(smooth=k)``: epochs T−1 … 1 refined in turn (``models`` and
+    ``ids`` replaced in place).
+
+    The forward sweep is filtering: epoch t's means only hear from t−1. The posterior of all the
+    epochs' means given all the documents is the smoothing one, where θ_t also hears θ_{t+1} (its
+    factor exp(κ₂ θ_tᵀθ_{t+1}) is symmetric in the two). So epoch t starts again from epoch t+1's
+    smoothed tree (its structure, identities and means: nodes found later cover epoch t's
+    documents too), gets κ₂/β times both neighbours' expected means as pseudo-statistics, its
+    sticks the counts of both windows (t−h … t−1 and t+1 … t+h), and runs ``k`` passes that
+    refine without structure moves: the tree it ends with is the one it started from, so the
+    identities stay aligned.
+    """
+    sweep = copy.copy(dnt)
+    sweep.epochs, sweep.grow_epochs, sweep.move_candidates = dnt.smooth, 0, 0
+    sweep.repairs_, sweep.elbo_trace_ = 0, []
+    masses = [dict(zip(i.tolist(), m.mass_.tolist())) for i, m in zip(ids, models)]
+    scale = dnt.kappa2 / dnt.beta
+    following = last
+    try:
+        for t in range(len(epochs) - 2, -1, -1):
+            label, rdd = epochs[t]
+            fit = sweep._start(rdd, vocabulary, heldout.get(label), warm=following)
+            neighbours = [(models[t + 1], ids[t + 1])] + ([(models[t - 1], ids[t - 1])] if t else [])
+            window = range(max(0, t - dnt.history), min(len(epochs), t + dnt.history + 1)) if dnt.history else ()
+            fit.history = neighbour_statistics(fit, neighbours, [masses[u] for u in window if u != t], scale)
+            log.info("DNT smoothing epoch %s (%d of %d, backwards): %d documents, %d nodes", label, t + 1,
+                     len(epochs), fit.num_docs, len(fit.tree))
+            sweep._run(fit, np.random.default_rng([dnt.seed, t]), time_label=label)
+            models[t] = sweep.model_
+            _, slots = fit_.compact(fit)
+            ids[t] = fit.ids[slots].copy()
+            following = fit
+    finally:
+        dnt.repairs_ += sweep.repairs_
+        dnt.elbo_trace_ += sweep.elbo_trace_
+
+
+def neighbour_statistics(fit, neighbours, window: list, scale: float) -> vi.Stats:
+    """Pseudo-statistics for ``fit`` from fitted epochs, matched to its slots by node identity:
+    ``scale`` times each ``(model, ids)`` neighbour's expected mean, and the masses of ``window``
+    (one ``{id: mass}`` per epoch)."""
+    cap, V = fit.tree.capacity, fit.hyper.dim
+    slot_of = {int(i): s for s in fit.tree.active() for i in (fit.ids[s],)}
+    sums, mass = np.zeros((cap, V)), np.zeros(cap)
+    for model, node_ids in neighbours:
+        expected = mean_resultant_length(V, model.kappas_)[:, None] * model.mean_directions_
+        for e, i in enumerate(node_ids.tolist()):
+            if i in slot_of:
+                sums[slot_of[i]] += scale * expected[e]
+    for epoch in window:
+        for i, m in epoch.items():
+            if i in slot_of:
+                mass[slot_of[i]] += m
+    return vi.Stats(mass, sums, np.zeros(cap))
 
 
 def pseudo_statistics(fit, previous, scale: float) -> vi.Stats:

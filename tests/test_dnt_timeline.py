@@ -152,7 +152,8 @@ def test_smoothing_refines_each_epoch_from_the_next_and_learns_from_later_docume
     assert smoothed.score(held[1], 1, kind="paper") > forward.score(held[1], 1, kind="paper")
     # the backward passes are in the history, two per refined epoch, and no move was made in them
     backward = dnt.history_[3 * 4:]
-    assert [r["time"] for r in backward] == [2, 2, 1, 1]
+    assert [r["time"] for r in backward] == [2, 2, 1, 1] and {r["sweep"] for r in backward} == {"backward"}
+    assert {r["sweep"] for r in dnt.history_[:3 * 4]} == {"forward"}
     assert all(r["births"] == r["merges"] == r["moves"] == 0 for r in backward)
     assert dnt.repairs_ == 0 and smoothed.params_["smooth"] == 2
 

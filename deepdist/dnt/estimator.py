@@ -105,7 +105,8 @@ class DNT(Estimator):
             ``merges``/``merges_proposed``, ``changed_docs`` (documents whose responsibilities
             moved), ``bytes_pushed``, ``bytes_pulled``, ``repaired``, ``seconds``, ``elapsed``,
             ``structure_seconds`` (the moves after the pass; ``birth_seconds`` of them the births),
-            ``time`` (the epoch, in a fit with ``history``),
+            ``time`` (the epoch, in a fit with ``history``), ``sweep`` (``"forward"`` or
+            ``"backward"``, in a fit with ``smooth``),
             and with held-out documents ``heldout_vmf`` and ``heldout_paper``.
         forward_model_: with ``smooth``, the timeline of the forward sweep alone (each epoch's
             tree as the documents up to it left it).
@@ -217,9 +218,9 @@ class DNT(Estimator):
             raise
         return self
 
-    def _run(self, fit: fit_.FitState, rng, time_label=None) -> None:
+    def _run(self, fit: fit_.FitState, rng, time_label=None, extra=None) -> None:
         """The passes of one fit state (one epoch of a dependent fit) on a server of its own;
-        sets ``model_`` to its snapshot."""
+        sets ``model_`` to its snapshot. ``extra``: fields for every pass's record."""
         from ..core import DeepDist
         from .. import optim
 
@@ -235,6 +236,7 @@ class DNT(Estimator):
                     record = fit_.run_pass(self, fit, rng)
                     if time_label is not None:
                         record["time"] = time_label
+                    record.update(extra or {})
                     if fit.heldout is not None:
                         model = self._snapshot(fit)
                         record["heldout_vmf"] = model.score(fit.heldout, kind="vmf")

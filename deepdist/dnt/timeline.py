@@ -100,7 +100,7 @@ def fit_over_time(dnt, docs, id2word, heldout):
                 fit.history = pseudo_statistics(fit, previous, dnt.kappa2 / dnt.beta)
             log.info("DNT epoch %s (%d of %d): %d documents, starting from %d nodes", label, len(models) + 1,
                      len(epochs), fit.num_docs, len(fit.tree))
-            dnt._run(fit, rng, time_label=label)
+            dnt._run(fit, rng, time_label=label, extra={"sweep": "forward"} if dnt.smooth else None)
             models.append(dnt.model_)
             _, slots = fit_.compact(fit)
             ids.append(fit.ids[slots].copy())
@@ -150,7 +150,7 @@ def _smooth(dnt, epochs, vocabulary, heldout, models, ids, last) -> None:
             fit.history = neighbour_statistics(fit, neighbours, [masses[u] for u in window if u != t], scale)
             log.info("DNT smoothing epoch %s (%d of %d, backwards): %d documents, %d nodes", label, t + 1,
                      len(epochs), fit.num_docs, len(fit.tree))
-            sweep._run(fit, np.random.default_rng([dnt.seed, t]), time_label=label)
+            sweep._run(fit, np.random.default_rng([dnt.seed, t]), time_label=label, extra={"sweep": "backward"})
             models[t] = sweep.model_
             _, slots = fit_.compact(fit)
             ids[t] = fit.ids[slots].copy()

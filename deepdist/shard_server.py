@@ -180,8 +180,8 @@ class ShardGroup:
                 self.shards.append(s)
                 config_s = {**config, "port": self.config.port + shard if self.config.port else 0}
                 # the slices are views of the user's arrays: pickling them copies their rows once
-                s.conn.send((shard, self.layout.slices(self.params, shard), config_s, self.secret, self.max_body, self.bind, self.pem,
-                             logging.getLogger("deepdist").getEffectiveLevel()))
+                s.conn.send((shard, self.layout.slices(self.params, shard), config_s, self.secret, self.max_body,
+                             self.bind, self.pem, logging.getLogger("deepdist").getEffectiveLevel()))
             for s in self.shards:
                 s.port = s.receive(STARTUP_TIMEOUT + 60)
         except BaseException as err:

@@ -135,7 +135,7 @@ def _smooth(dnt, epochs, vocabulary, heldout, models, ids, last) -> None:
     refine without structure moves: the tree it ends with is the one it started from, so the
     identities stay aligned.
     """
-    sweep = copy.copy(dnt)
+    sweep = copy.copy(dnt)  # shallow: it shares history_ and the callbacks, so its records are the estimator's
     sweep.epochs, sweep.grow_epochs, sweep.move_candidates = dnt.smooth, 0, 0
     sweep.repairs_, sweep.elbo_trace_ = 0, []
     masses = [dict(zip(i.tolist(), m.mass_.tolist())) for i, m in zip(ids, models)]
@@ -165,7 +165,7 @@ def neighbour_statistics(fit, neighbours, window: list, scale: float) -> vi.Stat
     ``scale`` times each ``(model, ids)`` neighbour's expected mean, and the masses of ``window``
     (one ``{id: mass}`` per epoch)."""
     cap, V = fit.tree.capacity, fit.hyper.dim
-    slot_of = {int(i): s for s in fit.tree.active() for i in (fit.ids[s],)}
+    slot_of = {int(fit.ids[s]): int(s) for s in fit.tree.active()}
     sums, mass = np.zeros((cap, V)), np.zeros(cap)
     for model, node_ids in neighbours:
         expected = mean_resultant_length(V, model.kappas_)[:, None] * model.mean_directions_

@@ -32,7 +32,7 @@ from .progress import ProgressLine
 from . import tls as _tls
 from .server import ServerThread, create_app
 from .shard_server import ShardGroup
-from .shards import WHOLE_BELOW_ROWS, ShardedClient, ShardLayout
+from .shards import WHOLE_BELOW_ROWS, ShardedClient, ShardLayout, flat_aliases
 from .validation import check_int
 from .session import spark_context, use_driver_python  # noqa: F401  (spark_context: its old home)
 from .executors import ensure_executors, failure_cause
@@ -211,7 +211,8 @@ class DeepDist:
         self.checkpointer = checkpointer
         self._adapter = adapter
         self._spec = ModelSpec.of(adapter.get(self._model))
-        self._layout = ShardLayout(self._spec, self.servers) if self.servers > 1 else None
+        self._layout = (ShardLayout(self._spec, self.servers, aliases=flat_aliases(adapter.get(self._model)))
+                        if self.servers > 1 else None)
         if self._layout is not None and self._layout.used == 1:
             log.warning("servers=%d, but every parameter has fewer than %d rows and stays whole on shard 0: "
                         "running one server", self.servers, WHOLE_BELOW_ROWS)
@@ -517,6 +518,26 @@ class DeepDist:
         for shard, error in enumerate(errors, start=1):
             if error is not None and self.store.error is None:
                 raise TrainingFailedError(f"the descent failed on model server shard {shard}: {error}")
+
+    def rewrote(self, *names: str) -> None:
+        """Tell the servers that the driver rewrote parameters ``names`` of the model in place
+        between epochs (a repair, a restore): tasks read the new values, and with ``servers > 1``
+        every shard takes its rows of them.
+
+        Example::
+
+            >>> with DeepDist({"n": counts}, servers=2) as dd:      # doctest: +SKIP
+            ...     dd.train(rdd, count, add)
+            ...     counts[bad] = exact[bad]                        # fixed on the driver
+            ...     dd.rewrote("n")
+        """
+        self._require_open()
+        unknown = sorted(set(names) - set(self._spec))
+        if unknown:
+            raise ConfigurationError(f"unknown parameters {unknown}; the model has {sorted(self._spec)}")
+        if self._shards is not None:
+            self._shard_versions = self._shards.load(names)
+        self.store.rewritten()
 
     @property
     def epochs_completed(self) -> int:

@@ -37,7 +37,7 @@ from .errors import ConfigurationError, ShardError
 log = logging.getLogger(__name__)
 
 
-def _serve(conn, shard: int, arrays: dict, config: dict, secret: str, max_body: int, bind: str,
+def _serve(conn, shard: int, arrays: dict, aliases: dict, config: dict, secret: str, max_body: int, bind: str,
            pem, log_level: int) -> None:
     """The child process: serve ``arrays`` until the driver says stop (or goes away)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s shard {shard} %(name)s %(levelname)s %(message)s")
@@ -46,13 +46,17 @@ def _serve(conn, shard: int, arrays: dict, config: dict, secret: str, max_body: 
     from .server import ServerThread, create_app
     from .store import ParameterStore
 
+    # pickling the driver's views copied each apart: a flat alias is made a view of its base again
+    for flat, base in aliases.items():
+        if flat in arrays:
+            arrays[flat] = arrays[base].reshape(-1)
     store = ParameterStore(arrays, DictAdapter(), ServerConfig(**config))
     app = create_app(store, secret, max_body)
     server = ServerThread(app, bind, config["port"], ssl_context=tls.server_context(*pem) if pem else None)
     store.start()
     server.start()
     conn.send(("ok", server.port))
-    commands = _Commands(store)
+    commands = _Commands(store, aliases)
     try:
         while True:
             try:
@@ -80,8 +84,9 @@ def _serve(conn, shard: int, arrays: dict, config: dict, secret: str, max_body: 
 class _Commands:
     """What the driver may ask of a shard's process."""
 
-    def __init__(self, store):
+    def __init__(self, store, aliases: dict):
         self.store = store
+        self.aliases = aliases
 
     def set_descent(self, blob: bytes, additive: bool) -> None:
         # the blob comes from the driver over the socket pair it started this process with;
@@ -99,8 +104,17 @@ class _Commands:
         self.store.drain(timeout)
 
     def params(self) -> tuple[int, dict]:
+        with self.store.lock:   # an alias's rows come back with its base
+            return self.store.version, {name: np.array(a) for name, a in self.store.params.items()
+                                        if name not in self.aliases}
+
+    def load(self, arrays: dict) -> int:
+        """The driver rewrote these rows between epochs: take them; return the new version."""
         with self.store.lock:
-            return self.store.version, {name: np.array(a) for name, a in self.store.params.items()}
+            for name, array in arrays.items():
+                np.copyto(self.store.params[name], array)
+        self.store.rewritten()
+        return self.store.version
 
     def status(self) -> dict:
         return self.store.status()
@@ -180,8 +194,9 @@ class ShardGroup:
                 self.shards.append(s)
                 config_s = {**config, "port": self.config.port + shard if self.config.port else 0}
                 # the slices are views of the user's arrays: pickling them copies their rows once
-                s.conn.send((shard, self.layout.slices(self.params, shard), config_s, self.secret, self.max_body,
-                             self.bind, self.pem, logging.getLogger("deepdist").getEffectiveLevel()))
+                s.conn.send((shard, self.layout.slices(self.params, shard), self.layout.aliases, config_s,
+                             self.secret, self.max_body, self.bind, self.pem,
+                             logging.getLogger("deepdist").getEffectiveLevel()))
             for s in self.shards:
                 s.port = s.receive(STARTUP_TIMEOUT + 60)
         except BaseException as err:
@@ -239,6 +254,15 @@ class ShardGroup:
                 lo, hi = self.layout.ranges(name)[s.shard]
                 self.params[name][lo:hi] = array
         return total
+
+    def load(self, names) -> int:
+        """Send every shard its rows of ``names`` from ``params`` (the driver rewrote them between
+        epochs); return the shards' versions' sum."""
+        bases = sorted({self.layout.aliases.get(name, name) for name in names})
+        for s in self.shards:
+            slices = self.layout.slices({name: self.params[name] for name in bases}, s.shard)
+            s.send("load", {name: np.ascontiguousarray(a) for name, a in slices.items()})
+        return sum(self._receive_all())
 
     def status(self) -> list:
         return self._all("status")

@@ -34,7 +34,7 @@ from .sparse import SparseRows, copy_rows
 from .validation import check_int
 from . import wire
 
-__all__ = ["ShardLayout", "ShardedClient"]
+__all__ = ["ShardLayout", "ShardedClient", "flat_aliases"]
 
 # One pool of sender threads per process, shared by every client in it: a PySpark worker runs
 # task after task, each with a fresh client, and a pool per client would leave its threads behind
@@ -61,18 +61,38 @@ def _sender_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
 WHOLE_BELOW_ROWS = 1024
 
 
+def flat_aliases(params: dict) -> dict:
+    """``{flat: base}`` for each one-dimensional parameter that is ``base.reshape(-1)`` of a
+    C-contiguous parameter of more dimensions (GibbsLDA's counts take sparse deltas by flat index
+    and serve rows of the table): sharded, the two must be cut at the same places and stay one
+    array on every shard."""
+    out = {}
+    for name, flat in params.items():
+        if not isinstance(flat, np.ndarray) or flat.ndim != 1 or not flat.flags.c_contiguous:
+            continue
+        for other, base in params.items():
+            if (isinstance(base, np.ndarray) and base.ndim > 1 and base.flags.c_contiguous
+                    and base.size == flat.size and base.dtype == flat.dtype
+                    and base.__array_interface__["data"][0] == flat.__array_interface__["data"][0]):
+                out[name] = other
+                break
+    return out
+
+
 class ShardLayout:
     """Which rows of each parameter each of ``n`` shards holds: contiguous ranges, shard 0 first.
 
     Shard ``s`` holds rows ``[ceil(R s / n), ceil(R (s + 1) / n))`` of a parameter of R rows, so
     row 0 always lives on shard 0 (where a wait on ``name[0]`` is answered) and a parameter of
     fewer than ``n`` rows leaves the last shards without it. Parameters of fewer than
-    ``whole_below`` rows live whole on shard 0.
+    ``whole_below`` rows live whole on shard 0. A flat alias (``aliases``: ``{flat: base}``, see
+    :func:`flat_aliases`) is cut where its base is, times the base's row length.
     """
 
-    def __init__(self, spec: ModelSpec, n: int, whole_below: int | None = None):
+    def __init__(self, spec: ModelSpec, n: int, whole_below: int | None = None, aliases: dict | None = None):
         self.spec = spec
         self.n = check_int("servers", n)
+        self.aliases = dict(aliases or {})
         whole_below = WHOLE_BELOW_ROWS if whole_below is None else whole_below
         self.edges = {}
         for name, p in spec.items():
@@ -81,10 +101,16 @@ class ShardLayout:
                 self.edges[name] = np.array([0] + [rows] * n, dtype=np.int64)
             else:
                 self.edges[name] = np.array([-(-rows * s // n) for s in range(n + 1)], dtype=np.int64)
+        for flat, base in self.aliases.items():
+            width = int(np.prod(spec[base].shape[1:]))
+            if spec[flat].shape != (spec[base].shape[0] * width,):
+                raise ConfigurationError(f"{flat!r} {spec[flat].shape} is not a flat view of {base!r} "
+                                         f"{spec[base].shape}")
+            self.edges[flat] = self.edges[base] * width
 
     @classmethod
     def of(cls, params: dict, n: int, whole_below: int | None = None) -> "ShardLayout":
-        return cls(ModelSpec.of(params), n, whole_below)
+        return cls(ModelSpec.of(params), n, whole_below, flat_aliases(params))
 
     def ranges(self, name: str) -> list:
         edges = self.edges[name]
@@ -103,9 +129,11 @@ class ShardLayout:
         return [name for name in self.spec if self.holds(shard, name)]
 
     def slices(self, params: dict, shard: int) -> dict:
-        """Shard ``shard``'s rows of full-size ``params``: views, not copies."""
+        """Shard ``shard``'s rows of full-size ``params`` (some or all of the model): views, not copies."""
         out = {}
         for name in self.names(shard):
+            if name not in params:
+                continue
             lo, hi = self.ranges(name)[shard]
             out[name] = params[name][lo:hi]
         return out
@@ -265,7 +293,7 @@ class ShardedClient:
 
     def status(self) -> dict:
         answers = self._each([c.status for c in self.clients])
-        return {"version": sum(a["version"] for a in answers), "shards": answers}
+        return {**answers[0], "version": sum(a["version"] for a in answers), "shards": answers}
 
     def pull(self, names=None, after=None) -> tuple[int, dict]:
         names = list(names) if names else list(self.layout.spec)

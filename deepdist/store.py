@@ -290,6 +290,14 @@ class ParameterStore:
         if self._additive:
             self._changelog.append(tag, update)
 
+    def rewritten(self) -> None:
+        """The driver rewrote parameters in place between epochs (a repair, a restore): a new
+        version, and no task may reach it through the change log, which never saw the change."""
+        with self._changed:
+            self.version += 1
+            self._changelog.reset(self.version)
+            self._changed.notify_all()
+
     def bump(self) -> None:
         """A new version for a change the driver made itself (outside ``descent``): readers refetch."""
         with self._changed:

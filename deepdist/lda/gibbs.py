@@ -53,7 +53,7 @@ from ..errors import ConfigurationError, DeepDistError
 from ..estimator import Estimator
 from ..executors import ensure_executors
 from ..session import spark_context
-from ..validation import check_bool, check_choice, check_int, check_mapping, check_one_server, check_real
+from ..validation import check_bool, check_choice, check_int, check_mapping, check_real
 from ..vocabulary import Vocabulary, build_vocabulary, vocabulary_from_id2word
 from . import gibbs_checkpoint, gibbs_fit, gibbs_lineage
 from .corpus import make_blocks, to_word_ids
@@ -179,8 +179,6 @@ class GibbsLDA(Estimator):
         for name in ("resume", "keep_state", "progress"):
             check_bool(name, getattr(self, name))
         options = check_mapping("server_options", self.server_options)
-        check_one_server(options, "GibbsLDA", "the driver's checks, repairs and lineage cuts read and rewrite the "
-                                               "whole count table in place")
         if "spark" in options or "progress" in options:
             raise ConfigurationError("server_options must not hold spark or progress: they are GibbsLDA's own "
                                      f"parameters, got {sorted(options)}")

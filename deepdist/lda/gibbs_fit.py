@@ -25,7 +25,7 @@ import numpy as np
 from ..vocabulary import Vocabulary
 from . import evaluate, gibbs_checkpoint, gibbs_lineage, sampler
 from .gibbs_model import GibbsLDAModel
-from .gibbs_task import _coo, _partition_counts, _sketch_weights, _Task
+from .gibbs_task import _partition_counts, _sketch_weights, _Task
 
 __all__ = ["FitState", "run_job", "snapshot"]
 
@@ -81,7 +81,7 @@ def run_job(lda, fit: FitState, sweeps: int) -> dict:
         check_size(reports)
     fit.state, cut_info = new_state, {}
     if cut == "driver":
-        fit.state, cut_info = gibbs_lineage.cut(fit.dd, fit.words, fit.cut_layout, reports, job)
+        fit.state, cut_info = gibbs_lineage.cut(fit.dd, fit.model, fit.words, fit.cut_layout, reports, job)
         new_state.unpersist()
     elif cut == "reliable":
         cut_info = {"cut": "reliable"}
@@ -134,7 +134,7 @@ def sample(lda, fit: FitState, job: int, sweeps: int):
     cut = fit.cut_mode if job and job % lda.lineage_every == 0 and not final else None
     if cut == "reliable":
         new_state.checkpoint()
-    fit.bytes_out_before = dd.store.status()["bytes_out"]
+    fit.bytes_out_before = _bytes_out(dd)
     started = time.perf_counter()
     collect = gibbs_lineage.report_with_topics if cut == "driver" else _block_report
     reports = dd.run_epoch(job, lambda: new_state.map(collect).collect(), label=_label(lda, fit.done + sweeps, sweeps),
@@ -143,6 +143,12 @@ def sample(lda, fit: FitState, job: int, sweeps: int):
         fit.initial.unpersist()
         fit.initial = None
     return reports, new_state, cut, time.perf_counter() - started
+
+
+def _bytes_out(dd) -> int:
+    """Bytes the model servers (every shard) have sent."""
+    status = dd.status()
+    return sum(s["bytes_out"] for s in status.get("shards", [status]))
 
 
 def rebuilt(reports, job: int) -> dict:
@@ -191,22 +197,21 @@ def verify(lda, fit: FitState, reports, job: int, lost: dict) -> int:
     """
     if lda.verify == "off" and not lost:
         return 0
-    K, store = lda.num_topics, fit.dd.store
-    params = store.params
-    if lda.verify == "sketch" and _sketch_matches(store, reports, K):
+    # fit.model is the whole table between jobs, on one server or gathered from its shards
+    K, store, params = lda.num_topics, fit.dd.store, fit.model
+    if lda.verify == "sketch" and _sketch_matches(store, params, reports, K):
         return 0
     exact = np.zeros(params["word_topic_flat"].size, np.int64)
     for index, count in fit.state.map(lambda b: _partition_counts(b.words, b.topics, K)).collect():
         exact[index] += count
     with store.lock:
-        diff = exact - params["word_topic_flat"]
-        totals_ok = np.array_equal(params["topic_totals"], exact.reshape(-1, K).sum(axis=0))
-    changed = np.flatnonzero(diff)
-    if not changed.size and totals_ok:
-        return 0
-    store.apply_corrections([_coo(changed, diff[changed], exact.size)])
-    with store.lock:  # n_k follows n_wk after the correction (which carries n_wk's entries only)
-        params["topic_totals"][...] = params["word_topic"].sum(axis=0, dtype=np.int64)
+        changed = np.flatnonzero(exact != params["word_topic_flat"])
+        totals = exact.reshape(-1, K).sum(axis=0)
+        if not changed.size and np.array_equal(params["topic_totals"], totals):
+            return 0
+        params["word_topic_flat"][changed] = exact[changed]
+        params["topic_totals"][...] = totals
+    fit.dd.rewrote("word_topic", "topic_totals")
     fit.repairs += 1
     log.warning("GibbsLDA: the server's counts differed from the assignments in %d entries after job %d%s; "
                 "corrected from the assignments (repair %d)", changed.size, job,
@@ -214,9 +219,8 @@ def verify(lda, fit: FitState, reports, job: int, lost: dict) -> int:
     return max(int(changed.size), 1)
 
 
-def _sketch_matches(store, reports, num_topics: int) -> bool:
+def _sketch_matches(store, params, reports, num_topics: int) -> bool:
     """Whether the server's counts have the linear sketch (and n_k) the blocks report."""
-    params = store.params
     weights = _sketch_weights(params["word_topic_flat"].size)
     with store.lock:
         server = int((weights * params["word_topic_flat"].astype(np.int64).view(np.uint64)).sum(dtype=np.uint64))
@@ -235,7 +239,7 @@ def measure(lda, fit: FitState, reports, job: int, sweeps: int, seconds: float, 
         fit.alpha = minka_symmetric_alpha(fit.alpha, K, _sum_hist(reports, "ndk_hist"),
                                           _sum_hist(reports, "length_hist"))
     with store.lock:
-        ll_words = sampler.log_likelihood(store.params["word_topic"], store.params["topic_totals"], lda.beta)
+        ll_words = sampler.log_likelihood(fit.model["word_topic"], fit.model["topic_totals"], lda.beta)
     tokens = sum(r["tokens"] for r in reports)
     ll = ll_words + sum(r["log_prior"] for r in reports)
     pushes = sum(r["pushed"] for r in reports)
@@ -252,13 +256,13 @@ def measure(lda, fit: FitState, reports, job: int, sweeps: int, seconds: float, 
               "sync_seconds": each("sync_seconds"), "sync_cpu_seconds": each("sync_cpu_seconds"),
               "exchange_seconds": each("exchange_seconds"), "exchange_cpu_seconds": each("exchange_cpu_seconds"),
               "pushes": pushes, "pulls": pulls, "bytes_pushed": sum(r["bytes_pushed"] for r in reports),
-              "bytes_pulled": store.status()["bytes_out"] - fit.bytes_out_before,
+              "bytes_pulled": _bytes_out(fit.dd) - fit.bytes_out_before,
               "dense_bytes_pushed": pushes * V * K * 4, "dense_bytes_pulled": pulls * (V * K * 4 + K * 8),
               "repaired": bool(repaired), "repaired_entries": int(repaired)}
     final = fit.done >= lda.epochs
     if fit.heldout is not None and sweeps and ((lda.eval_every and job % lda.eval_every == 0) or final):
         with store.lock:
-            phi = sampler.topic_word_distribution(store.params["word_topic"], store.params["topic_totals"], lda.beta)
+            phi = sampler.topic_word_distribution(fit.model["word_topic"], fit.model["topic_totals"], lda.beta)
         total, scored = evaluate.completion_log_likelihood(fit.heldout, phi, fit.alpha)
         record["heldout_ll_per_token"] = total / max(scored, 1)
     return record

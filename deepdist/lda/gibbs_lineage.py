@@ -119,13 +119,15 @@ def report_with_topics(block):
     return {**block.report, "cut_topics": block.topics.astype(dtype)}
 
 
-def cut(dd, words, layout: CutLayout, reports, job: int):
-    """Cut the lineage after ``job``: the assignments in ``reports`` go to the server, and the next
-    job starts from the cached word ids plus those. Returns the new state and what it cost."""
+def cut(dd, model: dict, words, layout: CutLayout, reports, job: int):
+    """Cut the lineage after ``job``: the assignments in ``reports`` go to the server (``model``
+    is its whole model on the driver), and the next job starts from the cached word ids plus
+    those. Returns the new state and what it cost."""
     started = time.perf_counter()
     topics = {r["partition"]: r.pop("cut_topics") for r in reports}
     with dd.store.lock:
-        written = layout.store(dd.store.params, topics)
+        written = layout.store(model, topics)
+    dd.rewrote("cut_topics")
     state = words.mapPartitions(Restore(dd.client, layout, job), preservesPartitioning=True)
     info = {"cut": "driver", "cut_bytes": written, "cut_held_bytes": layout.nbytes,
             "cut_seconds": time.perf_counter() - started}

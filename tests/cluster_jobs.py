@@ -2,8 +2,8 @@
 
     spark-submit --master spark://127.0.0.1:7077 tests/cluster_jobs.py --output results.json
 
-Runs a plain ``dd.train`` (exact additive counts, and least squares by Downpour SGD),
-``GibbsLDA`` and ``OnlineLDA`` on corpora planted from LDA's generative process, and
+Runs a plain ``dd.train`` (exact additive counts, and least squares by Downpour SGD; also on
+sharded servers, with ``GibbsLDA`` among them), ``GibbsLDA`` and ``OnlineLDA`` on corpora planted from LDA's generative process, and
 ``DistributedWord2Vec`` on gensim's ``lee_background.cor`` and ``DNT`` on a corpus drawn from its own
 model (with its server statistics checked against the memos after every pass); beside each it computes the
 single-machine reference the quality is judged against, and writes the numbers, the
@@ -112,7 +112,26 @@ def job_shards(sc) -> dict:
     return {"counts_exact": bool(np.array_equal(counts, 2 * np.bincount(words, minlength=3000))), "urls": urls,
             "applied": [s["updates_applied"] for s in status["shards"]],
             "same_tables": all(bool(np.array_equal(tables[0], t)) for t in tables[1:]),
-            "table_changed": bool(not np.array_equal(tables[0], start))}
+            "table_changed": bool(not np.array_equal(tables[0], start)), "gibbs": _gibbs_on_shards(sc)}
+
+
+def _gibbs_on_shards(sc) -> dict:
+    """GibbsLDA with its count table split over 2 shards (1,500 word rows: more than stay whole)."""
+    from deepdist.lda import GibbsLDA
+    from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
+
+    V, K = 1500, 8
+    docs, phi = synthetic_lda_corpus(1500, V, K, 80, alpha=0.1, beta=0.01, seed=4)
+    lda = GibbsLDA(num_topics=K, id2word=[str(i) for i in range(V)], epochs=40, sweeps_per_job=10,
+                   seed=0, progress=False, keep_state=True, server_options={"servers": 2})
+    model = lda.fit(sc.parallelize([d.tolist() for d in docs], 2)).model_
+    counts = np.zeros((V, K), np.int64)
+    for block in lda.state_.collect():
+        np.add.at(counts, (block.words, block.topics), 1)
+    lda.state_.unpersist()
+    return {"recovery": float(topic_recovery(phi, model.topic_word_)), "repairs": lda.repairs_,
+            "counts_exact": bool(np.array_equal(counts, model.word_topic_)),
+            "applied": [s["updates_applied"] for s in lda.status_["shards"]]}
 
 
 def job_gibbs(sc) -> dict:

@@ -111,6 +111,9 @@ def test_every_entry_point_runs_on_the_executors_with_local_quality(cluster, tmp
     assert len(set(shards["urls"])) == 2 and all(u.startswith("http://127.0.0.1:") for u in shards["urls"]), shards
     assert shards["counts_exact"] and shards["same_tables"] and shards["table_changed"], shards
     assert shards["applied"][0] == shards["applied"][1] > 2 * 4 * 10, shards   # every push reached both
+    gibbs = shards["gibbs"]   # GibbsLDA with its counts on two shards: exact, and the planted topics
+    assert gibbs["counts_exact"] and gibbs["repairs"] == 0 and gibbs["recovery"] > 0.9, gibbs
+    assert gibbs["applied"][0] == gibbs["applied"][1] > 0, gibbs
 
 
 def test_linear_regression_example_ships_deepdist_to_bare_executors(cluster, bare, plain_conf, tmp_path):

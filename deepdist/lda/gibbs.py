@@ -31,6 +31,11 @@ settled, so it passes its block through with the assignments it came with (see
 the assignments the blocks hold. Every ``lineage_every`` jobs the lineage is cut
 (:mod:`deepdist.lda.gibbs_lineage`), so a rebuild never reaches further back than that.
 
+**Sharded servers.** With ``server_options={"servers": N}`` the count table is split by word
+rows over N model servers (:mod:`deepdist.shards`); its flat view is cut at the same rows. The
+driver's checks read the table gathered from the shards at the end of each job, and its repairs
+and lineage cuts reach every shard through :meth:`deepdist.DeepDist.rewrote`.
+
 The estimator keeps deepdist's contract (:mod:`deepdist.estimator`); the steps of a fit are in
 :mod:`deepdist.lda.gibbs_fit`, its checkpoints in :mod:`deepdist.lda.gibbs_checkpoint`.
 

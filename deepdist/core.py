@@ -211,7 +211,10 @@ class DeepDist:
         self.checkpointer = checkpointer
         self._adapter = adapter
         self._spec = ModelSpec.of(adapter.get(self._model))
-        self._layout = (ShardLayout(self._spec, self.servers, aliases=flat_aliases(adapter.get(self._model)))
+        # a model's adapter may give parameters roles in the split (ShardLayout: replicated, per_shard)
+        roles = getattr(adapter, "sharding", {})
+        self._layout = (ShardLayout(self._spec, self.servers, aliases=flat_aliases(adapter.get(self._model)),
+                                    replicated=roles.get("replicated", ()), per_shard=roles.get("per_shard", ()))
                         if self.servers > 1 else None)
         if self._layout is not None and self._layout.used == 1:
             log.warning("servers=%d, but every parameter has fewer than %d rows and stays whole on shard 0: "
@@ -538,6 +541,17 @@ class DeepDist:
         if self._shards is not None:
             self._shard_versions = self._shards.load(names)
         self.store.rewritten()
+
+    def call_descent(self, method: str, *args) -> bool:
+        """Between epochs, run ``descent.method(model, *args)`` where the descent runs: on the
+        server, and with ``servers > 1`` in every shard on its rows (a descent's own step, such as
+        blending statistics it merged). True if it changed the model anywhere."""
+        self._require_open()
+        changed = bool(self.store.call_descent(method, *args))
+        if self._shards is not None and any(self._shards.call_descent(method, *args)):
+            self._shard_versions = self._shards.gather()   # dd.model holds every shard's rows between epochs
+            changed = True
+        return changed
 
     @property
     def epochs_completed(self) -> int:

@@ -37,7 +37,7 @@ from .errors import ConfigurationError, ShardError
 log = logging.getLogger(__name__)
 
 
-def _serve(conn, shard: int, arrays: dict, aliases: dict, config: dict, secret: str, max_body: int, bind: str,
+def _serve(conn, shard: int, arrays: dict, aliases: dict, replicated: list, config: dict, secret: str, max_body: int, bind: str,
            pem, log_level: int) -> None:
     """The child process: serve ``arrays`` until the driver says stop (or goes away)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s shard {shard} %(name)s %(levelname)s %(message)s")
@@ -56,7 +56,9 @@ def _serve(conn, shard: int, arrays: dict, aliases: dict, config: dict, secret: 
     store.start()
     server.start()
     conn.send(("ok", server.port))
-    commands = _Commands(store, aliases)
+    # gathered from shard 0 only: an alias's rows come with its base, a replicated parameter's
+    # copies are alike
+    commands = _Commands(store, set(aliases) | set(replicated))
     try:
         while True:
             try:
@@ -84,9 +86,9 @@ def _serve(conn, shard: int, arrays: dict, aliases: dict, config: dict, secret: 
 class _Commands:
     """What the driver may ask of a shard's process."""
 
-    def __init__(self, store, aliases: dict):
+    def __init__(self, store, not_gathered: set):
         self.store = store
-        self.aliases = aliases
+        self.not_gathered = not_gathered
 
     def set_descent(self, blob: bytes, additive: bool) -> None:
         # the blob comes from the driver over the socket pair it started this process with;
@@ -104,9 +106,12 @@ class _Commands:
         self.store.drain(timeout)
 
     def params(self) -> tuple[int, dict]:
-        with self.store.lock:   # an alias's rows come back with its base
+        with self.store.lock:
             return self.store.version, {name: np.array(a) for name, a in self.store.params.items()
-                                        if name not in self.aliases}
+                                        if name not in self.not_gathered}
+
+    def call_descent(self, method: str, args: tuple):
+        return self.store.call_descent(method, *args)
 
     def load(self, arrays: dict) -> int:
         """The driver rewrote these rows between epochs: take them; return the new version."""
@@ -194,7 +199,8 @@ class ShardGroup:
                 self.shards.append(s)
                 config_s = {**config, "port": self.config.port + shard if self.config.port else 0}
                 # the slices are views of the user's arrays: pickling them copies their rows once
-                s.conn.send((shard, self.layout.slices(self.params, shard), self.layout.aliases, config_s,
+                s.conn.send((shard, self.layout.slices(self.params, shard), self.layout.aliases,
+                             sorted(self.layout.replicated), config_s,
                              self.secret, self.max_body, self.bind, self.pem,
                              logging.getLogger("deepdist").getEffectiveLevel()))
             for s in self.shards:
@@ -254,6 +260,10 @@ class ShardGroup:
                 lo, hi = self.layout.ranges(name)[s.shard]
                 self.params[name][lo:hi] = array
         return total
+
+    def call_descent(self, method: str, *args) -> list:
+        """``descent.method(rows, *args)`` in every shard, each on its own rows; their results."""
+        return self._all("call_descent", method, args)
 
     def load(self, names) -> int:
         """Send every shard its rows of ``names`` from ``params`` (the driver rewrote them between

@@ -87,17 +87,31 @@ class ShardLayout:
     fewer than ``n`` rows leaves the last shards without it. Parameters of fewer than
     ``whole_below`` rows live whole on shard 0. A flat alias (``aliases``: ``{flat: base}``, see
     :func:`flat_aliases`) is cut where its base is, times the base's row length.
+
+    Two roles serve a descent that keeps state beside the rows it splits (OnlineLDA's):
+    ``replicated`` parameters (small bookkeeping: a tag naming each update's chunk, a step count
+    tasks wait for) are whole on every shard, every update of them reaches every shard whole, and
+    reads are answered by shard 0 (a wait by every shard, on its own copy); a ``per_shard``
+    parameter has one row per shard, row ``s`` on shard ``s`` (a partial sum over each shard's rows
+    that readers add up).
     """
 
-    def __init__(self, spec: ModelSpec, n: int, whole_below: int | None = None, aliases: dict | None = None):
+    def __init__(self, spec: ModelSpec, n: int, whole_below: int | None = None, aliases: dict | None = None,
+                 replicated=(), per_shard=()):
         self.spec = spec
         self.n = check_int("servers", n)
         self.aliases = dict(aliases or {})
+        self.replicated = frozenset(replicated)
         whole_below = WHOLE_BELOW_ROWS if whole_below is None else whole_below
         self.edges = {}
         for name, p in spec.items():
             rows = p.shape[0]
-            if rows < whole_below:
+            if name in per_shard:
+                if rows != n:
+                    raise ConfigurationError(f"{name!r} has one row per model server: {n} rows for servers={n}, "
+                                             f"got {rows}")
+                self.edges[name] = np.arange(n + 1, dtype=np.int64)
+            elif rows < whole_below or name in self.replicated:
                 self.edges[name] = np.array([0] + [rows] * n, dtype=np.int64)
             else:
                 self.edges[name] = np.array([-(-rows * s // n) for s in range(n + 1)], dtype=np.int64)
@@ -126,16 +140,21 @@ class ShardLayout:
         return sum(1 for s in range(self.n) if self.names(s))
 
     def names(self, shard: int) -> list:
+        """The parameters shard ``shard`` serves rows of (a replicated one: shard 0 only)."""
         return [name for name in self.spec if self.holds(shard, name)]
 
     def slices(self, params: dict, shard: int) -> dict:
-        """Shard ``shard``'s rows of full-size ``params`` (some or all of the model): views, not copies."""
+        """What shard ``shard`` keeps of full-size ``params`` (some or all of the model): its rows,
+        and the replicated parameters whole. Views, not copies."""
         out = {}
-        for name in self.names(shard):
+        for name in self.spec:
             if name not in params:
                 continue
-            lo, hi = self.ranges(name)[shard]
-            out[name] = params[name][lo:hi]
+            if name in self.replicated:
+                out[name] = params[name]
+            elif self.holds(shard, name):
+                lo, hi = self.ranges(name)[shard]
+                out[name] = params[name][lo:hi]
         return out
 
     def _cuts(self, name: str, indices: np.ndarray):
@@ -169,6 +188,10 @@ class ShardLayout:
             if param is None:
                 raise InvalidUpdateError(f"unknown parameter {name!r}; the model has {sorted(self.spec)}")
             ranges = self.ranges(name)
+            if name in self.replicated:   # every shard's descent reads it: every shard gets it whole
+                for piece in pieces:
+                    piece[name] = part
+                continue
             if isinstance(part, SparseRows):
                 if tuple(part.shape) != param.shape:
                     raise InvalidUpdateError(f"sparse rows for {name!r} claim shape {part.shape}, "
@@ -233,6 +256,8 @@ class ShardLayout:
         out = {}
         for shard, answer in enumerate(answers):
             for name, part in answer.items():
+                if not self.holds(shard, name):   # another shard's copy of a replicated parameter
+                    continue
                 lo = self.ranges(name)[shard][0]
                 shifted = SparseRows(part.indices.astype(np.int64) + lo, part.values, self.spec[name].shape)
                 if name in out:
@@ -327,26 +352,30 @@ class ShardedClient:
 
     def pull_rows_when(self, rows: dict, name: str, at_least: float, timeout: float,
                        after=None) -> tuple[int, dict, bool]:
-        """Shard 0 holds ``name[0]``: it alone waits, and the other shards are read after it."""
-        ready = [True]
-
-        def ask(shard, piece):
-            if shard == 0:
-                version, arrays, ready[0] = self.clients[0].pull_rows_when(piece, name, at_least, timeout, after)
-                return version, arrays
-            return self.clients[shard].pull_rows(piece, after)
-
+        """Shard 0 holds ``name[0]``: it alone waits, and the other shards are read after it. A
+        replicated ``name`` is waited for by every shard on its own copy, all at once: each
+        shard's descent moves its copy when its own rows have moved."""
+        everywhere = name in self.layout.replicated
         pieces, order = self.layout.split_rows(rows)
-        injected = not pieces[0]
-        first = ask(0, pieces[0] if not injected else {name: np.zeros(1, np.int32)})
-        if injected:  # shard 0 waited on a row nobody asked for: its answer is not theirs
-            first = (first[0], {})
-        rest = self._each([lambda: None] + [(lambda s=s, p=p: ask(s, p)) if p else (lambda: (None, {}))
-                                            for s, p in enumerate(pieces) if s > 0])[1:]
-        answers = [first] + rest
+        ready = [True] * self.layout.n
+
+        def ask(shard):
+            piece = pieces[shard]
+            if not (shard == 0 or everywhere):
+                return self.clients[shard].pull_rows(piece, after) if piece else (None, {})
+            injected = not piece   # the shard waits on a row nobody asked for: its answer is not theirs
+            version, arrays, ready[shard] = self.clients[shard].pull_rows_when(
+                piece if not injected else {name: np.zeros(1, np.int32)}, name, at_least, timeout, after)
+            return version, ({} if injected else arrays)
+
+        if everywhere:
+            answers = self._each([(lambda s=s: ask(s)) for s in range(self.layout.n)])
+        else:
+            first = ask(0)
+            answers = [first] + self._each([lambda: None] + [(lambda s=s: ask(s)) for s in range(1, self.layout.n)])[1:]
         versions = [a[0] if a[0] is not None else self._seen[s] for s, a in enumerate(answers)]
         arrays = [a[1] for a in answers]
-        return self._remember(versions), self.layout.join_rows(rows, order, arrays), ready[0]
+        return self._remember(versions), self.layout.join_rows(rows, order, arrays), all(ready)
 
     def pull_rows_into(self, target: dict, rows: dict, after=None) -> int:
         version, arrays = self.pull_rows(rows, after)

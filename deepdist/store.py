@@ -290,6 +290,16 @@ class ParameterStore:
         if self._additive:
             self._changelog.append(tag, update)
 
+    def call_descent(self, method: str, *args):
+        """``descent.method(model, *args)`` under the model lock (between epochs: a descent's own
+        step, such as blending what it merged); a true result means it changed the model, and
+        readers get a new version."""
+        with self.lock:
+            changed = getattr(self._descent, method)(self.model, *args)
+        if changed:
+            self.bump()
+        return changed
+
     def rewritten(self) -> None:
         """The driver rewrote parameters in place between epochs (a repair, a restore): a new
         version, and no task may reach it through the change log, which never saw the change."""

@@ -65,7 +65,7 @@ def test_sequential_e_and_m_steps_reproduce_gensim_update(corpus):
     # float32 rounding (psi in float64 here) shifts a few E-step convergence decisions: close, not equal
     drift = np.linalg.norm(ours.state.sstats - reference.state.sstats) / np.linalg.norm(reference.state.sstats)
     assert drift < 1e-3, drift
-    np.testing.assert_allclose(shell.sstats_sum, ours.state.sstats.sum(axis=1, dtype=np.float64), rtol=1e-12)
+    np.testing.assert_allclose(shell.sstats_sum, [ours.state.sstats.sum(axis=1, dtype=np.float64)], rtol=1e-12)
     assert pushed < dense
 
 
@@ -120,7 +120,7 @@ def test_m_steps_take_whole_rounds_in_order_whatever_the_arrival_order():
     shell = _Shell(model, partitions=2, rounds=3)
     mstep = _MStep(model, chunksize=10, chunks=[3, 2], update_every=1, decay=0.5, offset=1.0)
     blended = []
-    mstep.mstep = lambda shell, other: blended.append(sorted(np.flatnonzero(other.sstats.sum(axis=0))))
+    mstep.mstep = lambda params, other: blended.append(sorted(np.flatnonzero(other.sstats_t.sum(axis=1))))
     for partition, chunk in [(0, 0), (0, 1), (1, 0)]:  # partition 0 ran ahead
         mstep(shell, _chunk_update(partition, chunk, 3, word=10 * partition + chunk))
     assert blended == [[0, 10]]  # round 1 waits for partition 1's chunk

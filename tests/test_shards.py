@@ -251,12 +251,11 @@ def test_word2vec_trains_the_same_vectors_on_two_shards(sc, sentences, monkeypat
     assert [r["alpha_mean"] for r in one.history_] == [r["alpha_mean"] for r in two.history_]
 
 
-@pytest.mark.parametrize("family", ["OnlineLDA", "DNT"])
+@pytest.mark.parametrize("family", ["DNT"])
 def test_families_whose_driver_needs_the_whole_model_refuse_shards_before_spark_runs(sc, family):
     from deepdist.dnt import DNT
-    from deepdist.lda import OnlineLDA
 
-    estimator = {"OnlineLDA": OnlineLDA, "DNT": DNT}[family](
+    estimator = {"DNT": DNT}[family](
         server_options={"servers": 2}, progress=False)
     docs = sc.parallelize([[(0, 1), (1, 2)], [(1, 1)]], 1)
     with pytest.raises(ConfigurationError, match=f"{family} runs on one model server .*servers=2"):

@@ -68,7 +68,7 @@ from ..errors import ConfigurationError
 from ..estimator import Estimator
 from ..executors import ensure_executors
 from ..session import task_slots
-from ..validation import check_bool, check_callable, check_int, check_mapping, check_one_server, check_real
+from ..validation import check_bool, check_callable, check_int, check_mapping, check_real
 from .online_steps import _EStep, _LdaParams, _MStep, _Rounds, _Shell
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,7 @@ class OnlineLDA(Estimator):
         check_real("gamma_threshold", self.gamma_threshold, minimum=0)
         check_int("seed", self.seed, minimum=0, none=True)
         check_bool("progress", self.progress)
-        check_one_server(check_mapping("server_options", self.server_options), "OnlineLDA",
-                         "gensim's M-step normalises every topic over the whole vocabulary")
+        check_int("servers", check_mapping("server_options", self.server_options).get("servers", 1))
         for name in ("alpha", "eta"):
             if isinstance(getattr(self, name), str) and getattr(self, name) == "auto":
                 raise ConfigurationError(f"{name}='auto' is not supported: learning the prior needs every "
@@ -301,15 +300,15 @@ class OnlineLDA(Estimator):
                 return
             lda.state.numdocs += num_docs
             chunks = [-(-size // self.chunksize) for size in sizes]
-            shell = _Shell(lda, partitions=len(sizes), rounds=max(chunks))
+            options = dict(self.server_options or {})
+            options.setdefault("progress", self.progress)
+            shell = _Shell(lda, partitions=len(sizes), rounds=max(chunks), servers=options.get("servers", 1))
             descent = _MStep(lda, chunksize=self.chunksize, chunks=chunks, update_every=self.update_every,
                              decay=self.decay, offset=self.offset)
             self.partitions_ = len(sizes)
             if sum(chunks) * passes < 10:
                 log.warning("OnlineLDA: only %d chunks in %d passes; training might not converge: "
                             "consider more passes or a smaller chunksize", sum(chunks), passes)
-            options = dict(self.server_options or {})
-            options.setdefault("progress", self.progress)
             with DeepDist(shell, params=_LdaParams(), spark=sc, **options) as dd:
                 for pass_ in range(passes):
                     self._one_pass(dd, bow_rdd, descent, shell, pass_, passes)
@@ -327,14 +326,13 @@ class OnlineLDA(Estimator):
         descent.start_pass(pass_)
         msteps, repeated = descent.msteps, descent.repeated
         estep = _EStep(self._base_seed, self._passes_done, lda.num_topics, lda.num_terms,
-                       partitions=shell.partitions, rounds=shell.rounds, marker=float(pass_ + 1))
+                       partitions=shell.partitions, rounds=shell.rounds, marker=float(pass_ + 1),
+                       servers=len(shell.sstats_sum))
         rounds = _Rounds(self.update_every, self.max_staleness, float(shell.msteps[0]))
         reports = dd.train(bow_rdd, estep, descent, epochs=1, batch_size=self.chunksize,
                            fetch_every=1, push_every=1, rows=estep.rows, wait_for=rounds,
                            wait_timeout=self.wait_timeout)[0]
-        with dd.store.lock:
-            if descent.flush(shell):
-                dd.store.bump()  # the snapshot served to readers must change with the model
+        dd.call_descent("flush")  # on the server, or on every shard (readers see a new version)
         self._passes_done += 1
         metric = dd.store.metrics.get("perplexity")
         total, count = (metric.total, metric.count) if metric is not None else (0.0, 0)

@@ -29,8 +29,9 @@ class _Shell:
     Attributes:
         lda: the gensim model; ``lda.state.sstats`` (K × V) is the parameter the server
             serves, transposed to V × K.
-        sstats_sum: Σ_w sstats[k, w] per topic (float64, K), kept exact after every M-step so
-            an executor can normalise the few λ rows it pulls.
+        sstats_sum: Σ_w sstats[k, w] per topic (float64, servers × K), kept exact after every
+            M-step so an executor can normalise the few λ rows it pulls. Row s is the sum over the
+            words of model server s (one row on one server); readers add the rows up.
         eta_weight: 1.0 when ``expElogbeta`` includes the prior η, as after any M-step;
             0.0 for a new model, whose first ``expElogbeta`` gensim computes from the
             random initial statistics alone (float64, 1).
@@ -43,9 +44,17 @@ class _Shell:
             reads it to skip the E-steps of chunks its lost attempt already delivered.
     """
 
-    def __init__(self, lda, partitions: int = 1, rounds: int = 1):
+    def __init__(self, lda, partitions: int = 1, rounds: int = 1, servers: int = 1):
+        from ..params import ModelSpec
+        from ..shards import ShardLayout
+
         self.lda = lda
-        self.sstats_sum = lda.state.sstats.sum(axis=1, dtype=np.float64)
+        sstats_t = lda.state.sstats.T
+        # each server's rows of λ as DeepDist(servers=N) will split them
+        edges = ShardLayout(ModelSpec.of({"sstats_t": sstats_t}), servers).edges["sstats_t"] if servers > 1 else (
+            np.array([0, sstats_t.shape[0]]))
+        self.sstats_sum = np.stack([sstats_t[lo:hi].T.sum(axis=1, dtype=np.float64)
+                                    for lo, hi in zip(edges[:-1], edges[1:])])
         self.eta_weight = np.array([0.0 if lda.num_updates == 0 else 1.0])
         self.msteps = np.zeros(1, np.float64)
         self.partitions = max(1, partitions)
@@ -56,6 +65,11 @@ class _Shell:
 
 class _LdaParams(ParamAdapter):
     """The parameter arrays of a :class:`_Shell`: ``sstats_t`` is ``lda.state.sstats.T`` (V × K)."""
+
+    #: with servers > 1 (:class:`deepdist.shards.ShardLayout`): λ's rows are split, each server's
+    #: descent keeps its own partial topic sums, and the bookkeeping every descent reads is whole
+    #: on every server
+    sharding = {"replicated": ("eta_weight", "msteps", "chunk_docs", "chunk_pass"), "per_shard": ("sstats_sum",)}
 
     def __init__(self):
         super().__init__(["sstats_t", "sstats_sum", "eta_weight", "msteps", "chunk_docs", "chunk_pass"])
@@ -132,8 +146,9 @@ class _EStep:
     """
 
     def __init__(self, seed: int, pass_: int, num_topics: int, num_terms: int, partitions: int = 1,
-                 rounds: int = 1, marker: float | None = None):
+                 rounds: int = 1, marker: float | None = None, servers: int = 1):
         self.seed = seed
+        self.servers = servers
         self.pass_ = pass_
         self.marker = marker
         self.num_topics = num_topics
@@ -155,7 +170,7 @@ class _EStep:
         whether the chunk was merged in this pass already (by an attempt that died)."""
         words = np.unique(self.flatten(chunk)[0])
         _check_words(words, self.num_terms)
-        wanted = {"sstats_t": words, "sstats_sum": np.arange(self.num_topics),
+        wanted = {"sstats_t": words, "sstats_sum": np.arange(self.servers),
                   "eta_weight": np.zeros(1, np.int64)}
         if self.marker is not None:
             wanted["chunk_pass"] = np.array([self._slot(self._task_key())], np.int64)
@@ -207,7 +222,7 @@ class _EStep:
         else:
             lam = shell.lda.state.sstats.T[ids] + weight * eta[:, ids].T
             eta_sum = weight * eta.sum(axis=1, dtype=np.float64)
-        elog = (psi(lam.astype(np.float64)) - psi(shell.sstats_sum + eta_sum)).T
+        elog = (psi(lam.astype(np.float64)) - psi(shell.sstats_sum.sum(axis=0) + eta_sum)).T
         lda.expElogbeta = np.exp(elog).astype(lda.dtype)
         lda.random_state = self.random_state()
         local_chunk = [list(zip(local[a:b].tolist(), counts[a:b].tolist()))
@@ -250,6 +265,19 @@ def _chunk_bound(alpha, gamma, elog_beta, local, counts, offsets, max_docs):
     return score, float(cts.sum())
 
 
+class _Merged:
+    """A block's merged statistics: λ's rows (as the server holds them) and its documents."""
+
+    def __init__(self, like: np.ndarray):
+        self.sstats_t = np.zeros_like(like)
+        self.numdocs = 0.0
+
+
+def _params(model) -> dict:
+    """The arrays the descent steps: a :class:`_Shell`'s (one server), or a shard's rows of them."""
+    return model if isinstance(model, dict) else _LdaParams().get(model)
+
+
 class _MStep:
     """``descent(shell, update)`` on the driver: gensim's merge per block of rounds, then its blend.
 
@@ -258,6 +286,11 @@ class _MStep:
     once a pass: a chunk that arrives again (from a task retried after its executor died, which
     starts its partition over) is dropped and counted in ``repeated``. Merging it again would
     give its documents twice the weight of the others in the topics.
+
+    The merge and gensim's blend are done row by row on λ's rows as the server holds them, so
+    with ``servers > 1`` each shard runs its own copy on its own rows: every shard sees every
+    chunk's tag (a replicated parameter), so all make the same M-steps at the same arrivals.
+    The copy a shard gets carries the gensim model's scalars, not the model.
     """
 
     def __init__(self, lda, *, chunksize: int, chunks, update_every: int, decay: float, offset: float):
@@ -278,17 +311,34 @@ class _MStep:
         self.repeated = 0  # chunks dropped because they had been merged in their pass already
         self.start_pass(0)
 
+    def __getstate__(self):
+        # shipped to a shard's process: the gensim model's scalars ρ and the blend need, not its K x V
+        state = dict(self.__dict__)
+        lda = state.pop("lda")
+        if lda is not None:
+            state["_num_updates"], state["_numdocs"] = lda.num_updates, lda.state.numdocs
+        return {**state, "lda": None}
+
+    @property
+    def num_updates(self):
+        """gensim's count of documents merged in the first pass: ρ's clock."""
+        return self.lda.num_updates if self.lda is not None else self._num_updates
+
+    @property
+    def numdocs(self):
+        """The corpus size gensim's blend stretches the statistics to."""
+        return self.lda.state.numdocs if self.lda is not None else self._numdocs
+
     def start_pass(self, pass_: int) -> None:
         self.pass_ = pass_
         self.next_block = 0
-        self.pending: dict = {}   # block -> LdaState of its merged statistics
+        self.pending: dict = {}   # block -> _Merged
         self.arrived: dict = {}   # block -> {(partition, chunk)}
         self.merged: set = set()  # (partition, chunk) merged in this pass
         self.docs_merged = 0.0    # their documents
 
-    def __call__(self, shell, update):
-        from gensim.models.ldamodel import LdaState
-
+    def __call__(self, model, update):
+        params = _params(model)
         tag = update["chunk_docs"]
         slot, docs = int(tag.indices[0]), float(tag.values[0])
         partition, chunk = divmod(slot, self.rounds)
@@ -299,42 +349,53 @@ class _MStep:
         block = _block(chunk, self.update_every)
         other = self.pending.get(block)
         if other is None:
-            other = self.pending[block] = LdaState(self.lda.eta, self.lda.state.sstats.shape, self.lda.dtype)
-        part = update["sstats_t"]
-        if len(part.indices):
+            other = self.pending[block] = _Merged(params["sstats_t"])
+        part = update.get("sstats_t")   # a shard none of whose words the chunk has gets none
+        if part is not None and len(part.indices):
             part = part.coalesce()
-            other.sstats[:, part.indices] += part.values.T
+            other.sstats_t[part.indices] += part.values
         other.numdocs += docs
         self.docs_merged += docs
-        shell.chunk_docs[slot] += docs
-        shell.chunk_pass[slot] = self.pass_ + 1
+        params["chunk_docs"][slot] += docs
+        params["chunk_pass"][slot] = self.pass_ + 1
         self.arrived.setdefault(block, set()).add((partition, chunk))
         while (self.next_block in self.pending
                and len(self.arrived.get(self.next_block, ())) >= self.need.get(self.next_block, 0)):
-            self.mstep(shell, self.pending.pop(self.next_block))
+            self.mstep(params, self.pending.pop(self.next_block))
             self.arrived.pop(self.next_block, None)
             self.next_block += 1
 
-    def flush(self, shell) -> bool:
+    def flush(self, model) -> bool:
         """Blend what is merged but not yet blended (gensim does this at the end of each pass)."""
+        params = _params(model)
         blended = False
         for block in sorted(self.pending):
             other = self.pending.pop(block)
             if other.numdocs > 0:
-                self.mstep(shell, other)
+                self.mstep(params, other)
                 blended = True
         self.arrived.clear()
         return blended
 
-    def mstep(self, shell, other) -> None:
-        """gensim's ``LdaModel.do_mstep``, without its logging of topics and of the topic change."""
-        lda = self.lda
-        rho = pow(self.offset + self.pass_ + lda.num_updates / self.chunksize, -self.decay)
-        lda.state.blend(rho, other)
+    def mstep(self, params: dict, other: _Merged) -> None:
+        """gensim's ``LdaModel.do_mstep`` (``LdaState.blend`` to the model's corpus size) on the
+        rows at hand, without its logging of topics and of the topic change."""
+        rho = pow(self.offset + self.pass_ + self.num_updates / self.chunksize, -self.decay)
+        sstats = params["sstats_t"]
+        target = self.numdocs
+        # the statistics held are at the target size already: gensim's first scale is 1
+        sstats *= (1.0 - rho) * 1.0
+        scale = 1.0 if other.numdocs == 0 or target == other.numdocs else 1.0 * target / other.numdocs
+        sstats += rho * scale * other.sstats_t
         if self.pass_ == 0:  # gensim counts updates in the first pass only
-            lda.num_updates += other.numdocs
-        shell.sstats_sum[:] = lda.state.sstats.sum(axis=1, dtype=np.float64)
-        shell.eta_weight[0] = 1.0  # expElogbeta now comes from λ = η + sstats
-        shell.msteps[0] += 1
+            if self.lda is not None:
+                self.lda.num_updates += other.numdocs
+            else:
+                self._num_updates += other.numdocs
+        sums = params["sstats_sum"]   # this server's row (its words), and zeros in any others it holds
+        sums[0] = sstats.T.sum(axis=1, dtype=np.float64)
+        sums[1:] = 0.0
+        params["eta_weight"][0] = 1.0  # expElogbeta now comes from λ = η + sstats
+        params["msteps"][0] += 1
         self.msteps += 1
         self.rho = rho

@@ -3,7 +3,7 @@
     spark-submit --master spark://127.0.0.1:7077 tests/cluster_jobs.py --output results.json
 
 Runs a plain ``dd.train`` (exact additive counts, and least squares by Downpour SGD; also on
-sharded servers, with ``GibbsLDA`` among them), ``GibbsLDA`` and ``OnlineLDA`` on corpora planted from LDA's generative process, and
+sharded servers, with ``GibbsLDA`` and ``OnlineLDA`` among them), ``GibbsLDA`` and ``OnlineLDA`` on corpora planted from LDA's generative process, and
 ``DistributedWord2Vec`` on gensim's ``lee_background.cor`` and ``DNT`` on a corpus drawn from its own
 model (with its server statistics checked against the memos after every pass); beside each it computes the
 single-machine reference the quality is judged against, and writes the numbers, the
@@ -112,7 +112,28 @@ def job_shards(sc) -> dict:
     return {"counts_exact": bool(np.array_equal(counts, 2 * np.bincount(words, minlength=3000))), "urls": urls,
             "applied": [s["updates_applied"] for s in status["shards"]],
             "same_tables": all(bool(np.array_equal(tables[0], t)) for t in tables[1:]),
-            "table_changed": bool(not np.array_equal(tables[0], start)), "gibbs": _gibbs_on_shards(sc)}
+            "table_changed": bool(not np.array_equal(tables[0], start)), "gibbs": _gibbs_on_shards(sc),
+            "online": _online_on_shards(sc)}
+
+
+def _online_on_shards(sc) -> dict:
+    """OnlineLDA with λ split over 2 shards against the same fit on one server."""
+    from deepdist.lda import OnlineLDA
+    from deepdist.lda.evaluate import completion_perplexity
+    from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery
+
+    V, K = 1500, 8
+    docs, topic_word = synthetic_lda_corpus(1100, V, K, 60, alpha=0.1, beta=0.01, seed=6, poisson_lengths=True)
+    bow = [[(int(w), int(c)) for w, c in zip(*np.unique(doc, return_counts=True))] for doc in docs]
+    rdd = sc.parallelize(bow[:960], 2).cache()
+    fits = [OnlineLDA(num_topics=K, id2word={i: str(i) for i in range(V)}, epochs=3, chunksize=80, seed=4,
+                      max_staleness=0, progress=False, server_options={"servers": n}).fit(rdd) for n in (1, 2)]
+    rdd.unpersist()
+    one, two = (f.model_ for f in fits)
+    return {"recovery": float(topic_recovery(topic_word, two.get_topics())),
+            "perplexity": completion_perplexity(docs[960:], two.get_topics(), two.alpha),
+            "one_server_perplexity": completion_perplexity(docs[960:], one.get_topics(), one.alpha),
+            "applied": [s["updates_applied"] for s in fits[1].status_["shards"]]}
 
 
 def _gibbs_on_shards(sc) -> dict:

@@ -114,6 +114,9 @@ def test_every_entry_point_runs_on_the_executors_with_local_quality(cluster, tmp
     gibbs = shards["gibbs"]   # GibbsLDA with its counts on two shards: exact, and the planted topics
     assert gibbs["counts_exact"] and gibbs["repairs"] == 0 and gibbs["recovery"] > 0.9, gibbs
     assert gibbs["applied"][0] == gibbs["applied"][1] > 0, gibbs
+    online = shards["online"]   # OnlineLDA with λ on two shards: one server's topics, to round-off
+    assert online["recovery"] > 0.8 and online["applied"][0] == online["applied"][1] > 0, online
+    assert online["perplexity"] == pytest.approx(online["one_server_perplexity"], rel=1e-4), online
 
 
 def test_linear_regression_example_ships_deepdist_to_bare_executors(cluster, bare, plain_conf, tmp_path):

@@ -140,6 +140,8 @@ def _lda_parser(sub):
                                                "spark-defaults.conf's, else local[*])")
     p.add_argument("--partitions", type=int, default=None, help="RDD partitions (shards); default Spark's")
     p.add_argument("--num-words", type=int, default=10, help="words shown per topic (default 10)")
+    p.add_argument("--servers", type=int, default=1,
+                   help="model servers the count table is split over by word rows (default 1)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress line, warnings only")
     return p
@@ -166,7 +168,8 @@ def run_lda(args) -> int:
         if args.partitions:
             docs = docs.repartition(args.partitions)
         os.makedirs(args.output, exist_ok=True)
-        model = GibbsLDA(**gibbs_options(args), server_options=report_option(args)).fit(docs).model_
+        model = GibbsLDA(**gibbs_options(args), server_options={**report_option(args), "servers": args.servers}
+                         ).fit(docs).model_
     finally:
         spark.stop()
     write_topics(model, args.output, args.num_words)

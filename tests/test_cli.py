@@ -50,6 +50,31 @@ def test_cli_lda_writes_readable_topics(tmp_path):
     assert "2 topics over 16 words" in result.stdout
 
 
+def test_cli_lda_splits_the_counts_over_two_model_servers(tmp_path):
+    rng = np.random.default_rng(1)
+    corpus = tmp_path / "docs.txt"
+    # two topics over 700 words each: more word rows than a shard keeps whole (one partition: on
+    # so small a corpus two sample far faster than they exchange, and now and then settle on
+    # different labellings of the topics)
+    with open(corpus, "w") as f:
+        for i in range(400):
+            f.write(" ".join("ab"[i % 2] + "".join(chr(97 + w // 26 ** j % 26) for j in range(3))
+                             for w in rng.integers(0, 700, 40)) + "\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "deepdist.cli", "lda", "--input", str(corpus), "--topics", "2", "--epochs", "30",
+         "--master", "local[2]", "--partitions", "1", "--servers", "2", "--output", str(out), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = GibbsLDAModel.load(out / "model")
+    assert model.num_words > 1024 and model.word_topic_.sum() == 400 * 40
+    # each topic is one of the two halves of the vocabulary
+    first_half = np.array([word.startswith("a") for word in model.id2word])
+    share = model.word_topic_[first_half].sum(axis=0) / model.word_topic_.sum(axis=0)
+    assert sorted(share.round(2).tolist()) == [0.0, 1.0], share
+
+
 def _parse(*argv):
     parser = argparse.ArgumentParser()
     cli._lda_parser(parser.add_subparsers(dest="command"))

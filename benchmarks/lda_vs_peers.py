@@ -73,12 +73,13 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.
 from deepdist.lda.evaluate import completion_log_likelihood  # noqa: E402
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery  # noqa: E402
 
-TOOLS = ["deepdist-1", "deepdist-2", "tomotopy", "tomotopy-2", "lda", "multicore", "mllib-online", "mllib-em"]
+TOOLS = ["deepdist-1", "deepdist-2", "deepdist-2-servers2", "tomotopy", "tomotopy-2", "lda", "multicore", "mllib-online", "mllib-em"]
 LABELS = {"deepdist-1": "deepdist GibbsLDA local[1]", "deepdist-2": "deepdist GibbsLDA local[2]",
+          "deepdist-2-servers2": "deepdist GibbsLDA local[2], 2 model servers",
           "tomotopy": "tomotopy LDAModel workers=1", "tomotopy-2": "tomotopy LDAModel workers=2", "lda": "`lda` package (Cython CGS)",
           "multicore": "gensim LdaMulticore workers=1, 10 passes",
           "mllib-online": "Spark MLlib LDA online (tau0=10), 50 it", "mllib-em": "Spark MLlib LDA em, 50 it"}
-CORES = {"deepdist-2": 2, "tomotopy-2": 2, "mllib-online": 2, "mllib-em": 2}
+CORES = {"deepdist-2": 2, "deepdist-2-servers2": 2, "tomotopy-2": 2, "mllib-online": 2, "mllib-em": 2}
 
 
 def parse_args(argv=None):
@@ -94,6 +95,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1,
                    help="runs of each deepdist contestant, interleaved; the median one is reported")
+    p.add_argument("--servers2", action="store_true",
+                   help="also run deepdist local[2] with its counts split over 2 model servers (servers=2)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one Spark contestant
     p.add_argument("--job", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -203,6 +206,10 @@ def _process_tree_cpu() -> dict:
     for pid in mine:
         kind = "driver" if pid == os.getpid() else "jvm" if program.get(pid) == "java" else "python workers"
         kinds[kind] += cpu.get(pid, 0.0)
+    # children this process has waited for: the model server shards (servers=2), which have exited
+    # by the time the fit's CPU is read (the JVM and the workers are waited for only at spark.stop)
+    times = os.times()
+    kinds["server shards"] = times.children_user + times.children_system
     return kinds
 
 
@@ -242,7 +249,8 @@ def spark_worker(job_path):
         rdd.count()
         lda = GibbsLDA(num_topics=K, alpha=0.1, beta=0.01, epochs=job["iterations"], seed=job["seed"],
                        sweeps_per_job=job["sweeps_per_job"], sync_every=job["sync_every"],
-                       id2word=[str(i) for i in range(V)], progress=False)
+                       id2word=[str(i) for i in range(V)], progress=False,
+                       server_options={"servers": 2 if tool.endswith("servers2") else 1})
         wall, before = time.perf_counter(), _process_tree_cpu()
         model = lda.fit(rdd).model_
         wall, by_kind = time.perf_counter() - wall, _cpu_since(before)
@@ -316,7 +324,8 @@ def run_corpus(corpus, args, tmp):
           f"iterations", flush=True)
     for K in args.topics:
         rows = {}
-        pair = [t for t in ("deepdist-1", "deepdist-2") if t not in args.skip]
+        pair = [t for t in ("deepdist-1", "deepdist-2", "deepdist-2-servers2") if t not in args.skip
+                and (t != "deepdist-2-servers2" or args.servers2)]
         runs = {tool: [] for tool in pair}
         for _ in range(args.repeats):  # alternating, so a drift of the machine's speed hits both
             for tool in pair:
@@ -367,6 +376,10 @@ def report(corpus, K, rows, tokens):
     print()
     if one and two:
         print(f"deepdist local[2] vs local[1]: {one['seconds'] / two['seconds']:.2f}x faster (wall)")
+    sharded = rows.get("deepdist-2-servers2")
+    if two and sharded:
+        print(f"deepdist local[2] with 2 model servers vs one: {two['seconds'] / sharded['seconds']:.2f}x faster "
+              f"(wall), held-out ll/token {sharded['heldout']:.4f} vs {two['heldout']:.4f}")
     if "tomotopy" in rows and "tomotopy-2" in rows:
         print(f"tomotopy workers=2 vs workers=1: {rows['tomotopy']['seconds'] / rows['tomotopy-2']['seconds']:.2f}x "
               f"faster (wall)")
@@ -376,7 +389,7 @@ def report(corpus, K, rows, tokens):
             print(f"deepdist {'local[2]' if two else 'local[1]'} vs {LABELS[tool]}: "
                   f"{rows[tool]['seconds'] / ours['seconds']:.2f}x faster, held-out ll/token "
                   f"{ours['heldout']:.4f} vs {rows[tool]['heldout']:.4f}")
-    for tool in ("deepdist-1", "deepdist-2"):
+    for tool in ("deepdist-1", "deepdist-2", "deepdist-2-servers2"):
         if tool in rows:
             t = rows[tool]["traffic"]
             print(f"{LABELS[tool]} traffic per sweep: pushed {t['bytes_pushed'] / 1e3:,.1f} kB sparse vs "
@@ -389,7 +402,7 @@ def report(corpus, K, rows, tokens):
         profile = rows.get(tool, {}).get("profile", [])
         if len(profile) > 1:
             print(f"{LABELS[tool]} sampling ns per token-sample, job by job: " + " ".join(f"{x:.1f}" for x in profile))
-    for tool in ("deepdist-1", "deepdist-2"):
+    for tool in ("deepdist-1", "deepdist-2", "deepdist-2-servers2"):
         by_kind = rows.get(tool, {}).get("cpu_by_kind")
         if by_kind:
             # on local[1] the driver and the JVM have the second core to themselves; on local[2]

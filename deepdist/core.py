@@ -12,9 +12,6 @@ order (Downpour SGD, Dean et al. 2012, as in the original DeepDist).
 
 from __future__ import annotations
 
-import contextlib
-import html
-import ipaddress
 import logging
 import secrets
 import time
@@ -22,17 +19,20 @@ import uuid
 
 from .checkpoint import Checkpointer
 from .client import ModelClient
+from .addresses import driver_addresses, is_loopback, is_wildcard
 from .dashboard import Dashboard
+from .dashboard.context import DashboardMethods
 from . import config as _config
 from .config import MAX_WAIT_SECONDS, ServerConfig
-from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError, ShardError,
+from .errors import (ConfigurationError, DeepDistError, ModelShapeError, ServerUnreachableError, TrainingFailedError,
                      find_tagged_error)
 from .params import DictAdapter, ModelSpec, adapter_for
 from .progress import ProgressLine
 from . import tls as _tls
 from .server import ServerThread, create_app
 from .shard_server import ShardGroup
-from .shards import WHOLE_BELOW_ROWS, ShardedClient, ShardLayout, flat_aliases
+from .sharded_context import ShardedServers
+from .shards import ShardedClient, ShardLayout
 from .validation import check_int
 from .session import spark_context, use_driver_python  # noqa: F401  (spark_context: its old home)
 from .executors import ensure_executors, failure_cause
@@ -41,46 +41,10 @@ from .worker import PartitionTrainer, TaskChannel
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK = "127.0.0.1"
+__all__ = ["DeepDist", "TrainingFailedError", "driver_addresses", "is_loopback"]
 
 
-def is_loopback(host: str) -> bool:
-    """Does ``host`` name the local host's loopback interface only?"""
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_wildcard(host: str) -> bool:
-    return host in ("", "0.0.0.0", "::", "[::]")
-
-
-class TrainingFailedError(DeepDistError, RuntimeError):
-    """A Spark task failed while training; the message holds the task's Python error."""
-
-
-def driver_addresses(sc, host: str | None = None) -> tuple[str, str]:
-    """``(bind, advertise)``: where to listen, and the address executors should call.
-
-    In local mode both are loopback.  On a cluster we bind where Spark binds the
-    driver (``spark.driver.bindAddress``, else ``spark.driver.host``) and
-    advertise ``spark.driver.host``, the address executors already use.
-    """
-    if host is not None:
-        return host, host
-    if sc.master.startswith("local"):
-        return _LOOPBACK, _LOOPBACK
-    conf = sc.getConf()
-    advertise = conf.get("spark.driver.host", None)
-    if not advertise:
-        raise ConfigurationError("spark.driver.host is not set; set it to an address executors can reach")
-    return conf.get("spark.driver.bindAddress", None) or advertise, advertise
-
-
-class DeepDist:
+class DeepDist(ShardedServers, DashboardMethods):
     """A parameter server on the Spark driver for asynchronous (Downpour) training.
 
     Parameters:
@@ -211,25 +175,7 @@ class DeepDist:
         self.checkpointer = checkpointer
         self._adapter = adapter
         self._spec = ModelSpec.of(adapter.get(self._model))
-        # a model's adapter may give parameters roles in the split (ShardLayout: replicated, per_shard)
-        roles = getattr(adapter, "sharding", {})
-        self._layout = (ShardLayout(self._spec, self.servers, aliases=flat_aliases(adapter.get(self._model)),
-                                    replicated=roles.get("replicated", ()), per_shard=roles.get("per_shard", ()))
-                        if self.servers > 1 else None)
-        if self._layout is not None and self._layout.used == 1:
-            log.warning("servers=%d, but every parameter has fewer than %d rows and stays whole on shard 0: "
-                        "running one server", self.servers, WHOLE_BELOW_ROWS)
-            self._layout = None
-        if self._layout is not None:
-            # shard 0's store holds views of the user's arrays: its rows train in place. Its
-            # periodic checkpoints would hold one shard: epoch-end ones hold the whole model
-            if checkpointer is not None and (checkpointer.every_updates or checkpointer.every_seconds):
-                log.warning("servers=%d: checkpoints are written at epoch ends only (every_updates and "
-                            "every_seconds would catch the shards at different instants)", self.servers)
-            self.store = ParameterStore(self._layout.slices(adapter.get(self._model), 0), DictAdapter(),
-                                        self.config, None)
-        else:
-            self.store = ParameterStore(self._model, adapter, self.config, checkpointer)
+        self._open_store(adapter, checkpointer)
         self._job_group = f"deepdist-{uuid.uuid4().hex[:12]}"
         # a failed descent makes the rest of the epoch pointless: stop its tasks now
         self.store.on_error = lambda exc: self.sc.cancelJobGroup(self._job_group)
@@ -243,7 +189,7 @@ class DeepDist:
         if self.dashboard:
             self._dashboard = Dashboard(self.store, name=self._context_id[:12])
         app = create_app(self.store, self.secret, max_body, dashboard=self._dashboard)
-        if _is_wildcard(bind):
+        if is_wildcard(bind):
             log.warning("the model server listens on every interface (%r, as spark.driver.bindAddress or "
                         "host asks); executors call %s. Every request needs the context's secret%s",
                         bind, advertise, "" if self.tls is False else ", over TLS")
@@ -264,18 +210,7 @@ class DeepDist:
         self._urls = [self.url]
         self.store.start()
         self._server.start()
-        if self._layout is not None:
-            self._shards = ShardGroup(self._layout, adapter.get(self._model), self.config, self.secret,
-                                      max_body, bind, pem)
-            try:
-                self._shards.start()
-            except BaseException:
-                self._shards = None
-                self.store.stop()
-                self._server.stop()
-                self._server = None
-                raise
-            self._urls += self._shards.urls(scheme, host)
+        self._open_shards(max_body, bind, pem, scheme, host)
         self._wait_until_up()
         log.info("DeepDist model server at %s (%d parameters, %.1f MB%s)", self.url,
                  len(self._spec), self._spec.nbytes / 1e6,
@@ -297,19 +232,12 @@ class DeepDist:
             return
         try:
             self.store.drain(timeout=_config.CLOSE_DRAIN_TIMEOUT)
-            if self._shards is not None:
-                try:
-                    self._shards.drain(_config.CLOSE_DRAIN_TIMEOUT)
-                    self._shards.gather()
-                except ShardError as err:
-                    log.error("%s; the model keeps that shard's rows as they were at the last epoch's end", err)
+            self._drain_shards()
         finally:
             self.store.stop()
             self._server.stop()
             self._server = None
-            if self._shards is not None:
-                self._shards.stop()
-                self._shards = None
+            self._stop_shards()
             if self._dashboard is not None:
                 self._dashboard.stop()
                 if self.report:
@@ -485,8 +413,7 @@ class DeepDist:
             self.check_reachable()
         wire_epoch = self._wire_epoch(epoch)
         self.store.epoch = wire_epoch
-        if self._shards is not None:
-            self._shards.set_epoch(wire_epoch)
+        self._set_shard_epoch(wire_epoch)
         started = time.perf_counter()
         if self._dashboard is not None:
             self._dashboard.epoch_started(label or f"epoch {epoch + 1}")
@@ -502,138 +429,13 @@ class DeepDist:
             raise self.store.error
         self._epochs_completed += 1
         if self.checkpointer is not None:
-            self.checkpointer.write(self.store if self._shards is None else _WholeModel(self),
-                                    epochs_completed=self._epochs_completed)
+            self.checkpointer.write(self._checkpoint_source(), epochs_completed=self._epochs_completed)
         log.info("%s done in %.2fs: %d partitions, %d updates, model version %d",
                  label or f"epoch {epoch + 1}", time.perf_counter() - started, len(results),
                  sum(r["pushed"] for r in results), self.version)
         return results
 
-    def _end_epoch(self, wire_epoch: int, winners: dict) -> None:
-        """Settle the epoch on every shard (all at once), then copy the shards' rows into the model."""
-        if self._shards is None:
-            self.store.end_epoch(wire_epoch, winners)
-            return
-        self._shards.send_end_epoch(wire_epoch, winners)
-        self.store.end_epoch(wire_epoch, winners)
-        errors = self._shards.finish_end_epoch()
-        self._shard_versions = self._shards.gather()
-        for shard, error in enumerate(errors, start=1):
-            if error is not None and self.store.error is None:
-                raise TrainingFailedError(f"the descent failed on model server shard {shard}: {error}")
-
-    def rewrote(self, *names: str) -> None:
-        """Tell the servers that the driver rewrote parameters ``names`` of the model in place
-        between epochs (a repair, a restore): tasks read the new values, and with ``servers > 1``
-        every shard takes its rows of them.
-
-        Example::
-
-            >>> with DeepDist({"n": counts}, servers=2) as dd:      # doctest: +SKIP
-            ...     dd.train(rdd, count, add)
-            ...     counts[bad] = exact[bad]                        # fixed on the driver
-            ...     dd.rewrote("n")
-        """
-        self._require_open()
-        unknown = sorted(set(names) - set(self._spec))
-        if unknown:
-            raise ConfigurationError(f"unknown parameters {unknown}; the model has {sorted(self._spec)}")
-        if self._shards is not None:
-            self._shard_versions = self._shards.load(names)
-        self.store.rewritten()
-
-    def call_descent(self, method: str, *args) -> bool:
-        """Between epochs, run ``descent.method(model, *args)`` where the descent runs: on the
-        server, and with ``servers > 1`` in every shard on its rows (a descent's own step, such as
-        blending statistics it merged). True if it changed the model anywhere."""
-        self._require_open()
-        changed = bool(self.store.call_descent(method, *args))
-        if self._shards is not None and any(self._shards.call_descent(method, *args)):
-            self._shard_versions = self._shards.gather()   # dd.model holds every shard's rows between epochs
-            changed = True
-        return changed
-
     @property
     def epochs_completed(self) -> int:
         """Epochs complete: those a checkpoint restored (``resume=True``) plus those run since."""
         return self._epochs_completed
-
-    @property
-    def version(self) -> int:
-        """The model's version: how many changes it has seen (summed over the shards)."""
-        if self._shards is None:
-            return self.store.version
-        return self.store.version + self._shard_versions
-
-    def set_descent(self, descent, additive: bool = False) -> None:
-        """Set the driver's ``descent(model, update)`` for the epochs that follow."""
-        self._require_open()
-        if self._shards is not None and getattr(descent, "needs_whole_model", False):
-            raise ConfigurationError(f"{type(descent).__name__} needs the whole model in one place "
-                                     f"(needs_whole_model = True): use servers=1, not {self.servers}")
-        self.store.set_descent(descent, additive=additive)
-        if self._shards is not None:
-            self._shards.set_descent(descent, additive)
-
-    def status(self) -> dict:
-        """The server's counters (as ``GET /status`` returns them)."""
-        self._require_open()
-        if self._shards is None:
-            return self.store.status()
-        shards = [self.store.status()] + self._shards.status()
-        return {**shards[0], "version": sum(s["version"] for s in shards), "shards": shards}
-
-    # -- dashboard ------------------------------------------------------------------------
-    def _require_dashboard(self):
-        if self._dashboard is None:
-            raise ConfigurationError("no dashboard: open the context (with DeepDist(...) as dd:) with dashboard=True")
-        return self._dashboard
-
-    def dashboard_url(self) -> str:
-        """The live dashboard's address with a fresh one-time login token."""
-        self._require_open()
-        return self._require_dashboard().url()
-
-    def history(self) -> dict:
-        """The dashboard's data: metric history, status, partitions, parameters (JSON-able)."""
-        return self._require_dashboard().data()
-
-    def save_report(self, path: str) -> tuple[str, str]:
-        """Write the dashboard as a self-contained HTML report to ``path`` (it opens offline),
-        and its metric history as JSON beside it; return both paths. Works during and after
-        training.
-
-        Example::
-
-            >>> with DeepDist(model) as dd:                 # doctest: +SKIP
-            ...     dd.train(rdd, gradient, descent)
-            >>> dd.save_report("out/report.html")           # doctest: +SKIP
-            ('out/report.html', 'out/report.json')
-        """
-        return self._require_dashboard().save_report(path)
-
-    def _repr_html_(self) -> str | None:
-        """In Jupyter: the live dashboard inline while the server runs, else the report."""
-        if self._dashboard is None:
-            return None
-        if self._server is not None:
-            url = html.escape(self.dashboard_url(), quote=True)
-            return (f'<iframe src="{url}" width="100%" height="720" style="border:0"></iframe>'
-                    f'<div><a href="{html.escape(self.dashboard_url(), quote=True)}" target="_blank" '
-                    'rel="noopener noreferrer">open the dashboard in a new tab</a> (the frame needs the notebook '
-                    'on the same host name as the driver: browsers keep a strict cookie out of other sites\' '
-                    'frames)</div>')
-        report = html.escape(self._dashboard.report(), quote=True)
-        return f'<iframe srcdoc="{report}" width="100%" height="720" style="border:0"></iframe>'
-
-
-class _WholeModel:
-    """What a checkpoint reads of a sharded model: the user's arrays, every shard's rows copied in.
-
-    It is read at an epoch's end, once the shards are drained and gathered: nothing else writes
-    those arrays then, so there is no lock to take."""
-
-    def __init__(self, dd: DeepDist):
-        self.lock = contextlib.nullcontext()
-        self.version = dd.version
-        self.params = dd._adapter.get(dd._model)

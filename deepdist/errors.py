@@ -64,6 +64,10 @@ class ShardError(DeepDistError, RuntimeError):
     """A model server shard's process (``DeepDist(servers=N)``) died, or refused what the driver asked."""
 
 
+class TrainingFailedError(DeepDistError, RuntimeError):
+    """A Spark task failed while training; the message holds the task's Python error."""
+
+
 class SupersededAttemptError(DeepDistError, RuntimeError):
     """A newer attempt of the same Spark task has taken over this partition."""
 

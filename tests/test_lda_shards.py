@@ -227,3 +227,34 @@ def test_online_lda_on_two_shards_merges_each_chunk_once_when_a_task_is_retried(
     ours = completion_perplexity(heldout, model.get_topics(), model.alpha)
     theirs = completion_perplexity(heldout, reference.model_.get_topics(), reference.model_.alpha)
     assert ours <= 1.02 * theirs, (ours, theirs)
+
+
+class _Flushing:
+    """An additive descent with a step of its own between epochs (as OnlineLDA's blend of what it
+    merged): ``flush`` adds one to every row the server holds of ``n``."""
+
+    def __call__(self, model, update):
+        update["n"].add_to(model["n"])
+
+    def flush(self, model):
+        model["n"] += 1
+        return True
+
+
+def test_a_descents_own_step_runs_on_every_shard_and_the_model_gathers_it(sc):
+    table = np.zeros((3000, 2), np.int64)
+
+    def push(_, batch):
+        rows = np.asarray(batch, np.int32)
+        return {"n": SparseRows(rows, np.ones((len(rows), 2), np.int64), table.shape)}
+
+    with DeepDist({"n": table}, spark=sc, servers=2, progress=False) as dd:
+        dd.train(sc.parallelize([0, 2999], 2), push, _Flushing(), batch_size=1)
+        before = dd.version
+        assert dd.call_descent("flush") is True
+        expected = np.ones_like(table)
+        expected[[0, 2999]] += 1
+        np.testing.assert_array_equal(table, expected)               # both shards' rows, gathered
+        _, pulled = dd.client.pull(["n"])
+        np.testing.assert_array_equal(pulled["n"], expected)         # and what tasks read
+        assert dd.version > before

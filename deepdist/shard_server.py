@@ -37,8 +37,8 @@ from .errors import ConfigurationError, ShardError
 log = logging.getLogger(__name__)
 
 
-def _serve(conn, shard: int, arrays: dict, aliases: dict, replicated: list, config: dict, secret: str, max_body: int, bind: str,
-           pem, log_level: int) -> None:
+def _serve(conn, shard: int, arrays: dict, aliases: dict, replicated: list, config: dict, secret: str,
+           max_body: int, bind: str, pem, log_level: int) -> None:
     """The child process: serve ``arrays`` until the driver says stop (or goes away)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s shard {shard} %(name)s %(levelname)s %(message)s")
     from . import tls

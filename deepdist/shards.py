@@ -188,15 +188,16 @@ class ShardLayout:
             if param is None:
                 raise InvalidUpdateError(f"unknown parameter {name!r}; the model has {sorted(self.spec)}")
             ranges = self.ranges(name)
-            if name in self.replicated:   # every shard's descent reads it: every shard gets it whole
-                for piece in pieces:
-                    piece[name] = part
-                continue
             if isinstance(part, SparseRows):
                 if tuple(part.shape) != param.shape:
                     raise InvalidUpdateError(f"sparse rows for {name!r} claim shape {part.shape}, "
                                              f"the parameter is {param.shape}")
-                for shard, lo, pick in self._cuts(name, part.indices):
+                cuts = self._cuts(name, part.indices)   # refuses rows out of range
+                if name in self.replicated:   # every shard's descent reads it: every shard gets it whole
+                    for piece in pieces:
+                        piece[name] = part
+                    continue
+                for shard, lo, pick in cuts:
                     hi = ranges[shard][1]
                     indices = part.indices[pick]
                     pieces[shard][name] = SparseRows(indices - indices.dtype.type(lo) if lo else indices,
@@ -206,6 +207,10 @@ class ShardLayout:
                 if part.shape != param.shape:
                     raise InvalidUpdateError(f"update for {name!r} has shape {part.shape}, "
                                              f"the parameter is {param.shape}")
+                if name in self.replicated:
+                    for piece in pieces:
+                        piece[name] = part
+                    continue
                 for shard, (lo, hi) in enumerate(ranges):
                     if hi > lo:
                         pieces[shard][name] = part[lo:hi]

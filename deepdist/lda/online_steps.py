@@ -51,8 +51,7 @@ class _Shell:
         self.lda = lda
         sstats_t = lda.state.sstats.T
         # each server's rows of λ as DeepDist(servers=N) will split them
-        edges = ShardLayout(ModelSpec.of({"sstats_t": sstats_t}), servers).edges["sstats_t"] if servers > 1 else (
-            np.array([0, sstats_t.shape[0]]))
+        edges = ShardLayout(ModelSpec.of({"sstats_t": sstats_t}), servers).edges["sstats_t"]
         self.sstats_sum = np.stack([sstats_t[lo:hi].T.sum(axis=1, dtype=np.float64)
                                     for lo, hi in zip(edges[:-1], edges[1:])])
         self.eta_weight = np.array([0.0 if lda.num_updates == 0 else 1.0])

@@ -91,6 +91,12 @@ class GibbsLDA(Estimator):
             of the topics while they form, and then spend tens of sweeps reconciling them at a
             higher cost per token; a few sweeps of frequent exchanges avoid most of it. Ignored
             with one partition.
+        threads: sampling threads in each task (:mod:`deepdist.lda.gibbs_threads`): a task
+            samples slices of its documents at once, one thread each with its own copy of the
+            counts, merges their changes in memory after every step, and exchanges their sum
+            with the server once a round. One partition per executor host with ``threads`` = its
+            cores combines the host's deltas before they reach the server (on a cluster, set
+            ``spark.task.cpus`` to match so that Spark does not run other tasks beside it).
         seed: seed of the initial assignments and of every sweep.
         id2word: the vocabulary (list or dict id -> word, or a gensim Dictionary) when the
             documents are word ids or bags of words; otherwise Spark builds it from tokens.
@@ -154,7 +160,8 @@ class GibbsLDA(Estimator):
                  optimize_alpha_every: int = 0, optimize_alpha_after: int = 50, eval_every: int = 0,
                  checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False, lineage_every: int = 10,
                  verify: str = "sketch", pull: str = "auto", keep_state: bool = False, spark=None,
-                 server_options: dict | None = None, progress: bool = True, callbacks=(), **renamed):
+                 server_options: dict | None = None, progress: bool = True, callbacks=(), threads: int = 1,
+                 **renamed):
         self.num_topics, self.alpha, self.beta, self.epochs = num_topics, alpha, beta, epochs
         self.sync_every, self.sweeps_per_job, self.seed, self.id2word = sync_every, sweeps_per_job, seed, id2word
         self.burn_in_sweeps, self.burn_in_syncs = burn_in_sweeps, burn_in_syncs
@@ -164,14 +171,14 @@ class GibbsLDA(Estimator):
         self.eval_every, self.checkpoint_dir, self.checkpoint_every = eval_every, checkpoint_dir, checkpoint_every
         self.resume, self.lineage_every, self.verify, self.pull = resume, lineage_every, verify, pull
         self.keep_state, self.spark, self.server_options = keep_state, spark, server_options
-        self.progress, self.callbacks = progress, callbacks
+        self.progress, self.callbacks, self.threads = progress, callbacks, threads
         if "callback" in renamed and callbacks:
             raise TypeError("GibbsLDA got both callback= and callbacks=; give callbacks=[...] only")
         self._init_renamed(renamed)  # callback=f becomes callbacks=f, which fit takes as [f]
 
     # -- validation --------------------------------------------------------------------------
     def _validate(self) -> None:
-        for name in ("num_topics", "epochs", "sync_every", "lineage_every", "burn_in_syncs"):
+        for name in ("num_topics", "epochs", "sync_every", "lineage_every", "burn_in_syncs", "threads"):
             check_int(name, getattr(self, name))
         check_int("sweeps_per_job", self.sweeps_per_job, none=True)
         for name in ("optimize_alpha_every", "optimize_alpha_after", "eval_every", "checkpoint_every", "seed",

@@ -126,8 +126,9 @@ def sample(lda, fit: FitState, job: int, sweeps: int):
     task = _Task(dd.channel(job), job=job, first_sweep=fit.done + 1, sweeps=sweeps, sync_every=lda.sync_every,
                  seed=lda.seed, num_topics=K, num_words=V, alpha=fit.alpha, beta=lda.beta,
                  pull_rows=lda.pull, histograms=histograms, burn_in_sweeps=lda.burn_in_sweeps,
-                 burn_in_syncs=lda.burn_in_syncs if partitions > 1 else 1, merge_early=partitions > 1,
-                 initial=fit.initial if not sweeps else None, hook=lda._task_hook)
+                 burn_in_syncs=lda.burn_in_syncs if partitions > 1 or lda.threads > 1 else 1,
+                 merge_early=partitions > 1,
+                 initial=fit.initial if not sweeps else None, hook=lda._task_hook, threads=lda.threads)
     new_state = state.mapPartitions(task, preservesPartitioning=True).persist(StorageLevel.MEMORY_AND_DISK)
     final = fit.done + sweeps >= lda.epochs
     # the last job's state outlives the model server (keep_state), so it keeps its lineage

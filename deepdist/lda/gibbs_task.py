@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, SupersededAttemptError
 from ..sparse import SparseRows
-from . import _delta_kernels, sampler
+from . import _delta_kernels, gibbs_threads, sampler
 from .local_counts import LocalCounts
 
 _SKETCH_KEY = 0x5EED5CE7C4
@@ -112,12 +112,12 @@ class _Task:
 
     def __init__(self, channel, *, job, first_sweep, sweeps, sync_every, seed, num_topics, num_words,
                  alpha, beta, pull_rows, histograms, burn_in_sweeps=0, burn_in_syncs=1, merge_early=False,
-                 initial=None, hook=None):
+                 initial=None, hook=None, threads=1):
         self.channel, self.job, self.first_sweep, self.sweeps = channel, job, first_sweep, sweeps
         self.sync_every, self.seed, self.K, self.V = sync_every, seed, num_topics, num_words
         self.burn_in_sweeps, self.burn_in_syncs, self.merge_early = burn_in_sweeps, burn_in_syncs, merge_early
         self.alpha, self.beta, self.pull_rows, self.histograms = alpha, beta, pull_rows, histograms
-        self.initial, self.hook = initial, hook
+        self.initial, self.hook, self.threads = initial, hook, threads
 
     def __call__(self, blocks):
         with self.channel.open() as ch:
@@ -170,6 +170,10 @@ class _Task:
             # counts that never held them; this job leaves the block as it is, its checksum
             # brings the counts in line, and the next job samples it against the right counts.
             topics = block.topics
+        elif self.threads > 1 and len(offsets) - 1 >= self.threads:
+            topics = np.array(block.topics, copy=True)
+            doc_topic = sampler.doc_topic_from_assignments(offsets, topics, K)
+            gibbs_threads.sample_threaded(self, block, ch, live, timing, topics, doc_topic)
         else:
             topics = np.array(block.topics, copy=True)
             local = LocalCounts(words, topics, num_words=V, num_topics=K)

@@ -1,0 +1,160 @@
+"""A Gibbs task that samples its block on several threads and exchanges with the server once.
+
+With ``GibbsLDA(threads=T)`` a task cuts its block's documents into T slices and samples them at
+the same time on T threads (the sampling kernels release the GIL), each against its own copy of
+the counts. After every step the threads' changes are merged into each other's copies, in memory
+(AD-LDA between the threads, with no lag), and the task exchanges the sum of its threads' changes
+with the model server once a round. So the server sees one exchange per task where T
+single-threaded partitions would each make one: with one partition per executor host and as many
+threads as the host has cores, the host's deltas are combined before they reach the server.
+
+Exactness under retries and speculative copies is the argument the attempt ledger already makes
+for a single sender: the combined pushes are this task attempt's own, booked under its
+(job, partition, attempt), and settled with Spark's winning attempts at the job's end.
+
+The threads' slices and seeds depend only on the block and T, and the merges happen at fixed
+points, so a task's result does not depend on how its threads were scheduled.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import sampler
+from .local_counts import LocalCounts
+
+__all__ = ["sample_threaded"]
+
+
+class _Slice:
+    """One thread's documents (views into the block's arrays) and its copy of the counts."""
+
+    def __init__(self, block, topics, doc_topic, first: int, stop: int, num_words: int, num_topics: int):
+        offsets = block.offsets
+        lo, hi = int(offsets[first]), int(offsets[stop])
+        self.offsets = offsets[first:stop + 1] - lo
+        self.words = block.words[lo:hi]
+        self.topics = topics[lo:hi]            # a view: the thread's sweeps write the block's topics
+        self.doc_topic = doc_topic[first:stop]
+        self.num_docs = stop - first
+        self.counts = LocalCounts(self.words, self.topics, num_words=num_words, num_topics=num_topics)
+
+
+def _coalesce(deltas) -> tuple[np.ndarray, np.ndarray]:
+    """The sum of flat COO changes, sorted, without zeros."""
+    deltas = [(i, v) for i, v in deltas if len(i)]
+    if not deltas:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32)
+    index = np.concatenate([np.asarray(i, np.int64) for i, _ in deltas])
+    value = np.concatenate([np.asarray(v, np.int64) for _, v in deltas])
+    unique, inverse = np.unique(index, return_inverse=True)
+    summed = np.zeros(len(unique), np.int64)
+    np.add.at(summed, inverse, value)
+    keep = summed != 0
+    return unique[keep], summed[keep].astype(np.int32)
+
+
+def sample_threaded(task, block, ch, live, timing, topics, doc_topic):
+    """Run ``task``'s sweeps of ``block`` on ``task.threads`` threads (see the module); update
+    ``topics`` and ``doc_topic`` in place, exchanging with the server through ``ch``."""
+    K, V, T = task.K, task.V, task.threads
+    num_docs = len(block.offsets) - 1
+    bounds = [num_docs * t // T for t in range(T + 1)]
+    slices = [_Slice(block, topics, doc_topic, bounds[t], bounds[t + 1], V, K) for t in range(T)]
+    first = slices[0].counts
+    pull_rows = task.pull_rows == "rows" or (
+        task.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
+    started, cpu = time.perf_counter(), time.thread_time()
+    if pull_rows:
+        version = ch.pull_rows_into(first.arrays, {"word_topic": block.rows,
+                                                   "topic_totals": np.arange(K, dtype=np.int64)})
+        timing["pulled_rows"] += len(block.rows)
+    else:
+        version = ch.pull_into(first.arrays, ["word_topic", "topic_totals"])
+    _copy_counts(slices)
+    timing["sync_seconds"] += time.perf_counter() - started
+    timing["sync_cpu_seconds"] += time.thread_time() - cpu
+    steps = [task._steps(s.num_docs, block.partition) for s in slices]   # as many steps for every slice
+    unpushed = []
+    with ThreadPoolExecutor(T, thread_name_prefix="deepdist-gibbs-thread") as pool:
+        for i in range(len(steps[0])):
+            _, seed, sync = steps[0][i]
+            wall = time.perf_counter()
+            cpus = list(pool.map(lambda t: _sweep(task, slices[t], steps[t][i][0], sampler.derive_seed(seed, t)),
+                                 range(T)))
+            timing["sweep_seconds"] += time.perf_counter() - wall
+            timing["sweep_cpu_seconds"] += sum(cpus)
+            started, cpu = time.perf_counter(), time.thread_time()
+            unpushed.append(_merge_threads(slices))
+            if sync or i + 1 == len(steps[0]):
+                index, value = _coalesce(unpushed)
+                unpushed = []
+            timing["sync_seconds"] += time.perf_counter() - started
+            timing["sync_cpu_seconds"] += time.thread_time() - cpu
+            if sync or i + 1 == len(steps[0]):
+                version = _exchange(task, ch, slices, index, value, version, live, timing,
+                                    final=i + 1 == len(steps[0]))
+
+
+def _copy_counts(slices) -> None:
+    """Every thread's copy as the first one's (after a pull); all of them marked pushed."""
+    first = slices[0].counts
+    first.mark_pushed()
+    for s in slices[1:]:
+        s.counts.word_topic[...] = first.word_topic
+        s.counts.topic_totals[...] = first.topic_totals
+        s.counts.mark_pushed()
+
+
+def _sweep(task, part: _Slice, docs, seed) -> float:
+    """One thread's step; returns its CPU seconds."""
+    cpu = time.thread_time()
+    sampler.sweep(part.offsets, part.words, part.topics, part.doc_topic, part.counts.word_topic,
+                  part.counts.topic_totals, task.alpha, task.beta, seed=seed, docs=docs, validate=False)
+    return time.thread_time() - cpu
+
+
+def _merge_threads(slices):
+    """Each thread's change since the last merge into every other thread's copy; returns their sum
+    as flat COO (what the task owes the server)."""
+    deltas = [s.counts.take_unpushed() for s in slices]
+    for t, (index, value) in enumerate(deltas):
+        if len(index):
+            for u, other in enumerate(slices):
+                if u != t:
+                    other.counts.merge(index, value)
+    return _coalesce(deltas)
+
+
+def _exchange(task, ch, slices, index, value, version, live, timing, final: bool) -> int:
+    """Push the task's combined change; merge the other tasks' changes into every thread's copy
+    (unless this is the job's last push). Returns the version the copies are at."""
+    from .gibbs_task import _coo
+
+    started, cpu = time.perf_counter(), time.thread_time()
+    try:
+        if final:
+            if len(index):
+                task._push(ch, _coo(index, value, task.V * task.K, task.K), version, live)
+            return version
+        answer = None
+        if len(index):
+            answer = task._push(ch, _coo(index, value, task.V * task.K, task.K), version, live, changes=True)
+        version, changes = answer if answer is not None else ch.pull_changes(version)
+        if changes is None:   # the server cannot tell what changed: take the counts (nothing is unpushed)
+            version = ch.pull_into(slices[0].counts.arrays, ["word_topic", "topic_totals"])
+            _copy_counts(slices)
+            return version
+        part = changes.get("word_topic_flat")
+        if part is not None and len(part.indices):
+            values = part.values.astype(np.int32, copy=False)
+            for s in slices:
+                s.counts.merge(part.indices, values)
+            timing["changed_entries"] += len(part.indices)
+        return version
+    finally:
+        timing["exchange_seconds"] += time.perf_counter() - started
+        timing["exchange_cpu_seconds"] += time.thread_time() - cpu

@@ -4,7 +4,10 @@ Contestants, on the same training documents, in one run:
 
 - deepdist ``GibbsLDA`` on ``local[1]`` and ``local[2]`` (each in its own process and
   SparkSession; session start and input caching excluded), ``sweeps_per_job`` sweeps per Spark
-  job (by default GibbsLDA's own: all sweeps in one job) and counts exchanged with the server every ``sync_every`` sweep;
+  job (by default GibbsLDA's own: all sweeps in one job) and counts exchanged with the server every
+  ``sync_every`` sweep; and on ``local[2]`` with one partition sampled on 2 threads (``threads=2``:
+  the threads merge in memory, the task exchanges with the server once a round), and with
+  ``--servers2`` on 2 model servers;
 - tomotopy ``LDAModel`` (collapsed Gibbs), fixed symmetric α (``optim_interval=0``), with 1 worker
   and with 2 (its default parallel scheme, in shared memory): the second is the two-core speed-up
   a user gets from the peer, next to deepdist's local[2] over local[1];
@@ -73,13 +76,14 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.
 from deepdist.lda.evaluate import completion_log_likelihood  # noqa: E402
 from deepdist.lda.synthetic import synthetic_lda_corpus, topic_recovery  # noqa: E402
 
-TOOLS = ["deepdist-1", "deepdist-2", "deepdist-2-servers2", "tomotopy", "tomotopy-2", "lda", "multicore", "mllib-online", "mllib-em"]
+TOOLS = ["deepdist-1", "deepdist-2", "deepdist-2-threads", "deepdist-2-servers2", "tomotopy", "tomotopy-2", "lda", "multicore", "mllib-online", "mllib-em"]
 LABELS = {"deepdist-1": "deepdist GibbsLDA local[1]", "deepdist-2": "deepdist GibbsLDA local[2]",
           "deepdist-2-servers2": "deepdist GibbsLDA local[2], 2 model servers",
+          "deepdist-2-threads": "deepdist GibbsLDA local[2], 1 partition x 2 threads",
           "tomotopy": "tomotopy LDAModel workers=1", "tomotopy-2": "tomotopy LDAModel workers=2", "lda": "`lda` package (Cython CGS)",
           "multicore": "gensim LdaMulticore workers=1, 10 passes",
           "mllib-online": "Spark MLlib LDA online (tau0=10), 50 it", "mllib-em": "Spark MLlib LDA em, 50 it"}
-CORES = {"deepdist-2": 2, "deepdist-2-servers2": 2, "tomotopy-2": 2, "mllib-online": 2, "mllib-em": 2}
+CORES = {"deepdist-2": 2, "deepdist-2-servers2": 2, "deepdist-2-threads": 2, "tomotopy-2": 2, "mllib-online": 2, "mllib-em": 2}
 
 
 def parse_args(argv=None):
@@ -244,13 +248,15 @@ def spark_worker(job_path):
         docs = [d.tolist() for d in train]
         # parallelize slices a list in batches of 1,024 documents, which gave partition 0 of
         # local[2] 51% of them; one list per partition gives each exactly its share
-        shards = [docs[len(docs) * i // cores:len(docs) * (i + 1) // cores] for i in range(cores)]
-        rdd = spark.sparkContext.parallelize(shards, cores).flatMap(lambda shard: shard).cache()
+        threads = cores if tool.endswith("threads") else 1   # one task sampling on the cores' threads
+        partitions = cores // threads
+        shards = [docs[len(docs) * i // partitions:len(docs) * (i + 1) // partitions] for i in range(partitions)]
+        rdd = spark.sparkContext.parallelize(shards, partitions).flatMap(lambda shard: shard).cache()
         rdd.count()
         lda = GibbsLDA(num_topics=K, alpha=0.1, beta=0.01, epochs=job["iterations"], seed=job["seed"],
                        sweeps_per_job=job["sweeps_per_job"], sync_every=job["sync_every"],
                        id2word=[str(i) for i in range(V)], progress=False,
-                       server_options={"servers": 2 if tool.endswith("servers2") else 1})
+                       server_options={"servers": 2 if tool.endswith("servers2") else 1}, threads=threads)
         wall, before = time.perf_counter(), _process_tree_cpu()
         model = lda.fit(rdd).model_
         wall, by_kind = time.perf_counter() - wall, _cpu_since(before)
@@ -267,6 +273,7 @@ def spark_worker(job_path):
                       # sampling CPU per token-sample of each job: where a run's sweeps got dearer
                       profile=[h["sweep_cpu_seconds"] / (h["tokens"] * k) * 1e9 for h, k in zip(sweeps, per_job)],
                       passes=job["iterations"], traffic=traffic, repairs=lda.repairs_,
+                      pushes_per_sweep=sum(h["pushes"] for h in sweeps) / n,
                       ll_first=lda.history_[1]["ll_per_token"], ll_last=lda.history_[-1]["ll_per_token"],
                       jobs=len(sweeps))
         phi = model.topic_word_
@@ -324,8 +331,8 @@ def run_corpus(corpus, args, tmp):
           f"iterations", flush=True)
     for K in args.topics:
         rows = {}
-        pair = [t for t in ("deepdist-1", "deepdist-2", "deepdist-2-servers2") if t not in args.skip
-                and (t != "deepdist-2-servers2" or args.servers2)]
+        pair = [t for t in ("deepdist-1", "deepdist-2", "deepdist-2-threads", "deepdist-2-servers2")
+                if t not in args.skip and (t != "deepdist-2-servers2" or args.servers2)]
         runs = {tool: [] for tool in pair}
         for _ in range(args.repeats):  # alternating, so a drift of the machine's speed hits both
             for tool in pair:
@@ -376,6 +383,11 @@ def report(corpus, K, rows, tokens):
     print()
     if one and two:
         print(f"deepdist local[2] vs local[1]: {one['seconds'] / two['seconds']:.2f}x faster (wall)")
+    threaded = rows.get("deepdist-2-threads")
+    if two and threaded:
+        print(f"deepdist local[2], 1 partition x 2 threads vs 2 partitions: {two['seconds'] / threaded['seconds']:.2f}x "
+              f"faster (wall), {threaded['pushes_per_sweep']:.1f} vs {two['pushes_per_sweep']:.1f} server exchanges "
+              f"a sweep, held-out ll/token {threaded['heldout']:.4f} vs {two['heldout']:.4f}")
     sharded = rows.get("deepdist-2-servers2")
     if two and sharded:
         print(f"deepdist local[2] with 2 model servers vs one: {two['seconds'] / sharded['seconds']:.2f}x faster "
@@ -384,12 +396,15 @@ def report(corpus, K, rows, tokens):
         print(f"tomotopy workers=2 vs workers=1: {rows['tomotopy']['seconds'] / rows['tomotopy-2']['seconds']:.2f}x "
               f"faster (wall)")
     for tool in ("tomotopy", "tomotopy-2", "lda", "mllib-online", "mllib-em"):
-        if tool in rows and (one or two):
-            ours = two or one
-            print(f"deepdist {'local[2]' if two else 'local[1]'} vs {LABELS[tool]}: "
-                  f"{rows[tool]['seconds'] / ours['seconds']:.2f}x faster, held-out ll/token "
-                  f"{ours['heldout']:.4f} vs {rows[tool]['heldout']:.4f}")
-    for tool in ("deepdist-1", "deepdist-2", "deepdist-2-servers2"):
+        for name, ours in (("local[2]", two), ("local[2] x 2 threads", threaded)):
+            if tool in rows and ours:
+                print(f"deepdist {name} vs {LABELS[tool]}: "
+                      f"{rows[tool]['seconds'] / ours['seconds']:.2f}x faster, held-out ll/token "
+                      f"{ours['heldout']:.4f} vs {rows[tool]['heldout']:.4f}")
+        if tool in rows and one and not two:
+            print(f"deepdist local[1] vs {LABELS[tool]}: {rows[tool]['seconds'] / one['seconds']:.2f}x faster, "
+                  f"held-out ll/token {one['heldout']:.4f} vs {rows[tool]['heldout']:.4f}")
+    for tool in ("deepdist-1", "deepdist-2", "deepdist-2-threads", "deepdist-2-servers2"):
         if tool in rows:
             t = rows[tool]["traffic"]
             print(f"{LABELS[tool]} traffic per sweep: pushed {t['bytes_pushed'] / 1e3:,.1f} kB sparse vs "
@@ -402,7 +417,7 @@ def report(corpus, K, rows, tokens):
         profile = rows.get(tool, {}).get("profile", [])
         if len(profile) > 1:
             print(f"{LABELS[tool]} sampling ns per token-sample, job by job: " + " ".join(f"{x:.1f}" for x in profile))
-    for tool in ("deepdist-1", "deepdist-2", "deepdist-2-servers2"):
+    for tool in ("deepdist-1", "deepdist-2", "deepdist-2-threads", "deepdist-2-servers2"):
         by_kind = rows.get(tool, {}).get("cpu_by_kind")
         if by_kind:
             # on local[1] the driver and the JVM have the second core to themselves; on local[2]

@@ -70,6 +70,7 @@ _GIBBS_OPTIONS = {
     "--beta": ("beta", float, "symmetric topic-word prior"),
     "--optimize-alpha-every": ("optimize_alpha_every", int, "Minka updates of alpha every N jobs (0: never)"),
     "--sync-every": ("sync_every", int, "sweeps between exchanges of counts"),
+    "--threads": ("threads", int, "sampling threads per task (they merge in memory; the task exchanges once)"),
     "--burn-in-sweeps": ("burn_in_sweeps", int, "first sweeps that exchange counts several times a sweep"),
     "--burn-in-syncs": ("burn_in_syncs", int, "exchanges per burn-in sweep"),
     "--sweeps-per-job": ("sweeps_per_job", int, "sweeps per Spark job (default: the whole fit in one job, "

@@ -168,3 +168,29 @@ def topic_totals_delta(index, value, num_topics):
             stop = start + num_topics
         totals[c - start] += value[j]
     return totals
+
+
+@njit(cache=True, nogil=True)
+def add_sorted(index_a, value_a, index_b, value_b):
+    """The sum of two sorted, coalesced flat COO deltas, sorted and coalesced, zeros dropped:
+    one merge pass (a task's threads' changes, combined into the one push it makes)."""
+    na, nb = index_a.shape[0], index_b.shape[0]
+    index = np.empty(na + nb, np.int64)
+    value = np.empty(na + nb, np.int32)
+    i = j = n = 0
+    while i < na or j < nb:
+        if j >= nb or (i < na and index_a[i] < index_b[j]):
+            w, v = index_a[i], value_a[i]
+            i += 1
+        elif i >= na or index_b[j] < index_a[i]:
+            w, v = index_b[j], value_b[j]
+            j += 1
+        else:
+            w, v = index_a[i], value_a[i] + value_b[j]
+            i += 1
+            j += 1
+        if v != 0:
+            index[n] = w
+            value[n] = v
+            n += 1
+    return index[:n], value[:n]

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import sampler
+from . import _delta_kernels, sampler
 from .local_counts import LocalCounts
 
 __all__ = ["sample_threaded"]
@@ -44,17 +44,13 @@ class _Slice:
 
 
 def _coalesce(deltas) -> tuple[np.ndarray, np.ndarray]:
-    """The sum of flat COO changes, sorted, without zeros."""
-    deltas = [(i, v) for i, v in deltas if len(i)]
-    if not deltas:
-        return np.zeros(0, np.int64), np.zeros(0, np.int32)
-    index = np.concatenate([np.asarray(i, np.int64) for i, _ in deltas])
-    value = np.concatenate([np.asarray(v, np.int64) for _, v in deltas])
-    unique, inverse = np.unique(index, return_inverse=True)
-    summed = np.zeros(len(unique), np.int64)
-    np.add.at(summed, inverse, value)
-    keep = summed != 0
-    return unique[keep], summed[keep].astype(np.int32)
+    """The sum of sorted, coalesced flat COO changes, sorted, coalesced, without zeros."""
+    index, value = np.zeros(0, np.int64), np.zeros(0, np.int32)
+    for i, v in deltas:
+        if len(i):
+            index, value = _delta_kernels.add_sorted(index, value, np.asarray(i, np.int64),
+                                                     np.asarray(v, np.int32))
+    return index, value
 
 
 def sample_threaded(task, block, ch, live, timing, topics, doc_topic):
@@ -86,9 +82,12 @@ def sample_threaded(task, block, ch, live, timing, topics, doc_topic):
             cpus = list(pool.map(lambda t: _sweep(task, slices[t], steps[t][i][0], sampler.derive_seed(seed, t)),
                                  range(T)))
             timing["sweep_seconds"] += time.perf_counter() - wall
-            timing["sweep_cpu_seconds"] += sum(cpus)
+            timing["sweep_cpu_seconds"] += sum(c for c, _ in cpus)
             started, cpu = time.perf_counter(), time.thread_time()
-            unpushed.append(_merge_threads(slices))
+            deltas = [d for _, d in cpus]
+            # each thread adds the others' changes to its own copy: the copies are the threads' own
+            timing["sync_cpu_seconds"] += sum(pool.map(lambda u: _merge_others(slices[u], u, deltas), range(T)))
+            unpushed.append(_coalesce(deltas))
             if sync or i + 1 == len(steps[0]):
                 index, value = _coalesce(unpushed)
                 unpushed = []
@@ -109,24 +108,22 @@ def _copy_counts(slices) -> None:
         s.counts.mark_pushed()
 
 
-def _sweep(task, part: _Slice, docs, seed) -> float:
-    """One thread's step; returns its CPU seconds."""
+def _sweep(task, part: _Slice, docs, seed):
+    """One thread's step and its change since the last one; returns (its CPU seconds, the change)."""
     cpu = time.thread_time()
     sampler.sweep(part.offsets, part.words, part.topics, part.doc_topic, part.counts.word_topic,
                   part.counts.topic_totals, task.alpha, task.beta, seed=seed, docs=docs, validate=False)
-    return time.thread_time() - cpu
+    delta = part.counts.take_unpushed()
+    return time.thread_time() - cpu, delta
 
 
-def _merge_threads(slices):
-    """Each thread's change since the last merge into every other thread's copy; returns their sum
-    as flat COO (what the task owes the server)."""
-    deltas = [s.counts.take_unpushed() for s in slices]
+def _merge_others(part: _Slice, mine: int, deltas) -> float:
+    """The other threads' changes into this thread's copy (not its own to push); its CPU seconds."""
+    cpu = time.thread_time()
     for t, (index, value) in enumerate(deltas):
-        if len(index):
-            for u, other in enumerate(slices):
-                if u != t:
-                    other.counts.merge(index, value)
-    return _coalesce(deltas)
+        if t != mine and len(index):
+            part.counts.merge(index, value)
+    return time.thread_time() - cpu
 
 
 def _exchange(task, ch, slices, index, value, version, live, timing, final: bool) -> int:

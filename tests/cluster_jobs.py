@@ -150,9 +150,21 @@ def _gibbs_on_shards(sc) -> dict:
     for block in lda.state_.collect():
         np.add.at(counts, (block.words, block.topics), 1)
     lda.state_.unpersist()
+    # and each task sampling on 2 threads, one exchange a round for both
+    threaded = GibbsLDA(num_topics=K, id2word=[str(i) for i in range(V)], epochs=40, sweeps_per_job=10,
+                        seed=0, progress=False, keep_state=True, threads=2)
+    threaded_model = threaded.fit(sc.parallelize([d.tolist() for d in docs], 2)).model_
+    threaded_counts = np.zeros((V, K), np.int64)
+    for block in threaded.state_.collect():
+        np.add.at(threaded_counts, (block.words, block.topics), 1)
+    threaded.state_.unpersist()
     return {"recovery": float(topic_recovery(phi, model.topic_word_)), "repairs": lda.repairs_,
             "counts_exact": bool(np.array_equal(counts, model.word_topic_)),
-            "applied": [s["updates_applied"] for s in lda.status_["shards"]]}
+            "applied": [s["updates_applied"] for s in lda.status_["shards"]],
+            "threads_recovery": float(topic_recovery(phi, threaded_model.topic_word_)),
+            "threads_counts_exact": bool(np.array_equal(threaded_counts, threaded_model.word_topic_)),
+            "threads_pushes": [h["pushes"] for h in threaded.history_[1:]],
+            "pushes": [h["pushes"] for h in lda.history_[1:]]}
 
 
 def job_gibbs(sc) -> dict:

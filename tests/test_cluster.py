@@ -114,6 +114,10 @@ def test_every_entry_point_runs_on_the_executors_with_local_quality(cluster, tmp
     gibbs = shards["gibbs"]   # GibbsLDA with its counts on two shards: exact, and the planted topics
     assert gibbs["counts_exact"] and gibbs["repairs"] == 0 and gibbs["recovery"] > 0.9, gibbs
     assert gibbs["applied"][0] == gibbs["applied"][1] > 0, gibbs
+    # GibbsLDA(threads=2): exact, the planted topics, and one exchange a round per task, as with
+    # one thread a task (the two threads' changes travel as one)
+    assert gibbs["threads_counts_exact"] and gibbs["threads_recovery"] > 0.9, gibbs
+    assert gibbs["threads_pushes"] == gibbs["pushes"], gibbs
     online = shards["online"]   # OnlineLDA with λ on two shards: one server's topics, to round-off
     assert online["recovery"] > 0.8 and online["applied"][0] == online["applied"][1] > 0, online
     assert online["perplexity"] == pytest.approx(online["one_server_perplexity"], rel=1e-4), online

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, SupersededAttemptError
 from ..sparse import SparseRows
-from . import _delta_kernels, gibbs_threads, sampler
+from . import _delta_kernels, sampler
 from .local_counts import LocalCounts
 
 _SKETCH_KEY = 0x5EED5CE7C4
@@ -173,7 +173,9 @@ class _Task:
         elif self.threads > 1 and len(offsets) - 1 >= self.threads:
             topics = np.array(block.topics, copy=True)
             doc_topic = sampler.doc_topic_from_assignments(offsets, topics, K)
-            gibbs_threads.sample_threaded(self, block, ch, live, timing, topics, doc_topic)
+            from .gibbs_threads import sample_threaded   # it builds on this module's helpers
+
+            sample_threaded(self, block, ch, live, timing, topics, doc_topic)
         else:
             topics = np.array(block.topics, copy=True)
             local = LocalCounts(words, topics, num_words=V, num_topics=K)

@@ -4,7 +4,8 @@ With ``GibbsLDA(threads=T)`` a task cuts its block's documents into T slices and
 the same time on T threads (the sampling kernels release the GIL), each against its own copy of
 the counts. After every step the threads' changes are merged into each other's copies, in memory
 (AD-LDA between the threads, with no lag), and the task exchanges the sum of its threads' changes
-with the model server once a round. So the server sees one exchange per task where T
+with the model server once a round, on a background thread while the next step samples (the
+other tasks' changes it brings back are merged after that step). So the server sees one exchange per task where T
 single-threaded partitions would each make one: with one partition per executor host and as many
 threads as the host has cores, the host's deltas are combined before they reach the server.
 
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import _delta_kernels, sampler
+from .gibbs_task import _background, _coo
 from .local_counts import LocalCounts
 
 __all__ = ["sample_threaded"]
@@ -74,9 +76,11 @@ def sample_threaded(task, block, ch, live, timing, topics, doc_topic):
     timing["sync_seconds"] += time.perf_counter() - started
     timing["sync_cpu_seconds"] += time.thread_time() - cpu
     steps = [task._steps(s.num_docs, block.partition) for s in slices]   # as many steps for every slice
-    unpushed = []
+    last = len(steps[0]) - 1
+    unpushed = []      # the threads' summed changes since the last push (in every copy already)
+    exchange = None    # the push in flight, on the background thread while the next step samples
     with ThreadPoolExecutor(T, thread_name_prefix="deepdist-gibbs-thread") as pool:
-        for i in range(len(steps[0])):
+        for i in range(last + 1):
             _, seed, sync = steps[0][i]
             wall = time.perf_counter()
             cpus = list(pool.map(lambda t: _sweep(task, slices[t], steps[t][i][0], sampler.derive_seed(seed, t)),
@@ -88,14 +92,19 @@ def sample_threaded(task, block, ch, live, timing, topics, doc_topic):
             # each thread adds the others' changes to its own copy: the copies are the threads' own
             timing["sync_cpu_seconds"] += sum(pool.map(lambda u: _merge_others(slices[u], u, deltas), range(T)))
             unpushed.append(_coalesce(deltas))
-            if sync or i + 1 == len(steps[0]):
+            if sync or i == last:
                 index, value = _coalesce(unpushed)
                 unpushed = []
+                if exchange is not None:   # the last push's answer: the other tasks' changes
+                    version = _finish(exchange, ch, slices, (index, value), timing)
+                    exchange = None
+                if i == last:
+                    if len(index):
+                        task._push(ch, _coo(index, value, V * K, K), version, live)
+                else:
+                    exchange = _background().submit(_exchange, task, ch, index, value, version, live, timing)
             timing["sync_seconds"] += time.perf_counter() - started
             timing["sync_cpu_seconds"] += time.thread_time() - cpu
-            if sync or i + 1 == len(steps[0]):
-                version = _exchange(task, ch, slices, index, value, version, live, timing,
-                                    final=i + 1 == len(steps[0]))
 
 
 def _copy_counts(slices) -> None:
@@ -126,32 +135,40 @@ def _merge_others(part: _Slice, mine: int, deltas) -> float:
     return time.thread_time() - cpu
 
 
-def _exchange(task, ch, slices, index, value, version, live, timing, final: bool) -> int:
-    """Push the task's combined change; merge the other tasks' changes into every thread's copy
-    (unless this is the job's last push). Returns the version the copies are at."""
-    from .gibbs_task import _coo
-
+def _exchange(task, ch, index, value, version, live, timing):
+    """Push the task's summed change; return the other tasks' changes since ``version`` (on the
+    background thread)."""
     started, cpu = time.perf_counter(), time.thread_time()
     try:
-        if final:
-            if len(index):
-                task._push(ch, _coo(index, value, task.V * task.K, task.K), version, live)
-            return version
         answer = None
         if len(index):
             answer = task._push(ch, _coo(index, value, task.V * task.K, task.K), version, live, changes=True)
-        version, changes = answer if answer is not None else ch.pull_changes(version)
-        if changes is None:   # the server cannot tell what changed: take the counts (nothing is unpushed)
-            version = ch.pull_into(slices[0].counts.arrays, ["word_topic", "topic_totals"])
-            _copy_counts(slices)
-            return version
-        part = changes.get("word_topic_flat")
-        if part is not None and len(part.indices):
-            values = part.values.astype(np.int32, copy=False)
-            for s in slices:
-                s.counts.merge(part.indices, values)
-            timing["changed_entries"] += len(part.indices)
-        return version
+        return answer if answer is not None else ch.pull_changes(version)
     finally:
         timing["exchange_seconds"] += time.perf_counter() - started
         timing["exchange_cpu_seconds"] += time.thread_time() - cpu
+
+
+def _finish(exchange, ch, slices, pending, timing) -> int:
+    """Merge a finished exchange's answer into every thread's copy; returns the version they are at.
+
+    ``pending`` is the summed change the threads made since that push, in every copy and not yet
+    pushed. When the server cannot tell what changed, every copy becomes the server's counts plus
+    ``pending``.
+    """
+    version, changes = exchange.result()
+    if changes is None:
+        version = ch.pull_into(slices[0].counts.arrays, ["word_topic", "topic_totals"])
+        index, value = pending
+        if len(index):
+            _delta_kernels.apply_sparse_delta(slices[0].counts.word_topic, slices[0].counts.topic_totals,
+                                              index, value)
+        _copy_counts(slices)
+        return version
+    part = changes.get("word_topic_flat")
+    if part is not None and len(part.indices):
+        values = part.values.astype(np.int32, copy=False)
+        for s in slices:
+            s.counts.merge(part.indices, values)
+        timing["changed_entries"] += len(part.indices)
+    return version

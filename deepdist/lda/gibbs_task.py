@@ -180,21 +180,13 @@ class _Task:
             topics = np.array(block.topics, copy=True)
             local = LocalCounts(words, topics, num_words=V, num_topics=K)
             doc_topic = sampler.doc_topic_from_assignments(offsets, topics, K)
-            # rows cost an 8-byte index each on top of the row: dense is smaller when most rows are used
-            pull_rows = self.pull_rows == "rows" or (
-                self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
             exchange = None  # the count exchange in flight: it overlaps the next step's sampling
             steps = self._steps(len(offsets) - 1, block.partition)
             for i, (docs, seed, sync) in enumerate(steps):
                 if sync:
                     with _clock(timing, "sync"):
                         if i == 0:
-                            if pull_rows:
-                                version = ch.pull_rows_into(local.arrays, {"word_topic": block.rows,
-                                                                           "topic_totals": np.arange(K, dtype=np.int64)})
-                                timing["pulled_rows"] += len(block.rows)
-                            else:
-                                version = ch.pull_into(local.arrays, ["word_topic", "topic_totals"])
+                            version = self._first_pull(ch, block, local.arrays, timing)
                             local.mark_pushed()
                         else:
                             if exchange is not None:  # back-to-back syncs: the last one must land first
@@ -229,6 +221,15 @@ class _Task:
             if index.size:
                 self._push(ch, _coo(index, value, V * K, K), version, live)
         return block.evolve(topics, self._report(ch, block, topics, doc_topic, timing), self.job)
+
+    def _first_pull(self, ch, block, arrays, timing) -> int:
+        """The counts into ``arrays``: the rows of the block's words, or all of them when that
+        is smaller (rows cost an 8-byte index each on top of the row); returns the version."""
+        K, V = self.K, self.V
+        if self.pull_rows == "rows" or (self.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K):
+            timing["pulled_rows"] += len(block.rows)
+            return ch.pull_rows_into(arrays, {"word_topic": block.rows, "topic_totals": np.arange(K, dtype=np.int64)})
+        return ch.pull_into(arrays, ["word_topic", "topic_totals"])
 
     def _sweep(self, block, topics, doc_topic, local, docs, seed, timing):
         with _clock(timing, "sweep"):

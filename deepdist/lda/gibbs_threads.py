@@ -62,16 +62,8 @@ def sample_threaded(task, block, ch, live, timing, topics, doc_topic):
     num_docs = len(block.offsets) - 1
     bounds = [num_docs * t // T for t in range(T + 1)]
     slices = [_Slice(block, topics, doc_topic, bounds[t], bounds[t + 1], V, K) for t in range(T)]
-    first = slices[0].counts
-    pull_rows = task.pull_rows == "rows" or (
-        task.pull_rows == "auto" and len(block.rows) * (8 + 4 * K) < 0.9 * V * 4 * K)
     started, cpu = time.perf_counter(), time.thread_time()
-    if pull_rows:
-        version = ch.pull_rows_into(first.arrays, {"word_topic": block.rows,
-                                                   "topic_totals": np.arange(K, dtype=np.int64)})
-        timing["pulled_rows"] += len(block.rows)
-    else:
-        version = ch.pull_into(first.arrays, ["word_topic", "topic_totals"])
+    version = task._first_pull(ch, block, slices[0].counts.arrays, timing)
     _copy_counts(slices)
     timing["sync_seconds"] += time.perf_counter() - started
     timing["sync_cpu_seconds"] += time.thread_time() - cpu

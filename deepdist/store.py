@@ -304,9 +304,8 @@ class ParameterStore:
         """The driver rewrote parameters in place between epochs (a repair, a restore): a new
         version, and no task may reach it through the change log, which never saw the change."""
         with self._changed:
-            self.version += 1
+            self.bump()
             self._changelog.reset(self.version)
-            self._changed.notify_all()
 
     def bump(self) -> None:
         """A new version for a change the driver made itself (outside ``descent``): readers refetch."""

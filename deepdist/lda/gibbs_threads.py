@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import _delta_kernels, sampler
-from .gibbs_task import _background, _coo
+from .gibbs_task import _background, _clock, _coo
 from .local_counts import LocalCounts
 
 __all__ = ["sample_threaded"]
@@ -62,15 +62,13 @@ def sample_threaded(task, block, ch, live, timing, topics, doc_topic):
     num_docs = len(block.offsets) - 1
     bounds = [num_docs * t // T for t in range(T + 1)]
     slices = [_Slice(block, topics, doc_topic, bounds[t], bounds[t + 1], V, K) for t in range(T)]
-    started, cpu = time.perf_counter(), time.thread_time()
-    version = task._first_pull(ch, block, slices[0].counts.arrays, timing)
-    _copy_counts(slices)
-    timing["sync_seconds"] += time.perf_counter() - started
-    timing["sync_cpu_seconds"] += time.thread_time() - cpu
+    with _clock(timing, "sync"):
+        version = task._first_pull(ch, block, slices[0].counts.arrays, timing)
+        _copy_counts(slices)
     steps = [task._steps(s.num_docs, block.partition) for s in slices]   # as many steps for every slice
     last = len(steps[0]) - 1
-    unpushed = []      # the threads' summed changes since the last push (in every copy already)
-    exchange = None    # the push in flight, on the background thread while the next step samples
+    pending = _coalesce([])   # the threads' summed changes since the last push (in every copy already)
+    exchange = None           # the push in flight, on the background thread while the next step samples
     with ThreadPoolExecutor(T, thread_name_prefix="deepdist-gibbs-thread") as pool:
         for i in range(last + 1):
             _, seed, sync = steps[0][i]
@@ -79,24 +77,22 @@ def sample_threaded(task, block, ch, live, timing, topics, doc_topic):
                                  range(T)))
             timing["sweep_seconds"] += time.perf_counter() - wall
             timing["sweep_cpu_seconds"] += sum(c for c, _ in cpus)
-            started, cpu = time.perf_counter(), time.thread_time()
-            deltas = [d for _, d in cpus]
-            # each thread adds the others' changes to its own copy: the copies are the threads' own
-            timing["sync_cpu_seconds"] += sum(pool.map(lambda u: _merge_others(slices[u], u, deltas), range(T)))
-            unpushed.append(_coalesce(deltas))
-            if sync or i == last:
-                index, value = _coalesce(unpushed)
-                unpushed = []
-                if exchange is not None:   # the last push's answer: the other tasks' changes
-                    version = _finish(exchange, ch, slices, (index, value), timing)
-                    exchange = None
-                if i == last:
-                    if len(index):
-                        task._push(ch, _coo(index, value, V * K, K), version, live)
-                else:
-                    exchange = _background().submit(_exchange, task, ch, index, value, version, live, timing)
-            timing["sync_seconds"] += time.perf_counter() - started
-            timing["sync_cpu_seconds"] += time.thread_time() - cpu
+            with _clock(timing, "sync"):
+                deltas = [d for _, d in cpus]
+                # each thread adds the others' changes to its own copy: the copies are the threads' own
+                timing["sync_cpu_seconds"] += sum(pool.map(lambda u: _merge_others(slices[u], u, deltas), range(T)))
+                pending = _coalesce([pending, *deltas])
+                if sync or i == last:
+                    index, value = pending
+                    pending = _coalesce([])
+                    if exchange is not None:   # the last push's answer: the other tasks' changes
+                        version = _finish(exchange, ch, slices, (index, value), timing)
+                        exchange = None
+                    if i == last:
+                        if len(index):
+                            task._push(ch, _coo(index, value, V * K, K), version, live)
+                    else:
+                        exchange = _background().submit(task._exchange, ch, index, value, version, live, timing)
 
 
 def _copy_counts(slices) -> None:
@@ -125,20 +121,6 @@ def _merge_others(part: _Slice, mine: int, deltas) -> float:
         if t != mine and len(index):
             part.counts.merge(index, value)
     return time.thread_time() - cpu
-
-
-def _exchange(task, ch, index, value, version, live, timing):
-    """Push the task's summed change; return the other tasks' changes since ``version`` (on the
-    background thread)."""
-    started, cpu = time.perf_counter(), time.thread_time()
-    try:
-        answer = None
-        if len(index):
-            answer = task._push(ch, _coo(index, value, task.V * task.K, task.K), version, live, changes=True)
-        return answer if answer is not None else ch.pull_changes(version)
-    finally:
-        timing["exchange_seconds"] += time.perf_counter() - started
-        timing["exchange_cpu_seconds"] += time.thread_time() - cpu
 
 
 def _finish(exchange, ch, slices, pending, timing) -> int:

@@ -200,9 +200,8 @@ class _FailingEStep(_EStep):
         return super().__call__(shell, chunk)
 
 
-def test_online_lda_on_two_shards_merges_each_chunk_once_when_a_task_is_retried(sc, bows, tmp_path, monkeypatch):
-    train, heldout, topic_word = bows
-    marker = str(tmp_path / "failed")
+def _fit_with_a_failure(sc, train, servers, marker, monkeypatch):
+    """OnlineLDA on ``servers`` servers, partition 1's first attempt dying after two chunks."""
 
     class Failing(_FailingEStep):
         pass
@@ -211,10 +210,18 @@ def test_online_lda_on_two_shards_merges_each_chunk_once_when_a_task_is_retried(
     monkeypatch.setattr(online_module, "_EStep", Failing)
     rdd = sc.parallelize(train, 2).cache()
     try:
-        lda = online(2, max_staleness=1).fit(rdd)
+        # no staleness: which M-steps a chunk sees does not hang on task timing, so two fits of
+        # the same failure can be compared (with staleness 1 they land in one of two optima)
+        lda = online(servers, max_staleness=0).fit(rdd)
     finally:
         rdd.unpersist()
     assert os.path.exists(marker), "the failure was not injected"
+    return lda
+
+
+def test_online_lda_on_two_shards_merges_each_chunk_once_when_a_task_is_retried(sc, bows, tmp_path, monkeypatch):
+    train, heldout, topic_word = bows
+    lda = _fit_with_a_failure(sc, train, 2, str(tmp_path / "failed-2"), monkeypatch)
     # the retry skipped the E-steps of the two chunks its lost attempt delivered: every chunk
     # weighs once, on both shards alike (every push reached both)
     assert [h["docs_merged"] for h in lda.history_] == [len(train)] * 2
@@ -223,7 +230,8 @@ def test_online_lda_on_two_shards_merges_each_chunk_once_when_a_task_is_retried(
     assert shards[0]["updates_applied"] == shards[1]["updates_applied"]
     model = lda.model_
     assert topic_recovery(topic_word, model.get_topics()) > 0.8
-    reference = online(1, max_staleness=1).fit(sc.parallelize(train, 2))
+    # against one server through the same failure
+    reference = _fit_with_a_failure(sc, train, 1, str(tmp_path / "failed-1"), monkeypatch)
     ours = completion_perplexity(heldout, model.get_topics(), model.alpha)
     theirs = completion_perplexity(heldout, reference.model_.get_topics(), reference.model_.alpha)
     assert ours <= 1.02 * theirs, (ours, theirs)
